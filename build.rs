@@ -1,0 +1,48 @@
+//! Generates the Rust bindings for our declaration of the Triton C API (include/triton_api.h) and
+//! limits what libtriton_onnxrs.so exports to the TRITONBACKEND_* entry points.
+
+use std::env;
+use std::fs;
+use std::path::PathBuf;
+
+/// The entry points we implement; they are declared in the header for reference but defined in Rust,
+/// so bindgen must not emit `extern` declarations for them.
+const OUR_ENTRY_POINTS: &str = "TRITONBACKEND_(Initialize|Finalize|GetBackendAttribute|ModelInitialize|ModelFinalize|ModelInstanceInitialize|ModelInstanceFinalize|ModelInstanceExecute)";
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    println!("cargo:rerun-if-changed=include/triton_api.h");
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let bindings = bindgen::Builder::default()
+        .header("include/triton_api.h")
+        .allowlist_function("TRITON(SERVER|BACKEND)_.*")
+        .allowlist_type("TRITON(SERVER|BACKEND)_.*")
+        .allowlist_var("ONNXRS_.*")
+        .blocklist_function(OUR_ENTRY_POINTS)
+        .default_enum_style(bindgen::EnumVariation::NewType {
+            is_bitfield: false,
+            is_global: false,
+        })
+        .prepend_enum_name(false)
+        .wrap_unsafe_ops(true)
+        .layout_tests(false)
+        .generate_comments(false)
+        .rust_edition(bindgen::RustEdition::Edition2024)
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
+        .generate()
+        .expect("bindgen failed on include/triton_api.h");
+    bindings
+        .write_to_file(out.join("triton_bindings.rs"))
+        .expect("cannot write the generated bindings");
+
+    // Export only the TRITONBACKEND_* entry points: everything else (ort, libloading, std) stays
+    // local, so two backends built with different versions of those crates never collide.
+    let map = out.join("exports.map");
+    fs::write(&map, "{\n  global: TRITONBACKEND_*;\n  local: *;\n};\n")
+        .expect("cannot write exports.map");
+    println!(
+        "cargo:rustc-cdylib-link-arg=-Wl,--version-script={}",
+        map.display()
+    );
+}

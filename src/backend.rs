@@ -1,0 +1,86 @@
+//! The backend-wide state: settings from `--backend-config=onnxrs,...` and the ONNX Runtime
+//! library, loaded the first time a model needs it.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::onnx::runtime::{self, Runtime};
+
+/// The official backend's default for `default-max-batch-size`.
+const DEFAULT_MAX_BATCH_SIZE: usize = 4;
+
+#[derive(Debug)]
+pub struct BackendState {
+    /// `ort-library=PATH`: the ONNX Runtime library to load.
+    pub ort_library: Option<PathBuf>,
+    /// Where libtriton_onnxrs.so was loaded from: the default place for the ONNX Runtime library.
+    pub backend_dir: Option<PathBuf>,
+    /// `default-max-batch-size=N`: what auto-complete gives a batch-capable model (0 disables).
+    pub default_max_batch_size: usize,
+}
+
+impl BackendState {
+    /// From the backend config JSON the server hands over (`{"cmdline": {"key": "value"}}`).
+    pub fn from_config(config: &serde_json::Value, backend_dir: Option<PathBuf>) -> Result<Self> {
+        let cmdline = config.get("cmdline");
+        let get = |k: &str| {
+            cmdline
+                .and_then(|c| c.get(k))
+                .and_then(serde_json::Value::as_str)
+        };
+        let default_max_batch_size = match get("default-max-batch-size") {
+            None => DEFAULT_MAX_BATCH_SIZE,
+            Some(v) => v.trim().parse().map_err(|_| {
+                Error::invalid_arg(format!(
+                    "backend config default-max-batch-size must be a count, got '{v}'"
+                ))
+            })?,
+        };
+        Ok(BackendState {
+            ort_library: get("ort-library")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            backend_dir,
+            default_max_batch_size,
+        })
+    }
+
+    /// The loaded ONNX Runtime, loading it on first use; the error says where we looked.
+    pub fn runtime(&self) -> Result<&'static Runtime> {
+        if let Some(rt) = runtime::get() {
+            return Ok(rt);
+        }
+        let path =
+            runtime::resolve_library(self.ort_library.as_deref(), self.backend_dir.as_deref())?;
+        let rt = runtime::init(&path)?;
+        log::info!(
+            "onnxrs: loaded ONNX Runtime from {} ({})",
+            rt.library.display(),
+            rt.version
+        );
+        Ok(rt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_cmdline_settings() {
+        let s = BackendState::from_config(
+            &json!({"cmdline": {"ort-library": "/x/libonnxruntime.so", "default-max-batch-size": "16"}}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.ort_library, Some(PathBuf::from("/x/libonnxruntime.so")));
+        assert_eq!(s.default_max_batch_size, 16);
+        let s = BackendState::from_config(&json!({}), None).unwrap();
+        assert_eq!((s.ort_library, s.default_max_batch_size), (None, 4));
+        assert!(
+            BackendState::from_config(&json!({"cmdline": {"default-max-batch-size": "x"}}), None)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! How the requests of one execute become ONNX Runtime runs: which requests run together, how
+//! their inputs are laid end to end along the batch dimension, and which rows of each output go
+//! back to which request. Pure functions over shapes and byte slices.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use crate::error::{Error, Result};
+
+/// What must agree for two requests to run as one batch: every input's shape without the batch
+/// dimension, and which inputs are present (optional ones may be absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// (config input index, shape the model sees without the batch dimension), in config order.
+    pub inputs: Vec<(usize, Vec<i64>)>,
+}
+
+/// Groups requests (given as (batch size, signature), in arrival order) into runs. With batching,
+/// requests with equal signatures share a run, in arrival order, up to `max_batch` rows; without
+/// batching (`max_batch == 0`) every request runs alone. Each group lists request indices.
+pub fn plan(requests: &[(usize, &Signature)], max_batch: usize) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(Vec<usize>, usize)> = Vec::new();
+    for (i, (rows, sig)) in requests.iter().enumerate() {
+        let open = if max_batch == 0 {
+            None
+        } else {
+            groups.iter_mut().find(|(members, total)| {
+                requests[members[0]].1 == *sig && total + rows <= max_batch
+            })
+        };
+        match open {
+            Some((members, total)) => {
+                members.push(i);
+                *total += rows;
+            }
+            None => groups.push((vec![i], *rows)),
+        }
+    }
+    groups.into_iter().map(|(members, _)| members).collect()
+}
+
+/// Whether `data` can be handed to ONNX Runtime in place: one contiguous buffer, naturally
+/// aligned for its element type (HTTP bodies put tensors at arbitrary offsets).
+pub fn can_borrow(parts: &[&[u8]], element_size: usize) -> bool {
+    parts.len() == 1 && (parts[0].as_ptr() as usize) % element_size.max(1) == 0
+}
+
+/// A batch input laid out contiguously: borrowed when one part already is, else copied into an
+/// 8-byte-aligned buffer (enough for every element type).
+pub enum Gathered<'a> {
+    Borrowed(&'a [u8]),
+    Owned(AlignedBytes),
+}
+
+impl Gathered<'_> {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Gathered::Borrowed(b) => b,
+            Gathered::Owned(o) => o.as_slice(),
+        }
+    }
+}
+
+/// Bytes in `u64` storage so the start is 8-byte aligned.
+pub struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    pub fn zeroed(len: usize) -> Result<Self> {
+        let n = len.div_ceil(8);
+        let mut words = Vec::new();
+        words.try_reserve_exact(n).map_err(|_| {
+            Error::unavailable(format!("cannot allocate {len} bytes to batch an input"))
+        })?;
+        words.resize(n, 0);
+        Ok(AlignedBytes { words, len })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: initialized u64 storage is valid as bytes; `len` <= words.len() * 8 and the
+        // borrow is tied to `self`.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and the borrow is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+/// Lays out the parts of one input across the requests of a run (each request's parts in order,
+/// requests in order). Borrows when there is a single aligned part.
+pub fn gather<'a>(parts: &[&'a [u8]], element_size: usize) -> Result<Gathered<'a>> {
+    if can_borrow(parts, element_size) {
+        return Ok(Gathered::Borrowed(parts[0]));
+    }
+    let total = parts.iter().map(|p| p.len()).sum();
+    let mut out = AlignedBytes::zeroed(total)?;
+    let dst = out.as_mut_slice();
+    let mut at = 0;
+    for p in parts {
+        dst[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    Ok(Gathered::Owned(out))
+}
+
+/// Joins the parts of one request's input when it came in several buffers (needed before BYTES
+/// can be decoded, since an element may straddle two buffers).
+pub fn contiguous<'a>(parts: &[&'a [u8]]) -> Cow<'a, [u8]> {
+    match parts {
+        [] => Cow::Borrowed(&[]),
+        [one] => Cow::Borrowed(one),
+        many => Cow::Owned(many.concat()),
+    }
+}
+
+/// For an output of `total_rows` rows of `row_len` units each, the unit ranges of each request
+/// (requests own `rows[i]` consecutive rows, in order). Fails if the output's batch dimension is
+/// not the sum the requests put in, which would otherwise hand rows to the wrong client.
+pub fn split_rows(total_rows: usize, row_len: usize, rows: &[usize]) -> Result<Vec<Range<usize>>> {
+    let expected: usize = rows.iter().sum();
+    if total_rows != expected {
+        return Err(Error::internal(format!(
+            "the model returned {total_rows} rows for a batch of {expected}; cannot split the output between requests"
+        )));
+    }
+    let mut at = 0;
+    Ok(rows
+        .iter()
+        .map(|&r| {
+            let range = at * row_len..(at + r) * row_len;
+            at += r;
+            range
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(tail: &[i64]) -> Signature {
+        Signature {
+            inputs: vec![(0, tail.to_vec())],
+        }
+    }
+
+    #[test]
+    fn same_shapes_fuse_in_order() {
+        let a = sig(&[4]);
+        let reqs = [(1, &a), (2, &a), (1, &a)];
+        assert_eq!(plan(&reqs, 8), vec![vec![0, 1, 2]]);
+    }
+
+    #[test]
+    fn different_shapes_run_separately_but_still_fuse_with_their_kind() {
+        let a = sig(&[4]);
+        let b = sig(&[5]);
+        let reqs = [(1, &a), (1, &b), (1, &a), (1, &b)];
+        assert_eq!(plan(&reqs, 8), vec![vec![0, 2], vec![1, 3]]);
+    }
+
+    #[test]
+    fn max_batch_is_respected_and_zero_means_alone() {
+        let a = sig(&[4]);
+        let reqs = [(3, &a), (3, &a), (3, &a)];
+        assert_eq!(plan(&reqs, 6), vec![vec![0, 1], vec![2]]);
+        assert_eq!(plan(&reqs, 0), vec![vec![0], vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn optional_input_presence_is_part_of_the_signature() {
+        let with = Signature {
+            inputs: vec![(0, vec![4]), (1, vec![4])],
+        };
+        let without = Signature {
+            inputs: vec![(0, vec![4])],
+        };
+        assert_eq!(
+            plan(&[(1, &with), (1, &without)], 8),
+            vec![vec![0], vec![1]]
+        );
+    }
+
+    #[test]
+    fn gather_borrows_single_aligned_part() {
+        let data = AlignedBytes::zeroed(16).unwrap();
+        let parts = [data.as_slice()];
+        assert!(matches!(gather(&parts, 4).unwrap(), Gathered::Borrowed(_)));
+        let odd = [&data.as_slice()[1..9]];
+        let g = gather(&odd, 4).unwrap();
+        assert!(matches!(g, Gathered::Owned(_)));
+        assert_eq!(g.bytes().as_ptr() as usize % 8, 0);
+    }
+
+    #[test]
+    fn gather_concatenates_in_order() {
+        let (a, b) = ([1u8, 2], [3u8, 4, 5, 6]);
+        let g = gather(&[&a, &b], 2).unwrap();
+        assert_eq!(g.bytes(), &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(contiguous(&[&a, &b]).as_ref(), &[1, 2, 3, 4, 5, 6]);
+        assert!(matches!(contiguous(&[&a]), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn split_rows_checks_the_total() {
+        assert_eq!(split_rows(3, 4, &[1, 2]).unwrap(), vec![0..4, 4..12]);
+        assert_eq!(split_rows(0, 4, &[0]).unwrap(), vec![0..0]);
+        assert!(
+            split_rows(4, 4, &[1, 2])
+                .unwrap_err()
+                .message()
+                .contains("4 rows for a batch of 3")
+        );
+    }
+}

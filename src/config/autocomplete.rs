@@ -1,0 +1,171 @@
+//! Completing a model config from the ONNX model, as the official backend does when the server
+//! runs with auto-complete on (its default): missing inputs and outputs are filled from the
+//! graph, and a model whose every tensor has a dynamic first dimension gets batching.
+
+use serde_json::{Value, json};
+
+use crate::config::model_config::{ModelConfig, as_i64};
+use crate::error::Result;
+use crate::onnx::session::{ModelIo, TensorInfo};
+
+/// Whether every graph input and output has a dynamic first dimension (rank >= 1).
+pub fn supports_batching(io: &ModelIo) -> bool {
+    io.inputs
+        .iter()
+        .chain(&io.outputs)
+        .all(|t| t.shape.first() == Some(&-1))
+}
+
+fn entry(t: &TensorInfo, batching: bool, optional: bool) -> Option<Value> {
+    let dt = t.data_type?;
+    let dims: &[i64] = if batching { &t.shape[1..] } else { &t.shape };
+    let mut e = json!({ "name": t.name, "data_type": dt.config_name() });
+    if dims.is_empty() {
+        // Triton has no rank-0 tensors: a scalar travels as [1] and is reshaped for the model.
+        e["dims"] = json!([1]);
+        e["reshape"] = json!({ "shape": [] });
+    } else {
+        e["dims"] = json!(dims);
+    }
+    if optional {
+        e["optional"] = json!(true);
+    }
+    Some(e)
+}
+
+/// Fills what `config` leaves out; returns the completed JSON, or `None` when nothing changed.
+/// `default_max_batch_size` is what a batch-capable model gets when the config sets no
+/// max_batch_size (the official backend's `default-max-batch-size`, 4 unless configured).
+pub fn complete(
+    config: &Value,
+    io: &ModelIo,
+    default_max_batch_size: usize,
+) -> Result<Option<Value>> {
+    let parsed = ModelConfig::parse(config)?;
+    let mut out = config.clone();
+    let mut changed = false;
+    let has_max_batch = config
+        .get("max_batch_size")
+        .and_then(as_i64)
+        .is_some_and(|n| n != 0);
+    let mut batching = parsed.batching();
+    if !has_max_batch
+        && parsed.inputs.is_empty()
+        && parsed.outputs.is_empty()
+        && default_max_batch_size > 0
+        && supports_batching(io)
+    {
+        out["max_batch_size"] = json!(default_max_batch_size);
+        batching = true;
+        changed = true;
+        let scheduled = [
+            "dynamic_batching",
+            "sequence_batching",
+            "ensemble_scheduling",
+        ]
+        .iter()
+        .any(|k| config.get(*k).is_some_and(|v| !v.is_null()));
+        if !scheduled {
+            out["dynamic_batching"] = json!({});
+        }
+    }
+    if parsed.inputs.is_empty() {
+        let inputs: Vec<Value> = io
+            .inputs
+            .iter()
+            .filter_map(|t| entry(t, batching, io.overridable.contains(&t.name)))
+            .collect();
+        out["input"] = Value::Array(inputs);
+        changed = true;
+    }
+    if parsed.outputs.is_empty() {
+        let outputs: Vec<Value> = io
+            .outputs
+            .iter()
+            .filter_map(|t| entry(t, batching, false))
+            .collect();
+        out["output"] = Value::Array(outputs);
+        changed = true;
+    }
+    Ok(changed.then_some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DataType;
+
+    fn info(name: &str, dt: DataType, shape: &[i64]) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            data_type: Some(dt),
+            type_description: String::new(),
+            shape: shape.to_vec(),
+        }
+    }
+
+    #[test]
+    fn batch_capable_model_gets_batching_and_tensors() {
+        let io = ModelIo {
+            inputs: vec![
+                info("X", DataType::Fp32, &[-1, 16]),
+                info("T", DataType::Bytes, &[-1]),
+            ],
+            outputs: vec![info("Y", DataType::Int64, &[-1, -1, 4])],
+            overridable: Default::default(),
+        };
+        let c = complete(&json!({"name": "m", "backend": "onnxrs"}), &io, 4)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c["max_batch_size"], json!(4));
+        assert_eq!(c["dynamic_batching"], json!({}));
+        assert_eq!(
+            c["input"][0],
+            json!({"name": "X", "data_type": "TYPE_FP32", "dims": [16]})
+        );
+        assert_eq!(
+            c["input"][1],
+            json!({"name": "T", "data_type": "TYPE_STRING", "dims": [1], "reshape": {"shape": []}})
+        );
+        assert_eq!(
+            c["output"][0],
+            json!({"name": "Y", "data_type": "TYPE_INT64", "dims": [-1, 4]})
+        );
+        // What we write must parse back and pass our own check.
+        crate::config::check::check(&ModelConfig::parse(&c).unwrap(), &io).unwrap();
+    }
+
+    #[test]
+    fn fixed_first_dim_scalars_and_initializer_inputs() {
+        let io = ModelIo {
+            inputs: vec![
+                info("S", DataType::Fp32, &[]),
+                info("B", DataType::Fp32, &[4]),
+            ],
+            outputs: vec![info("Y", DataType::Fp32, &[2, 4])],
+            overridable: ["B".to_string()].into(),
+        };
+        let c = complete(&json!({"name": "m"}), &io, 4).unwrap().unwrap();
+        assert!(c.get("max_batch_size").is_none() && c.get("dynamic_batching").is_none());
+        assert_eq!(c["input"][0]["reshape"], json!({"shape": []}));
+        assert_eq!(
+            c["input"][1],
+            json!({"name": "B", "data_type": "TYPE_FP32", "dims": [4], "optional": true})
+        );
+        assert_eq!(c["output"][0]["dims"], json!([2, 4]));
+        crate::config::check::check(&ModelConfig::parse(&c).unwrap(), &io).unwrap();
+    }
+
+    #[test]
+    fn a_complete_config_is_left_alone() {
+        let io = ModelIo {
+            inputs: vec![info("X", DataType::Fp32, &[-1])],
+            outputs: vec![info("Y", DataType::Fp32, &[-1])],
+            overridable: Default::default(),
+        };
+        let c = json!({"name": "m", "max_batch_size": 0,
+            "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [-1]}],
+            "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [-1]}]});
+        assert_eq!(complete(&c, &io, 4).unwrap(), None);
+    }
+}

@@ -1,0 +1,217 @@
+//! Checking a model config against the ONNX model it serves. A config that contradicts the model
+//! fails the load with a message naming the tensor, instead of failing every request later.
+
+use crate::config::model_config::{ModelConfig, TensorConfig};
+use crate::error::{Error, Result};
+use crate::onnx::session::{ModelIo, TensorInfo};
+
+fn names(ts: &[TensorInfo]) -> String {
+    ts.iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The shape the model sees for a config entry: [-1 for the batch,] reshape or dims.
+fn config_shape(config: &ModelConfig, tc: &TensorConfig) -> Vec<i64> {
+    let mut shape = Vec::new();
+    if config.batching() {
+        shape.push(-1);
+    }
+    shape.extend_from_slice(tc.reshape.as_deref().unwrap_or(&tc.dims));
+    shape
+}
+
+fn check_tensor(
+    config: &ModelConfig,
+    kind: &str,
+    tc: &TensorConfig,
+    model: &[TensorInfo],
+) -> Result<()> {
+    let name = &tc.name;
+    let m = model.iter().find(|t| &t.name == name).ok_or_else(|| {
+        Error::invalid_arg(format!(
+            "model '{}': {kind} '{name}' in the config is not an {kind} of the ONNX model (its {kind}s: {})",
+            config.name,
+            names(model)
+        ))
+    })?;
+    let Some(model_type) = m.data_type else {
+        return Err(Error::unsupported(format!(
+            "model '{}': {kind} '{name}' is a {} in the ONNX model, which Triton cannot carry",
+            config.name, m.type_description
+        )));
+    };
+    if model_type != tc.data_type {
+        return Err(Error::invalid_arg(format!(
+            "model '{}': {kind} '{name}' is {} in the config but {} ({}) in the ONNX model",
+            config.name,
+            tc.data_type.config_name(),
+            model_type.config_name(),
+            m.type_description
+        )));
+    }
+    if config.batching() && m.shape.first().is_some_and(|&d| d != -1) {
+        return Err(Error::invalid_arg(format!(
+            "model '{}': max_batch_size is {} but {kind} '{name}' has the fixed first dimension {:?} in the ONNX model \
+             (shape {:?}); use max_batch_size: 0 or a model with a dynamic batch dimension",
+            config.name, config.max_batch_size, m.shape[0], m.shape
+        )));
+    }
+    let want = config_shape(config, tc);
+    let fits = want.len() == m.shape.len()
+        && want
+            .iter()
+            .zip(&m.shape)
+            .all(|(&c, &d)| c == -1 || d == -1 || c == d);
+    if !fits {
+        let shown = if tc.reshape.is_some() {
+            "reshape"
+        } else {
+            "dims"
+        };
+        return Err(Error::invalid_arg(format!(
+            "model '{}': {kind} '{name}' has {shown} {:?} in the config{}, but shape {:?} in the ONNX model",
+            config.name,
+            tc.reshape.as_deref().unwrap_or(&tc.dims),
+            if config.batching() {
+                " (plus the batch dimension)"
+            } else {
+                ""
+            },
+            m.shape
+        )));
+    }
+    Ok(())
+}
+
+/// Checks every input and output of `config` against `io`, and that every model input the
+/// config leaves out has a default (an initializer).
+pub fn check(config: &ModelConfig, io: &ModelIo) -> Result<()> {
+    if config.outputs.is_empty() {
+        return Err(Error::invalid_arg(format!(
+            "model '{}': the config lists no outputs",
+            config.name
+        )));
+    }
+    for tc in &config.inputs {
+        check_tensor(config, "input", tc, &io.inputs)?;
+    }
+    for tc in &config.outputs {
+        check_tensor(config, "output", tc, &io.outputs)?;
+    }
+    for m in &io.inputs {
+        if config.input(&m.name).is_none() && !io.overridable.contains(&m.name) {
+            return Err(Error::invalid_arg(format!(
+                "model '{}': the ONNX model's input '{}' is missing from the config (and has no default value)",
+                config.name, m.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DataType;
+    use serde_json::json;
+
+    fn info(name: &str, dt: DataType, shape: &[i64]) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            data_type: Some(dt),
+            type_description: String::new(),
+            shape: shape.to_vec(),
+        }
+    }
+
+    fn io() -> ModelIo {
+        ModelIo {
+            inputs: vec![
+                info("X", DataType::Fp32, &[-1, 16]),
+                info("B", DataType::Fp32, &[16]),
+            ],
+            outputs: vec![info("Y", DataType::Fp32, &[-1, 4])],
+            overridable: ["B".to_string()].into(),
+        }
+    }
+
+    fn cfg(v: serde_json::Value) -> ModelConfig {
+        ModelConfig::parse(&v).unwrap()
+    }
+
+    #[test]
+    fn a_matching_config_passes() {
+        let c = cfg(json!({"name": "m", "max_batch_size": 8,
+            "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [16]}],
+            "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [-1]}]}));
+        check(&c, &io()).unwrap();
+    }
+
+    #[test]
+    fn contradictions_name_the_tensor() {
+        let cases = [
+            (
+                json!({"name": "m", "max_batch_size": 8,
+                "input": [{"name": "Z", "data_type": "TYPE_FP32", "dims": [16]}],
+                "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}),
+                "input 'Z' in the config is not an input",
+            ),
+            (
+                json!({"name": "m", "max_batch_size": 8,
+                "input": [{"name": "X", "data_type": "TYPE_FP64", "dims": [16]}],
+                "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}),
+                "input 'X' is TYPE_FP64 in the config but TYPE_FP32",
+            ),
+            (
+                json!({"name": "m", "max_batch_size": 8,
+                "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [15]}],
+                "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}),
+                "input 'X' has dims [15]",
+            ),
+            (
+                json!({"name": "m", "max_batch_size": 0,
+                "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [16]}],
+                "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [-1, 4]}]}),
+                "input 'X' has dims [16] in the config, but shape [-1, 16]",
+            ),
+            (
+                json!({"name": "m", "max_batch_size": 8,
+                "input": [{"name": "B", "data_type": "TYPE_FP32", "dims": []}],
+                "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}),
+                "input 'B' has the fixed first dimension",
+            ),
+            (
+                json!({"name": "m", "max_batch_size": 8,
+                "input": [{"name": "B", "data_type": "TYPE_FP32", "dims": [16]}],
+                "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}),
+                "input 'B' has the fixed first dimension",
+            ),
+            (
+                json!({"name": "m", "max_batch_size": 8,
+                "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [16]}]}),
+                "lists no outputs",
+            ),
+        ];
+        for (c, want) in cases {
+            let e = check(&cfg(c), &io()).unwrap_err();
+            assert!(e.message().contains(want), "got '{e}', want '{want}'");
+        }
+    }
+
+    #[test]
+    fn a_required_model_input_missing_from_the_config_fails() {
+        let mut io = io();
+        io.overridable.clear();
+        let c = cfg(json!({"name": "m", "max_batch_size": 8,
+            "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [16]}],
+            "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}));
+        assert!(
+            check(&c, &io)
+                .unwrap_err()
+                .message()
+                .contains("input 'B' is missing from the config")
+        );
+    }
+}

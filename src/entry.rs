@@ -1,0 +1,240 @@
+//! The functions Triton calls: the only symbols libtriton_onnxrs.so exports. Each is one call
+//! through `guard::entry`, which turns an error into a TRITONSERVER_Error and a panic into an
+//! INTERNAL error, so neither can cross into the server.
+//!
+//! This module is also the one place that knows which Rust type lives in which state slot:
+//! `BackendState` on the backend, `ModelState` on each model, `InstanceState` on each instance.
+#![allow(clippy::not_unsafe_ptr_arg_deref)] // the pointers come from the server, checked for null by the handles
+
+use crate::backend::BackendState;
+use crate::error::{Error, Result};
+use crate::instance::InstanceState;
+use crate::model::ModelState;
+use crate::sys;
+use crate::triton::backend::BackendAttribute;
+use crate::triton::error::check;
+use crate::triton::guard::{catch, entry};
+use crate::triton::state::Slot;
+use crate::triton::{Backend, Instance, Model, OwnedRequest};
+
+fn backend_slot<'h>(b: &'h Backend<'h>) -> Slot<'h, Backend<'h>, BackendState> {
+    // SAFETY: the backend's slot only ever holds a BackendState (set in `initialize`, taken in
+    // `finalize`).
+    unsafe { Slot::new(b) }
+}
+
+fn model_slot<'h>(m: &'h Model<'h>) -> Slot<'h, Model<'h>, ModelState> {
+    // SAFETY: a model's slot only ever holds a ModelState (set in `model_initialize`, taken in
+    // `model_finalize`).
+    unsafe { Slot::new(m) }
+}
+
+fn instance_slot<'h>(i: &'h Instance<'h>) -> Slot<'h, Instance<'h>, InstanceState> {
+    // SAFETY: an instance's slot only ever holds an InstanceState (set in
+    // `instance_initialize`, taken in `instance_finalize`).
+    unsafe { Slot::new(i) }
+}
+
+/// Refuses a server whose API is older than the one we were written against, or of another
+/// major version.
+fn check_api_versions() -> Result<()> {
+    let (mut major, mut minor) = (0u32, 0u32);
+    // SAFETY: plain out-parameters.
+    unsafe { check(sys::TRITONBACKEND_ApiVersion(&mut major, &mut minor))? };
+    if major != sys::ONNXRS_BACKEND_API_MAJOR || minor < sys::ONNXRS_BACKEND_API_MINOR {
+        return Err(Error::unsupported(format!(
+            "onnxrs needs TRITONBACKEND API {}.{} or a later 1.x; this server has {major}.{minor}",
+            sys::ONNXRS_BACKEND_API_MAJOR,
+            sys::ONNXRS_BACKEND_API_MINOR
+        )));
+    }
+    // SAFETY: plain out-parameters.
+    unsafe { check(sys::TRITONSERVER_ApiVersion(&mut major, &mut minor))? };
+    if major != sys::ONNXRS_SERVER_API_MAJOR || minor < sys::ONNXRS_SERVER_API_MINOR {
+        return Err(Error::unsupported(format!(
+            "onnxrs needs TRITONSERVER API {}.{} or a later 1.x; this server has {major}.{minor}",
+            sys::ONNXRS_SERVER_API_MAJOR,
+            sys::ONNXRS_SERVER_API_MINOR
+        )));
+    }
+    Ok(())
+}
+
+fn initialize(backend: Backend<'_>) -> Result<()> {
+    crate::triton::log::install();
+    check_api_versions()?;
+    let dir = backend.artifacts().ok();
+    let state = BackendState::from_config(&backend.config()?, dir)?;
+    log::info!(
+        "onnxrs {}: backend '{}' initialized (ONNX Runtime library: {})",
+        env!("CARGO_PKG_VERSION"),
+        backend.name()?,
+        state.ort_library.as_ref().map_or_else(
+            || format!(
+                "from {}",
+                state
+                    .backend_dir
+                    .as_ref()
+                    .map_or("?".into(), |d| d.display().to_string())
+            ),
+            |p| p.display().to_string()
+        )
+    );
+    backend_slot(&backend).put(Box::new(state))
+}
+
+fn finalize(backend: Backend<'_>) -> Result<()> {
+    drop(backend_slot(&backend).take()?);
+    Ok(())
+}
+
+fn model_initialize(model: Model<'_>) -> Result<()> {
+    let backend = model.backend()?;
+    let state = ModelState::initialize(model, backend_slot(&backend).get()?)?;
+    model_slot(&model).put(Box::new(state))
+}
+
+fn model_finalize(model: Model<'_>) -> Result<()> {
+    drop(model_slot(&model).take()?);
+    Ok(())
+}
+
+fn instance_initialize(instance: Instance<'_>) -> Result<()> {
+    let model = instance.model()?;
+    let state = InstanceState::initialize(instance, model_slot(&model).get()?)?;
+    instance_slot(&instance).put(Box::new(state))
+}
+
+fn instance_finalize(instance: Instance<'_>) -> Result<()> {
+    drop(instance_slot(&instance).take()?);
+    Ok(())
+}
+
+/// Before the commit point an error hands the requests back to the server; after it, we own
+/// them and the call succeeds whatever happens to them.
+fn instance_execute(
+    instance: Instance<'_>,
+    requests: *mut *mut sys::TRITONBACKEND_Request,
+    count: u32,
+) -> Result<()> {
+    let model = instance.model()?;
+    let model_state = model_slot(&model).get()?;
+    let state = instance_slot(&instance).get()?;
+    if requests.is_null() && count > 0 {
+        return Err(Error::internal("null request array"));
+    }
+    let raw: &[*mut sys::TRITONBACKEND_Request] = if count == 0 {
+        &[]
+    } else {
+        // SAFETY: the server passes `count` request pointers; the array is ours to read during
+        // this call.
+        unsafe { std::slice::from_raw_parts(requests, count as usize) }
+    };
+    // Commit point: from here on every request is ours to answer and release, and this function
+    // returns success.
+    // SAFETY: each pointer is a request of this call and we return Ok below, so the server
+    // will not touch them again.
+    let owned: Vec<OwnedRequest> = raw
+        .iter()
+        .filter_map(|&r| unsafe { OwnedRequest::take(r) })
+        .collect();
+    // A panic inside is caught here, not by the outer guard: the requests are already ours
+    // (their owners answer and release them while unwinding), so the server must see success.
+    let _ = catch("TRITONBACKEND_ModelInstanceExecute", || {
+        crate::execute::execute(instance, model_state, state, owned)
+    });
+    Ok(())
+}
+
+fn get_backend_attribute(attribute: BackendAttribute<'_>) -> Result<()> {
+    attribute.set_parallel_model_instance_loading(true)
+}
+
+/// # Safety
+/// Called by Triton with a live backend.
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONBACKEND_Initialize(
+    backend: *mut sys::TRITONBACKEND_Backend,
+) -> *mut sys::TRITONSERVER_Error {
+    // SAFETY: the server passes a live backend for the duration of the call.
+    entry("TRITONBACKEND_Initialize", || {
+        initialize(unsafe { Backend::from_raw(backend) }?)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONBACKEND_Finalize(
+    backend: *mut sys::TRITONBACKEND_Backend,
+) -> *mut sys::TRITONSERVER_Error {
+    // SAFETY: as above.
+    entry("TRITONBACKEND_Finalize", || {
+        finalize(unsafe { Backend::from_raw(backend) }?)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONBACKEND_GetBackendAttribute(
+    _backend: *mut sys::TRITONBACKEND_Backend,
+    attribute: *mut sys::TRITONBACKEND_BackendAttribute,
+) -> *mut sys::TRITONSERVER_Error {
+    // SAFETY: the attribute object is live for the duration of the call.
+    entry("TRITONBACKEND_GetBackendAttribute", || {
+        get_backend_attribute(unsafe { BackendAttribute::from_raw(attribute) }?)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONBACKEND_ModelInitialize(
+    model: *mut sys::TRITONBACKEND_Model,
+) -> *mut sys::TRITONSERVER_Error {
+    // SAFETY: the server passes a live model.
+    entry("TRITONBACKEND_ModelInitialize", || {
+        model_initialize(unsafe { Model::from_raw(model) }?)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONBACKEND_ModelFinalize(
+    model: *mut sys::TRITONBACKEND_Model,
+) -> *mut sys::TRITONSERVER_Error {
+    // SAFETY: the server passes a live model.
+    entry("TRITONBACKEND_ModelFinalize", || {
+        model_finalize(unsafe { Model::from_raw(model) }?)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONBACKEND_ModelInstanceInitialize(
+    instance: *mut sys::TRITONBACKEND_ModelInstance,
+) -> *mut sys::TRITONSERVER_Error {
+    // SAFETY: the server passes a live instance.
+    entry("TRITONBACKEND_ModelInstanceInitialize", || {
+        instance_initialize(unsafe { Instance::from_raw(instance) }?)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
+    instance: *mut sys::TRITONBACKEND_ModelInstance,
+) -> *mut sys::TRITONSERVER_Error {
+    // SAFETY: the server passes a live instance.
+    entry("TRITONBACKEND_ModelInstanceFinalize", || {
+        instance_finalize(unsafe { Instance::from_raw(instance) }?)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONBACKEND_ModelInstanceExecute(
+    instance: *mut sys::TRITONBACKEND_ModelInstance,
+    requests: *mut *mut sys::TRITONBACKEND_Request,
+    request_count: u32,
+) -> *mut sys::TRITONSERVER_Error {
+    // SAFETY: the server passes a live instance and `request_count` requests.
+    entry("TRITONBACKEND_ModelInstanceExecute", || {
+        instance_execute(
+            unsafe { Instance::from_raw(instance) }?,
+            requests,
+            request_count,
+        )
+    })
+}

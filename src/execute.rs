@@ -1,0 +1,520 @@
+//! TRITONBACKEND_ModelInstanceExecute after its commit point: the backend owns the requests and
+//! answers every one of them — a response (outputs or an error), one statistics record, and a
+//! release — whatever happens, a panic included.
+//!
+//! The flow for one call: read and check each request's inputs (a bad one is answered with its
+//! error at once); group the good ones into runs (`crate::batch::plan`); for each run, gather the
+//! inputs, run ONNX Runtime once, scatter the outputs back, report one batch statistic and answer
+//! the run's requests. When a fused run fails, its requests are run again one by one, so only the
+//! request that makes ONNX Runtime fail gets the error.
+
+use std::mem;
+
+use crate::batch::{self, Gathered};
+use crate::bytes;
+use crate::clock;
+use crate::config::model_config::TensorConfig;
+use crate::error::{Error, Result};
+use crate::inputs::{self, CheckedRequest, Payload, RawInput, apply_reshape};
+use crate::instance::InstanceState;
+use crate::model::ModelState;
+use crate::onnx::session::OnnxSession;
+use crate::onnx::tensor::{self, InputTensor, OutputData, OutputView};
+use crate::triton::instance::Timestamps;
+use crate::triton::request::InputBuffer;
+use crate::triton::response::OutputBuffer;
+use crate::triton::{Instance, MemoryType, OwnedRequest, Request, Response};
+
+/// What became of one request.
+enum Outcome {
+    Pending,
+    Succeeded(Timestamps),
+    Failed(Error),
+}
+
+/// The answer being built for one request.
+struct Slot {
+    response: Option<Response>,
+    outcome: Outcome,
+    finished: bool,
+}
+
+/// The requests of one execute and their answers. Dropping it finishes every request that is
+/// not finished yet (as an internal error), then releases them all: nothing is left unanswered
+/// or unreleased, even when a panic unwinds through `execute`.
+struct Batch<'i> {
+    instance: Instance<'i>,
+    /// Declared before `requests`' release: `Drop` below answers them first.
+    slots: Vec<Slot>,
+    requests: Vec<OwnedRequest>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        for (slot, request) in self.slots.iter_mut().zip(&self.requests) {
+            finish(self.instance, request.view(), slot);
+        }
+        // `requests` drops after this, releasing each request to the server.
+    }
+}
+
+/// Reports the request's statistics, then sends its response. Statistics go first so that a
+/// client that reads /stats right after its response sees its own request counted.
+fn finish(instance: Instance<'_>, request: Request<'_>, slot: &mut Slot) {
+    if mem::replace(&mut slot.finished, true) {
+        return;
+    }
+    let (success, timestamps, result) = match mem::replace(&mut slot.outcome, Outcome::Pending) {
+        Outcome::Succeeded(t) => (true, t, Ok(())),
+        Outcome::Failed(e) => (false, Timestamps::default(), Err(e)),
+        Outcome::Pending => (
+            false,
+            Timestamps::default(),
+            Err(Error::internal("onnxrs: the request was not executed")),
+        ),
+    };
+    if let Err(e) = instance.report_statistics(request, success, timestamps) {
+        log::error!("onnxrs: cannot report statistics for a request: {e}");
+    }
+    if let Err(e) = &result {
+        log::debug!(
+            "onnxrs: request '{}' failed: {e}",
+            request.id().unwrap_or_default()
+        );
+    }
+    match slot.response.take() {
+        Some(response) => {
+            if let Err(e) = response.send(result) {
+                log::error!("onnxrs: cannot send a response: {e}");
+            }
+        }
+        None => log::error!("onnxrs: a request has no response to carry its outcome"),
+    }
+}
+
+/// What every run of one execute needs.
+struct Ctx<'a, 'i> {
+    instance: Instance<'i>,
+    model: &'a ModelState,
+    exec_start: u64,
+}
+
+/// Answers all `requests`. Never fails: every error becomes the answer of the request it
+/// concerns.
+pub(crate) fn execute(
+    instance: Instance<'_>,
+    model: &ModelState,
+    state: &InstanceState,
+    requests: Vec<OwnedRequest>,
+) {
+    let exec_start = clock::now_ns();
+    let slots = requests
+        .iter()
+        .map(|r| {
+            let (response, outcome) = match Response::new(r.view()) {
+                Ok(resp) => (Some(resp), Outcome::Pending),
+                Err(e) => (None, Outcome::Failed(e)),
+            };
+            Slot {
+                response,
+                outcome,
+                finished: false,
+            }
+        })
+        .collect();
+    let mut batch = Batch {
+        instance,
+        slots,
+        requests,
+    };
+    let ctx = Ctx {
+        instance,
+        model,
+        exec_start,
+    };
+    let Batch {
+        slots, requests, ..
+    } = &mut batch;
+
+    let mut checked: Vec<(usize, CheckedRequest<'_>)> = Vec::with_capacity(requests.len());
+    for (i, request) in requests.iter().enumerate() {
+        if slots[i].response.is_none() {
+            finish(instance, request.view(), &mut slots[i]);
+            continue;
+        }
+        match read_request(&ctx, request.view()) {
+            Ok(c) => checked.push((i, c)),
+            Err(e) => {
+                slots[i].outcome = Outcome::Failed(e);
+                finish(instance, request.view(), &mut slots[i]);
+            }
+        }
+    }
+
+    let plan_input: Vec<(usize, &batch::Signature)> = checked
+        .iter()
+        .map(|(_, c)| (c.rows, &c.signature))
+        .collect();
+    let groups = batch::plan(&plan_input, model.config.max_batch_size);
+    match state.session.lock() {
+        Ok(mut session) => {
+            for group in &groups {
+                run_group(&ctx, &mut session, slots, requests, &checked, group);
+            }
+        }
+        Err(_) => {
+            for (i, _) in &checked {
+                slots[*i].outcome = Outcome::Failed(Error::internal(
+                    "onnxrs: the instance's session is unusable after a panic",
+                ));
+            }
+        }
+    }
+    drop(checked);
+    drop(batch);
+    state.refresh_memory_report(instance);
+}
+
+/// Reads a request's inputs from the server and checks them against the config.
+fn read_request<'r>(ctx: &Ctx<'_, '_>, request: Request<'r>) -> Result<CheckedRequest<'r>> {
+    if request.is_cancelled()? {
+        return Err(Error::cancelled("the request was cancelled before it ran"));
+    }
+    let count = request.input_count()?;
+    let mut raw = Vec::with_capacity(count as usize);
+    for index in 0..count {
+        let input = request.input(index)?;
+        let p = input.properties()?;
+        let mut parts = Vec::with_capacity(p.buffer_count as usize);
+        for b in 0..p.buffer_count {
+            match input.buffer(b)? {
+                InputBuffer::Host(bytes) => parts.push(bytes),
+                dev @ InputBuffer::Device { .. } => {
+                    return Err(Error::unsupported(format!(
+                        "input '{}' is in GPU memory ({} bytes); this instance runs on CPU",
+                        p.name,
+                        dev.len()
+                    )));
+                }
+            }
+        }
+        raw.push(RawInput {
+            name: p.name,
+            data_type: p.data_type,
+            shape: p.shape,
+            parts,
+        });
+    }
+    inputs::check(&ctx.model.config, raw)
+}
+
+/// A run's input, laid out for ONNX Runtime.
+enum Prepared<'a> {
+    Fixed {
+        name: &'a str,
+        shape: Vec<i64>,
+        data: Gathered<'a>,
+        tc: &'a TensorConfig,
+    },
+    Strings {
+        name: &'a str,
+        tensor: InputTensor<'static>,
+    },
+}
+
+fn prepare<'a>(
+    ctx: &Ctx<'a, '_>,
+    checked: &'a [(usize, CheckedRequest<'a>)],
+    group: &[usize],
+) -> Result<Vec<Prepared<'a>>> {
+    let config = &ctx.model.config;
+    let first = &checked[group[0]].1;
+    let rows: usize = group.iter().map(|&g| checked[g].1.rows).sum();
+    let mut prepared = Vec::with_capacity(first.signature.inputs.len());
+    for (k, (config_index, tail)) in first.signature.inputs.iter().enumerate() {
+        let tc = &config.inputs[*config_index];
+        let mut shape = Vec::with_capacity(tail.len() + 1);
+        if config.batching() {
+            shape.push(rows as i64);
+        }
+        shape.extend_from_slice(tail);
+        let payloads = group.iter().map(|&g| &checked[g].1.inputs[k].payload);
+        match tc.data_type.byte_size() {
+            Some(size) => {
+                let parts: Vec<&[u8]> = payloads
+                    .flat_map(|p| match p {
+                        Payload::Fixed(parts) => parts.as_slice(),
+                        Payload::Strings { .. } => &[],
+                    })
+                    .copied()
+                    .collect();
+                prepared.push(Prepared::Fixed {
+                    name: &tc.name,
+                    shape,
+                    data: batch::gather(&parts, size)?,
+                    tc,
+                });
+            }
+            None => {
+                let elements: Vec<&[u8]> = payloads.flat_map(Payload::strings).collect();
+                let tensor = tensor::from_strings(&shape, &elements)?;
+                prepared.push(Prepared::Strings {
+                    name: &tc.name,
+                    tensor,
+                });
+            }
+        }
+    }
+    Ok(prepared)
+}
+
+/// A run that happened: when it computed, and each request's outcome of the scatter.
+struct Ran {
+    compute_start: u64,
+    compute_end: u64,
+    results: Vec<Result<()>>,
+}
+
+/// Gathers the group's inputs, runs ONNX Runtime once and writes each request's outputs into
+/// its response. An error means no output was written for anyone.
+fn run_once(
+    ctx: &Ctx<'_, '_>,
+    session: &mut OnnxSession,
+    slots: &mut [Slot],
+    requests: &[OwnedRequest],
+    checked: &[(usize, CheckedRequest<'_>)],
+    group: &[usize],
+) -> Result<Ran> {
+    let prepared = prepare(ctx, checked, group)?;
+    let mut fixed = Vec::with_capacity(prepared.len());
+    for p in &prepared {
+        if let Prepared::Fixed {
+            name,
+            shape,
+            data,
+            tc,
+        } = p
+        {
+            fixed.push((
+                *name,
+                tensor::from_bytes(tc.data_type, shape, data.bytes())?,
+            ));
+        }
+    }
+    let feeds: Vec<(&str, &InputTensor<'_>)> = fixed
+        .iter()
+        .map(|(n, t)| (*n, t))
+        .chain(prepared.iter().filter_map(|p| match p {
+            Prepared::Strings { name, tensor } => Some((*name, tensor)),
+            Prepared::Fixed { .. } => None,
+        }))
+        .collect();
+
+    let compute_start = clock::now_ns();
+    let outputs = session.run(&feeds)?;
+    let compute_end = clock::now_ns();
+
+    let rows: Vec<usize> = group.iter().map(|&g| checked[g].1.rows).collect();
+    let views = read_outputs(ctx, &outputs);
+    let results = group
+        .iter()
+        .enumerate()
+        .map(|(pos, &g)| {
+            let i = checked[g].0;
+            match (&views, slots[i].response.as_mut()) {
+                (Ok(views), Some(response)) => {
+                    respond(ctx, views, &rows, pos, requests[i].view(), response)
+                }
+                (Err(e), _) => Err(e.clone()),
+                (_, None) => Err(Error::internal("no response")),
+            }
+        })
+        .collect();
+    Ok(Ran {
+        compute_start,
+        compute_end,
+        results,
+    })
+}
+
+/// Runs one group of compatible requests as one ONNX Runtime call and answers them.
+fn run_group(
+    ctx: &Ctx<'_, '_>,
+    session: &mut OnnxSession,
+    slots: &mut [Slot],
+    requests: &[OwnedRequest],
+    checked: &[(usize, CheckedRequest<'_>)],
+    group: &[usize],
+) {
+    let group_start = clock::now_ns();
+    let ran = match run_once(ctx, session, slots, requests, checked, group) {
+        Ok(ran) => ran,
+        Err(e) if group.len() > 1 => {
+            // Which request made the fused run fail is unknown: run each alone so only the
+            // culprits fail and the others still get their outputs.
+            log::debug!(
+                "onnxrs: a batch of {} requests failed ({e}); running them one by one",
+                group.len()
+            );
+            for &g in group {
+                run_group(ctx, session, slots, requests, checked, &[g]);
+            }
+            return;
+        }
+        Err(e) => Ran {
+            compute_start: 0,
+            compute_end: 0,
+            results: vec![Err(e)],
+        },
+    };
+    let exec_end = clock::now_ns();
+    if ran.compute_start != 0 {
+        let rows: u64 = group.iter().map(|&g| checked[g].1.rows as u64).sum();
+        let t = Timestamps {
+            exec_start: group_start,
+            compute_start: ran.compute_start,
+            compute_end: ran.compute_end,
+            exec_end,
+        };
+        if let Err(e) = ctx.instance.report_batch_statistics(rows, t) {
+            log::error!("onnxrs: cannot report batch statistics: {e}");
+        }
+    }
+    let request_times = Timestamps {
+        exec_start: ctx.exec_start,
+        compute_start: ran.compute_start,
+        compute_end: ran.compute_end,
+        exec_end,
+    };
+    for (&g, r) in group.iter().zip(ran.results) {
+        let i = checked[g].0;
+        slots[i].outcome = match r {
+            Ok(()) => Outcome::Succeeded(request_times),
+            Err(e) => Outcome::Failed(e),
+        };
+        finish(ctx.instance, requests[i].view(), &mut slots[i]);
+    }
+}
+
+/// Views of the outputs the config exposes, with their config entries.
+fn read_outputs<'o>(
+    ctx: &Ctx<'o, '_>,
+    outputs: &'o ort::session::SessionOutputs<'_>,
+) -> Result<Vec<(&'o TensorConfig, OutputView<'o>)>> {
+    ctx.model
+        .config
+        .outputs
+        .iter()
+        .map(|tc| {
+            let value = outputs.get(&tc.name).ok_or_else(|| {
+                Error::internal(format!("onnxruntime returned no output '{}'", tc.name))
+            })?;
+            let view = tensor::read_output(value)
+                .map_err(|e| e.context(format_args!("output '{}'", tc.name)))?;
+            if view.data_type != tc.data_type {
+                return Err(Error::internal(format!(
+                    "output '{}' is {} but the config says {}",
+                    tc.name, view.data_type, tc.data_type
+                )));
+            }
+            Ok((tc, view))
+        })
+        .collect()
+}
+
+/// Writes the outputs request `pos` of the group asked for into its response.
+fn respond(
+    ctx: &Ctx<'_, '_>,
+    views: &[(&TensorConfig, OutputView<'_>)],
+    rows: &[usize],
+    pos: usize,
+    request: Request<'_>,
+    response: &mut Response,
+) -> Result<()> {
+    let batching = ctx.model.config.batching();
+    for index in 0..request.output_count()? {
+        let name = request.output_name(index)?;
+        let (tc, view) = views
+            .iter()
+            .find(|(tc, _)| tc.name == name)
+            .ok_or_else(|| {
+                Error::invalid_arg(format!(
+                    "requested output '{name}' is not an output of this model"
+                ))
+            })?;
+        // The request's rows of the output, and the shape it gets back.
+        let (first, tail) = match (batching, view.shape.split_first()) {
+            (true, Some((&n, tail))) => (n, tail),
+            (true, None) => {
+                return Err(Error::internal(format!(
+                    "output '{name}' has no batch dimension"
+                )));
+            }
+            (false, _) => (1, &view.shape[..]),
+        };
+        let row_len: usize = tail.iter().map(|&d| d.max(0) as usize).product();
+        let range = if batching {
+            let total =
+                usize::try_from(first).map_err(|_| Error::internal("negative batch dimension"))?;
+            batch::split_rows(total, row_len, rows)?[pos].clone()
+        } else {
+            0..row_len
+        };
+        let out_tail = match &tc.reshape {
+            Some(_) => apply_reshape(tail, &tc.dims)
+                .map_err(|e| e.context(format_args!("output '{name}'")))?,
+            None => tail.to_vec(),
+        };
+        let mut shape = Vec::with_capacity(out_tail.len() + 1);
+        if batching {
+            shape.push(rows[pos] as i64);
+        }
+        shape.extend_from_slice(&out_tail);
+        match &view.data {
+            OutputData::Fixed(data) => {
+                let size = tc.data_type.byte_size().unwrap_or(1);
+                let bytes = data
+                    .get(range.start * size..range.end * size)
+                    .ok_or_else(|| {
+                        Error::internal(format!("output '{name}' is shorter than its shape"))
+                    })?;
+                let buffer = response.output_buffer(
+                    name,
+                    tc.data_type,
+                    &shape,
+                    bytes.len(),
+                    (MemoryType::Cpu, 0),
+                )?;
+                host(buffer, name)?.copy_from_slice(bytes);
+            }
+            OutputData::Strings(strings) => {
+                let elements = range
+                    .map(|e| {
+                        strings.get(e).ok_or_else(|| {
+                            Error::internal(format!("output '{name}' is shorter than its shape"))
+                        })
+                    })
+                    .collect::<Result<Vec<&[u8]>>>()?;
+                let len = bytes::encoded_len(elements.iter().copied());
+                let buffer = response.output_buffer(
+                    name,
+                    tc.data_type,
+                    &shape,
+                    len,
+                    (MemoryType::Cpu, 0),
+                )?;
+                bytes::encode_into(host(buffer, name)?, elements.iter().copied())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn host<'b>(buffer: OutputBuffer<'b>, name: &str) -> Result<&'b mut [u8]> {
+    match buffer {
+        OutputBuffer::Host(b) => Ok(b),
+        OutputBuffer::Device { .. } => Err(Error::unsupported(format!(
+            "the server placed output '{name}' in GPU memory; this instance writes outputs from the CPU"
+        ))),
+    }
+}

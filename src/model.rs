@@ -1,0 +1,137 @@
+//! A loaded model version: its config (completed and checked against the ONNX graph), the file
+//! its instances load, and the session settings they share.
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::BackendState;
+use crate::config::model_config::ModelConfig;
+use crate::config::{autocomplete, check, params};
+use crate::error::{Error, Result};
+use crate::onnx::runtime::Runtime;
+use crate::onnx::session::{GraphOptimization, ModelIo, OnnxSession, SessionSettings};
+use crate::triton::Model;
+
+pub struct ModelState {
+    pub name: String,
+    pub version: u64,
+    pub config: ModelConfig,
+    pub model_path: PathBuf,
+    pub settings: SessionSettings,
+    pub io: ModelIo,
+    pub runtime: &'static Runtime,
+    /// The outputs runs compute: those the config exposes.
+    pub output_names: Vec<String>,
+}
+
+/// `<repository>/<version>/<default_model_filename>`; a directory there (a model saved with
+/// external data) holds `model.onnx`.
+fn model_file(repository: &Path, version: u64, filename: &str) -> Result<PathBuf> {
+    let path = repository.join(version.to_string()).join(filename);
+    let path = if path.is_dir() {
+        path.join("model.onnx")
+    } else {
+        path
+    };
+    if !path.is_file() {
+        return Err(Error::not_found(format!(
+            "model file '{}' does not exist",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Reads the graph's inputs and outputs with a session built only for that: no graph
+/// optimization, one thread, no arena, so it is quick and gives its memory back at once.
+fn read_io(runtime: &Runtime, path: &Path) -> Result<ModelIo> {
+    let probe = SessionSettings {
+        intra_op_threads: 1,
+        inter_op_threads: 1,
+        mem_arena: false,
+        optimization: GraphOptimization::Disabled,
+        ..SessionSettings::default()
+    };
+    Ok(OnnxSession::load(runtime, path, &probe, None)?.io().clone())
+}
+
+impl ModelState {
+    pub(crate) fn initialize(model: Model<'_>, backend: &BackendState) -> Result<Self> {
+        let name = model.name()?.to_string();
+        let version = model.version()?;
+        let context =
+            |e: Error| e.context(format_args!("onnxrs: model '{name}' version {version}"));
+        Self::load(model, backend, &name, version).map_err(context)
+    }
+
+    fn load(model: Model<'_>, backend: &BackendState, name: &str, version: u64) -> Result<Self> {
+        let mut json = model.config()?;
+        let first = ModelConfig::parse(&json)?;
+        let model_path = model_file(&model.repository()?, version, &first.default_model_filename)?;
+        let runtime = backend.runtime()?;
+        let io = read_io(runtime, &model_path)?;
+        if model.auto_complete_config()? {
+            if let Some(completed) =
+                autocomplete::complete(&json, &io, backend.default_max_batch_size)?
+            {
+                model.set_config(&completed)?;
+                // The server may add defaults of its own; what it holds now is the config.
+                json = model.config()?;
+                log::info!("onnxrs: model '{name}': completed the config from the ONNX model");
+            }
+        }
+        let config = ModelConfig::parse(&json)?;
+        check::check(&config, &io)?;
+        let settings = params::session_settings(&config, crate::cpu::available_cpus())?;
+        log::info!(
+            "onnxrs: model '{name}' version {version}: {} | max_batch_size {} | intra_op {} inter_op {} | {} | optimization {:?} | arena {} mem_pattern {}",
+            model_path.display(),
+            config.max_batch_size,
+            settings.intra_op_threads,
+            settings.inter_op_threads,
+            if settings.parallel_execution {
+                "parallel"
+            } else {
+                "sequential"
+            },
+            settings.optimization,
+            settings.mem_arena,
+            settings.mem_pattern,
+        );
+        let output_names = config.outputs.iter().map(|o| o.name.clone()).collect();
+        Ok(ModelState {
+            name: name.to_string(),
+            version,
+            config,
+            model_path,
+            settings,
+            io,
+            runtime,
+            output_names,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_file_resolution() {
+        let root = std::env::temp_dir().join(format!("onnxrs-modelfile-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("1")).unwrap();
+        std::fs::create_dir_all(root.join("2/model.onnx")).unwrap();
+        std::fs::write(root.join("1/model.onnx"), b"x").unwrap();
+        std::fs::write(root.join("2/model.onnx/model.onnx"), b"x").unwrap();
+        assert_eq!(
+            model_file(&root, 1, "model.onnx").unwrap(),
+            root.join("1/model.onnx")
+        );
+        assert_eq!(
+            model_file(&root, 2, "model.onnx").unwrap(),
+            root.join("2/model.onnx/model.onnx")
+        );
+        let e = model_file(&root, 3, "model.onnx").unwrap_err();
+        assert!(e.message().contains("3/model.onnx' does not exist"), "{e}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

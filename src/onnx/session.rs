@@ -1,0 +1,272 @@
+//! One ONNX Runtime session: building it with the settings a model config asks for, describing
+//! its inputs and outputs, running it, and reading how much memory its allocator holds.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use ort::AsPointer;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::{OutputSelector, RunOptions, Session, SessionOutputs};
+use ort::value::ValueType;
+
+use crate::dtype::DataType;
+use crate::error::{Error, Result, ResultExt};
+use crate::onnx::runtime::Runtime;
+use crate::onnx::tensor::InputTensor;
+
+/// Graph optimization, in the order ONNX Runtime applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphOptimization {
+    Disabled,
+    Basic,
+    Extended,
+    All,
+}
+
+/// Where the session runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+}
+
+/// Everything a session is built with; resolved from the model config by `crate::config::params`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    pub intra_op_threads: usize,
+    pub inter_op_threads: usize,
+    /// ORT_PARALLEL instead of ORT_SEQUENTIAL (`execution_mode: 1`).
+    pub parallel_execution: bool,
+    pub mem_arena: bool,
+    pub mem_pattern: bool,
+    pub optimization: GraphOptimization,
+    /// Extra `session.*` configuration entries, passed through as given.
+    pub config_entries: Vec<(String, String)>,
+    pub device: Device,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            intra_op_threads: 0,
+            inter_op_threads: 0,
+            parallel_execution: false,
+            mem_arena: true,
+            mem_pattern: true,
+            optimization: GraphOptimization::All,
+            config_entries: Vec::new(),
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// A graph input or output as the model declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// `None` when it is not a tensor of a type Triton has (a sequence, a map, complex numbers).
+    pub data_type: Option<DataType>,
+    /// What it is, for messages about unsupported ones.
+    pub type_description: String,
+    /// Dimensions; -1 where the model leaves one open (symbolic or unknown).
+    pub shape: Vec<i64>,
+}
+
+/// The model's interface.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelIo {
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    /// Inputs that also have an initializer: ONNX Runtime uses the initializer when a run does not
+    /// feed them, so they may be left out.
+    pub overridable: HashSet<String>,
+}
+
+impl ModelIo {
+    pub fn input(&self, name: &str) -> Option<&TensorInfo> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+
+    pub fn output(&self, name: &str) -> Option<&TensorInfo> {
+        self.outputs.iter().find(|t| t.name == name)
+    }
+}
+
+fn describe(name: &str, t: &ValueType) -> TensorInfo {
+    match t {
+        ValueType::Tensor { ty, shape, .. } => TensorInfo {
+            name: name.to_string(),
+            data_type: DataType::from_onnx(*ty),
+            type_description: format!("tensor({ty})"),
+            shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
+        },
+        other => TensorInfo {
+            name: name.to_string(),
+            data_type: None,
+            type_description: format!("{other:?}"),
+            shape: Vec::new(),
+        },
+    }
+}
+
+pub struct OnnxSession {
+    session: Session,
+    io: ModelIo,
+    /// Limits runs to the outputs the config exposes (others are not computed when ONNX Runtime
+    /// can prune them). Kept for the life of the session: creating options per run costs.
+    run_options: Option<RunOptions<ort::session::HasSelectedOutputs>>,
+}
+
+fn builder(runtime: &Runtime, s: &SessionSettings) -> Result<SessionBuilder> {
+    let mut b = Session::builder(&runtime.environment)?
+        .with_optimization_level(match s.optimization {
+            GraphOptimization::Disabled => GraphOptimizationLevel::Disable,
+            GraphOptimization::Basic => GraphOptimizationLevel::Level1,
+            GraphOptimization::Extended => GraphOptimizationLevel::Level2,
+            GraphOptimization::All => GraphOptimizationLevel::All,
+        })?
+        .with_memory_pattern(s.mem_pattern)?
+        .with_parallel_execution(s.parallel_execution)?;
+    if s.intra_op_threads > 0 {
+        b = b.with_intra_threads(s.intra_op_threads)?;
+    }
+    if s.inter_op_threads > 0 {
+        b = b.with_inter_threads(s.inter_op_threads)?;
+    }
+    for (k, v) in &s.config_entries {
+        b = b
+            .with_config_entry(k, v)
+            .context(format_args!("session config entry '{k}'"))?;
+    }
+    let options = b.ptr_mut();
+    // SAFETY: `options` is the builder's live session options; these calls only set a flag.
+    let status = unsafe {
+        if s.mem_arena {
+            (ort::api().EnableCpuMemArena)(options)
+        } else {
+            (ort::api().DisableCpuMemArena)(options)
+        }
+    };
+    // SAFETY: a status returned by the call above, consumed once.
+    unsafe { ort::Error::result_from_status(status)? };
+    match s.device {
+        Device::Cpu => {}
+    }
+    Ok(b)
+}
+
+impl OnnxSession {
+    /// Loads `path` with `settings`; `outputs` (when given) limits what runs return.
+    pub fn load(
+        runtime: &Runtime,
+        path: &Path,
+        settings: &SessionSettings,
+        outputs: Option<&[String]>,
+    ) -> Result<Self> {
+        let mut b = builder(runtime, settings)?;
+        let session = b.commit_from_file(path).map_err(|e| {
+            Error::invalid_arg(format!("onnxruntime cannot load '{}': {e}", path.display()))
+        })?;
+        let io = ModelIo {
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|o| describe(o.name(), o.dtype()))
+                .collect(),
+            outputs: session
+                .outputs()
+                .iter()
+                .map(|o| describe(o.name(), o.dtype()))
+                .collect(),
+            overridable: session
+                .overridable_initializers()
+                .iter()
+                .map(|i| i.name().to_string())
+                .collect(),
+        };
+        let run_options = match outputs {
+            Some(names) => {
+                let selector = names
+                    .iter()
+                    .fold(OutputSelector::no_default(), |s, n| s.with(n.clone()));
+                Some(RunOptions::new()?.with_outputs(selector))
+            }
+            None => None,
+        };
+        Ok(OnnxSession {
+            session,
+            io,
+            run_options,
+        })
+    }
+
+    pub fn io(&self) -> &ModelIo {
+        &self.io
+    }
+
+    /// Runs the model on `inputs` (name, tensor); unnamed optional inputs take their initializer.
+    /// ONNX Runtime's "invalid argument" (a shape or value the graph rejects) becomes INVALID_ARG,
+    /// anything else INTERNAL.
+    pub fn run<'s>(
+        &'s mut self,
+        inputs: &[(&str, &InputTensor<'_>)],
+    ) -> Result<SessionOutputs<'s>> {
+        let values: Vec<(&str, ort::session::SessionInputValue<'_>)> = inputs
+            .iter()
+            .map(|(n, t)| (*n, t.value().view().into()))
+            .collect();
+        let r = match &self.run_options {
+            Some(o) => self.session.run_with_options(values, o),
+            None => self.session.run(values),
+        };
+        r.map_err(|e| {
+            let msg = format!("onnxruntime run failed: {}", e.message());
+            match e.code() {
+                ort::ErrorCode::InvalidArgument => Error::invalid_arg(msg),
+                _ => Error::internal(msg),
+            }
+        })
+    }
+
+    /// Bytes the session's allocator holds, as its arena reports them ("TotalAllocated": what it
+    /// has reserved from the system, in use or cached), or `None` without an arena.
+    pub fn allocator_bytes(&self) -> Option<u64> {
+        let info = MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Arena,
+            MemoryType::Default,
+        )
+        .ok()?;
+        let allocator = Allocator::new(&self.session, info).ok()?;
+        allocator_stat(&allocator, "TotalAllocated")
+    }
+}
+
+/// One statistic of an allocator (ONNX Runtime's arena keeps "InUse", "TotalAllocated",
+/// "MaxInUse", "NumAllocs", ...). `None` when the allocator keeps no statistics.
+pub fn allocator_stat(allocator: &ort::memory::Allocator, key: &str) -> Option<u64> {
+    let mut kvps = std::ptr::null_mut();
+    // SAFETY: a live allocator; on success we own `kvps` and release it below.
+    let status = unsafe { (ort::api().AllocatorGetStats)(allocator.ptr(), &mut kvps) };
+    // SAFETY: the status of the call above, consumed once.
+    if unsafe { ort::Error::result_from_status(status) }.is_err() || kvps.is_null() {
+        return None;
+    }
+    let ckey = std::ffi::CString::new(key).ok()?;
+    // SAFETY: `kvps` is live; the returned value (if any) is owned by it and read before release.
+    let value = unsafe {
+        let v = (ort::api().GetKeyValue)(kvps, ckey.as_ptr());
+        let parsed = if v.is_null() {
+            None
+        } else {
+            std::ffi::CStr::from_ptr(v)
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+        };
+        (ort::api().ReleaseKeyValuePairs)(kvps);
+        parsed
+    };
+    value
+}

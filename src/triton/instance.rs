@@ -1,0 +1,164 @@
+//! TRITONBACKEND_ModelInstance: one copy of a model on one device, and the statistics it reports.
+
+use std::ffi::{c_char, c_void};
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::triton::error::check;
+use crate::triton::memory::{MemoryUsage, UsageList};
+use crate::triton::model::Model;
+use crate::triton::request::Request;
+use crate::triton::state::StateHolder;
+use crate::triton::{InstanceKind, borrowed_str};
+
+/// The four timestamps Triton derives a request's compute_input / compute_infer / compute_output
+/// from: input = compute_start - exec_start, infer = compute_end - compute_start, output =
+/// exec_end - compute_end. All on CLOCK_MONOTONIC (see `crate::clock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timestamps {
+    pub exec_start: u64,
+    pub compute_start: u64,
+    pub compute_end: u64,
+    pub exec_end: u64,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Instance<'a> {
+    raw: NonNull<sys::TRITONBACKEND_ModelInstance>,
+    _life: PhantomData<&'a ()>,
+}
+
+impl<'a> Instance<'a> {
+    /// # Safety
+    /// `raw` is an instance object the server keeps alive for `'a`.
+    pub(crate) unsafe fn from_raw(raw: *mut sys::TRITONBACKEND_ModelInstance) -> Result<Self> {
+        let raw = NonNull::new(raw).ok_or_else(|| Error::internal("null model instance"))?;
+        Ok(Instance {
+            raw,
+            _life: PhantomData,
+        })
+    }
+
+    fn ptr(&self) -> *mut sys::TRITONBACKEND_ModelInstance {
+        self.raw.as_ptr()
+    }
+
+    pub(crate) fn name(&self) -> Result<&'a str> {
+        let mut p: *const c_char = ptr::null();
+        // SAFETY: live instance; the name is owned by it.
+        unsafe { check(sys::TRITONBACKEND_ModelInstanceName(self.ptr(), &mut p))? };
+        // SAFETY: as above.
+        unsafe { borrowed_str(p, "instance name") }
+    }
+
+    pub(crate) fn kind(&self) -> Result<InstanceKind> {
+        use sys::TRITONSERVER_InstanceGroupKind as K;
+        let mut k = K::TRITONSERVER_INSTANCEGROUPKIND_AUTO;
+        // SAFETY: live instance.
+        unsafe { check(sys::TRITONBACKEND_ModelInstanceKind(self.ptr(), &mut k))? };
+        match k {
+            K::TRITONSERVER_INSTANCEGROUPKIND_CPU => Ok(InstanceKind::Cpu),
+            K::TRITONSERVER_INSTANCEGROUPKIND_GPU => Ok(InstanceKind::Gpu),
+            K::TRITONSERVER_INSTANCEGROUPKIND_MODEL => Ok(InstanceKind::Model),
+            other => Err(Error::unsupported(format!(
+                "instance group kind {} is not supported",
+                other.0
+            ))),
+        }
+    }
+
+    pub(crate) fn device_id(&self) -> Result<i32> {
+        let mut d = 0i32;
+        // SAFETY: live instance.
+        unsafe { check(sys::TRITONBACKEND_ModelInstanceDeviceId(self.ptr(), &mut d))? };
+        Ok(d)
+    }
+
+    pub(crate) fn is_passive(&self) -> Result<bool> {
+        let mut b = false;
+        // SAFETY: live instance.
+        unsafe {
+            check(sys::TRITONBACKEND_ModelInstanceIsPassive(
+                self.ptr(),
+                &mut b,
+            ))?
+        };
+        Ok(b)
+    }
+
+    pub(crate) fn model(&self) -> Result<Model<'a>> {
+        let mut m = ptr::null_mut();
+        // SAFETY: live instance; its model outlives it.
+        unsafe { check(sys::TRITONBACKEND_ModelInstanceModel(self.ptr(), &mut m))? };
+        // SAFETY: as above.
+        unsafe { Model::from_raw(m) }
+    }
+
+    /// Replaces what the statistics show as this instance's memory.
+    pub(crate) fn report_memory_usage(&self, usages: &[MemoryUsage]) -> Result<()> {
+        let mut list = UsageList::new(usages)?;
+        let (mut ptrs, n) = list.as_mut_ptrs();
+        // SAFETY: live instance; `ptrs` holds `n` live attribute objects that the call only reads.
+        unsafe {
+            check(sys::TRITONBACKEND_ModelInstanceReportMemoryUsage(
+                self.ptr(),
+                ptrs.as_mut_ptr(),
+                n,
+            ))
+        }
+    }
+
+    /// One request's outcome; must come before the request is released. For a failure the
+    /// timestamps are ignored by the server.
+    pub(crate) fn report_statistics(
+        &self,
+        request: Request<'_>,
+        success: bool,
+        t: Timestamps,
+    ) -> Result<()> {
+        // SAFETY: live instance and a request not yet released (the caller holds it).
+        unsafe {
+            check(sys::TRITONBACKEND_ModelInstanceReportStatistics(
+                self.ptr(),
+                request.ptr(),
+                success,
+                t.exec_start,
+                t.compute_start,
+                t.compute_end,
+                t.exec_end,
+            ))
+        }
+    }
+
+    /// One model execution of `batch_size` items (the sum of the requests' batch sizes); the
+    /// only source of the statistics' execution_count and batch_stats.
+    pub(crate) fn report_batch_statistics(&self, batch_size: u64, t: Timestamps) -> Result<()> {
+        // SAFETY: live instance.
+        unsafe {
+            check(sys::TRITONBACKEND_ModelInstanceReportBatchStatistics(
+                self.ptr(),
+                batch_size,
+                t.exec_start,
+                t.compute_start,
+                t.compute_end,
+                t.exec_end,
+            ))
+        }
+    }
+}
+
+impl StateHolder for Instance<'_> {
+    fn raw_state(&self) -> Result<*mut c_void> {
+        let mut s = ptr::null_mut();
+        // SAFETY: live instance.
+        unsafe { check(sys::TRITONBACKEND_ModelInstanceState(self.ptr(), &mut s))? };
+        Ok(s)
+    }
+
+    fn set_raw_state(&self, state: *mut c_void) -> Result<()> {
+        // SAFETY: live instance; the server only stores the pointer.
+        unsafe { check(sys::TRITONBACKEND_ModelInstanceSetState(self.ptr(), state)) }
+    }
+}

@@ -1,0 +1,154 @@
+//! TRITONBACKEND_Model: one version of a model, its config and its files.
+
+use std::ffi::{c_char, c_void};
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::ptr::{self, NonNull};
+
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::triton::backend::Backend;
+use crate::triton::borrowed_str;
+use crate::triton::error::check;
+use crate::triton::memory::{MemoryUsage, UsageList};
+use crate::triton::message::Message;
+use crate::triton::state::StateHolder;
+
+/// The only model-config format version the API defines.
+const CONFIG_VERSION: u32 = 1;
+
+#[derive(Clone, Copy)]
+pub(crate) struct Model<'a> {
+    raw: NonNull<sys::TRITONBACKEND_Model>,
+    _life: PhantomData<&'a ()>,
+}
+
+// SAFETY: the server's model object is thread-safe for the calls we make (it is used from every
+// instance's thread by design); the handle is only a pointer.
+unsafe impl Send for Model<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Model<'_> {}
+
+impl<'a> Model<'a> {
+    /// # Safety
+    /// `raw` is a model object the server keeps alive for `'a`.
+    pub(crate) unsafe fn from_raw(raw: *mut sys::TRITONBACKEND_Model) -> Result<Self> {
+        let raw = NonNull::new(raw).ok_or_else(|| Error::internal("null model"))?;
+        Ok(Model {
+            raw,
+            _life: PhantomData,
+        })
+    }
+
+    pub(crate) fn ptr(&self) -> *mut sys::TRITONBACKEND_Model {
+        self.raw.as_ptr()
+    }
+
+    pub(crate) fn name(&self) -> Result<&'a str> {
+        let mut p: *const c_char = ptr::null();
+        // SAFETY: live model; the name is owned by it.
+        unsafe { check(sys::TRITONBACKEND_ModelName(self.ptr(), &mut p))? };
+        // SAFETY: as above.
+        unsafe { borrowed_str(p, "model name") }
+    }
+
+    pub(crate) fn version(&self) -> Result<u64> {
+        let mut v = 0u64;
+        // SAFETY: live model.
+        unsafe { check(sys::TRITONBACKEND_ModelVersion(self.ptr(), &mut v))? };
+        Ok(v)
+    }
+
+    /// The model's directory in the repository (the parent of its version directories).
+    pub(crate) fn repository(&self) -> Result<PathBuf> {
+        let mut kind = sys::TRITONBACKEND_ArtifactType::TRITONBACKEND_ARTIFACT_FILESYSTEM;
+        let mut p: *const c_char = ptr::null();
+        // SAFETY: live model; the location is owned by it.
+        unsafe {
+            check(sys::TRITONBACKEND_ModelRepository(
+                self.ptr(),
+                &mut kind,
+                &mut p,
+            ))?
+        };
+        // SAFETY: as above.
+        Ok(PathBuf::from(unsafe {
+            borrowed_str(p, "model repository path")
+        }?))
+    }
+
+    pub(crate) fn config(&self) -> Result<serde_json::Value> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: live model; the returned message is ours.
+        unsafe {
+            check(sys::TRITONBACKEND_ModelConfig(
+                self.ptr(),
+                CONFIG_VERSION,
+                &mut raw,
+            ))?
+        };
+        // SAFETY: on success `raw` is a new message we own.
+        unsafe { Message::from_owned(raw) }?.to_json()
+    }
+
+    pub(crate) fn auto_complete_config(&self) -> Result<bool> {
+        let mut b = false;
+        // SAFETY: live model.
+        unsafe {
+            check(sys::TRITONBACKEND_ModelAutoCompleteConfig(
+                self.ptr(),
+                &mut b,
+            ))?
+        };
+        Ok(b)
+    }
+
+    /// Only valid inside TRITONBACKEND_ModelInitialize; the server keeps a copy.
+    pub(crate) fn set_config(&self, config: &serde_json::Value) -> Result<()> {
+        let msg = Message::from_json(config)?;
+        // SAFETY: live model and message; the server does not take the message.
+        unsafe {
+            check(sys::TRITONBACKEND_ModelSetConfig(
+                self.ptr(),
+                CONFIG_VERSION,
+                msg.as_ptr(),
+            ))
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Result<Backend<'a>> {
+        let mut b = ptr::null_mut();
+        // SAFETY: live model; the backend outlives all of its models.
+        unsafe { check(sys::TRITONBACKEND_ModelBackend(self.ptr(), &mut b))? };
+        // SAFETY: as above.
+        unsafe { Backend::from_raw(b) }
+    }
+
+    /// Replaces what the statistics show as this model's own memory (beside its instances').
+    pub(crate) fn report_memory_usage(&self, usages: &[MemoryUsage]) -> Result<()> {
+        let mut list = UsageList::new(usages)?;
+        let (mut ptrs, n) = list.as_mut_ptrs();
+        // SAFETY: live model; `ptrs` holds `n` live attribute objects that the call only reads.
+        unsafe {
+            check(sys::TRITONBACKEND_ModelReportMemoryUsage(
+                self.ptr(),
+                ptrs.as_mut_ptr(),
+                n,
+            ))
+        }
+    }
+}
+
+impl StateHolder for Model<'_> {
+    fn raw_state(&self) -> Result<*mut c_void> {
+        let mut s = ptr::null_mut();
+        // SAFETY: live model.
+        unsafe { check(sys::TRITONBACKEND_ModelState(self.ptr(), &mut s))? };
+        Ok(s)
+    }
+
+    fn set_raw_state(&self, state: *mut c_void) -> Result<()> {
+        // SAFETY: live model; the server only stores the pointer.
+        unsafe { check(sys::TRITONBACKEND_ModelSetState(self.ptr(), state)) }
+    }
+}

@@ -1,0 +1,251 @@
+//! TRITONBACKEND_Request and its inputs. `Request` is a borrowed view; `OwnedRequest` is the
+//! ownership execute takes at its commit point and gives back (releases) on drop.
+
+use std::ffi::c_char;
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+
+use crate::dtype::DataType;
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::triton::error::check;
+use crate::triton::{MemoryType, borrowed_str, data_type_from_sys};
+
+#[derive(Clone, Copy)]
+pub(crate) struct Request<'a> {
+    raw: NonNull<sys::TRITONBACKEND_Request>,
+    _life: PhantomData<&'a ()>,
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn ptr(&self) -> *mut sys::TRITONBACKEND_Request {
+        self.raw.as_ptr()
+    }
+
+    /// The client's request id; empty when it set none.
+    pub(crate) fn id(&self) -> Result<&'a str> {
+        let mut p: *const c_char = ptr::null();
+        // SAFETY: live request; the id is owned by it.
+        unsafe { check(sys::TRITONBACKEND_RequestId(self.ptr(), &mut p))? };
+        if p.is_null() {
+            return Ok("");
+        }
+        // SAFETY: as above.
+        unsafe { borrowed_str(p, "request id") }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> Result<bool> {
+        let mut b = false;
+        // SAFETY: live request.
+        unsafe { check(sys::TRITONBACKEND_RequestIsCancelled(self.ptr(), &mut b))? };
+        Ok(b)
+    }
+
+    pub(crate) fn input_count(&self) -> Result<u32> {
+        let mut n = 0u32;
+        // SAFETY: live request.
+        unsafe { check(sys::TRITONBACKEND_RequestInputCount(self.ptr(), &mut n))? };
+        Ok(n)
+    }
+
+    pub(crate) fn input(&self, index: u32) -> Result<Input<'a>> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: live request; the input is owned by it.
+        unsafe {
+            check(sys::TRITONBACKEND_RequestInputByIndex(
+                self.ptr(),
+                index,
+                &mut raw,
+            ))?
+        };
+        let raw =
+            NonNull::new(raw).ok_or_else(|| Error::internal("server returned a null input"))?;
+        Ok(Input {
+            raw,
+            _life: PhantomData,
+        })
+    }
+
+    pub(crate) fn output_count(&self) -> Result<u32> {
+        let mut n = 0u32;
+        // SAFETY: live request.
+        unsafe { check(sys::TRITONBACKEND_RequestOutputCount(self.ptr(), &mut n))? };
+        Ok(n)
+    }
+
+    /// The name of the index-th output the client asked for (the server fills in all of the
+    /// model's outputs when the client names none).
+    pub(crate) fn output_name(&self, index: u32) -> Result<&'a str> {
+        let mut p: *const c_char = ptr::null();
+        // SAFETY: live request; the name is owned by it.
+        unsafe {
+            check(sys::TRITONBACKEND_RequestOutputName(
+                self.ptr(),
+                index,
+                &mut p,
+            ))?
+        };
+        // SAFETY: as above.
+        unsafe { borrowed_str(p, "requested output name") }
+    }
+
+    /// The request's trace, when the server is tracing it.
+    pub(crate) fn trace(&self) -> Result<Option<NonNull<sys::TRITONSERVER_InferenceTrace>>> {
+        let mut t = ptr::null_mut();
+        // SAFETY: live request; the trace is owned by it.
+        unsafe { check(sys::TRITONBACKEND_RequestTrace(self.ptr(), &mut t))? };
+        Ok(NonNull::new(t))
+    }
+}
+
+/// A request execute has taken from the server; released (given back) when dropped.
+pub(crate) struct OwnedRequest {
+    raw: NonNull<sys::TRITONBACKEND_Request>,
+}
+
+// SAFETY: a request may be answered and released from any thread; we hold it exclusively.
+unsafe impl Send for OwnedRequest {}
+
+impl OwnedRequest {
+    /// # Safety
+    /// `raw` is a request passed to TRITONBACKEND_ModelInstanceExecute, and that call will return
+    /// success: from now on the backend owns it and nothing else releases it.
+    pub(crate) unsafe fn take(raw: *mut sys::TRITONBACKEND_Request) -> Option<Self> {
+        NonNull::new(raw).map(|raw| OwnedRequest { raw })
+    }
+
+    pub(crate) fn view(&self) -> Request<'_> {
+        Request {
+            raw: self.raw,
+            _life: PhantomData,
+        }
+    }
+}
+
+impl Drop for OwnedRequest {
+    fn drop(&mut self) {
+        // SAFETY: we own the request and release it exactly once, here.
+        let r = unsafe {
+            check(sys::TRITONBACKEND_RequestRelease(
+                self.raw.as_ptr(),
+                sys::ONNXRS_REQUEST_RELEASE_ALL,
+            ))
+        };
+        if let Err(e) = r {
+            log::error!("onnxrs: failed to release a request: {e}");
+        }
+    }
+}
+
+/// One input tensor of a request.
+#[derive(Clone, Copy)]
+pub(crate) struct Input<'a> {
+    raw: NonNull<sys::TRITONBACKEND_Input>,
+    _life: PhantomData<&'a ()>,
+}
+
+/// What the client declared about an input.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputProperties<'a> {
+    pub name: &'a str,
+    /// `None` when the server sent a type we do not know.
+    pub data_type: Option<DataType>,
+    pub shape: &'a [i64],
+    pub byte_size: u64,
+    pub buffer_count: u32,
+}
+
+/// One piece of an input's data: where it is and how long.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum InputBuffer<'a> {
+    /// In memory the CPU can read (plain or pinned).
+    Host(&'a [u8]),
+    /// In GPU memory.
+    Device {
+        ptr: *const u8,
+        len: usize,
+        device: i64,
+    },
+}
+
+impl InputBuffer<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            InputBuffer::Host(b) => b.len(),
+            InputBuffer::Device { len, .. } => *len,
+        }
+    }
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn properties(&self) -> Result<InputProperties<'a>> {
+        let mut name: *const c_char = ptr::null();
+        let mut dt = sys::TRITONSERVER_DataType::TRITONSERVER_TYPE_INVALID;
+        let mut shape: *const i64 = ptr::null();
+        let mut dims = 0u32;
+        let mut byte_size = 0u64;
+        let mut buffer_count = 0u32;
+        // SAFETY: live input; every out-pointer is valid; returned pointers are owned by the request.
+        unsafe {
+            check(sys::TRITONBACKEND_InputProperties(
+                self.raw.as_ptr(),
+                &mut name,
+                &mut dt,
+                &mut shape,
+                &mut dims,
+                &mut byte_size,
+                &mut buffer_count,
+            ))?
+        };
+        // SAFETY: the name is owned by the request, alive for 'a.
+        let name = unsafe { borrowed_str(name, "input name") }?;
+        let shape = if dims == 0 || shape.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: the server returned `dims` dimensions at `shape`, owned by the request.
+            unsafe { std::slice::from_raw_parts(shape, dims as usize) }
+        };
+        Ok(InputProperties {
+            name,
+            data_type: data_type_from_sys(dt),
+            shape,
+            byte_size,
+            buffer_count,
+        })
+    }
+
+    pub(crate) fn buffer(&self, index: u32) -> Result<InputBuffer<'a>> {
+        let mut base: *const std::ffi::c_void = ptr::null();
+        let mut len = 0u64;
+        // Asking for CPU memory lets the server copy GPU data for us when it has to; what it
+        // returns tells where the buffer really is.
+        let mut mem = sys::TRITONSERVER_MemoryType::TRITONSERVER_MEMORY_CPU;
+        let mut device = 0i64;
+        // SAFETY: live input; out-pointers valid; the buffer is owned by the request.
+        unsafe {
+            check(sys::TRITONBACKEND_InputBuffer(
+                self.raw.as_ptr(),
+                index,
+                &mut base,
+                &mut len,
+                &mut mem,
+                &mut device,
+            ))?
+        };
+        let len = usize::try_from(len)
+            .map_err(|_| Error::invalid_arg("input buffer exceeds the address space"))?;
+        match MemoryType::from_sys(mem)? {
+            MemoryType::Gpu => Ok(InputBuffer::Device {
+                ptr: base.cast(),
+                len,
+                device,
+            }),
+            _ if len == 0 => Ok(InputBuffer::Host(&[])),
+            _ if base.is_null() => Err(Error::internal("server returned a null input buffer")),
+            // SAFETY: host memory of `len` bytes owned by the request, unchanged while it lives.
+            _ => Ok(InputBuffer::Host(unsafe {
+                std::slice::from_raw_parts(base.cast::<u8>(), len)
+            })),
+        }
+    }
+}
