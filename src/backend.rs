@@ -23,23 +23,15 @@ impl BackendState {
     /// From the backend config JSON the server hands over (`{"cmdline": {"key": "value"}}`).
     pub fn from_config(config: &serde_json::Value, backend_dir: Option<PathBuf>) -> Result<Self> {
         let cmdline = config.get("cmdline");
-        let get = |k: &str| {
-            cmdline
-                .and_then(|c| c.get(k))
-                .and_then(serde_json::Value::as_str)
-        };
+        let get = |k: &str| cmdline.and_then(|c| c.get(k)).and_then(serde_json::Value::as_str);
         let default_max_batch_size = match get("default-max-batch-size") {
             None => DEFAULT_MAX_BATCH_SIZE,
             Some(v) => v.trim().parse().map_err(|_| {
-                Error::invalid_arg(format!(
-                    "backend config default-max-batch-size must be a count, got '{v}'"
-                ))
+                Error::invalid_arg(format!("backend config default-max-batch-size must be a count, got '{v}'"))
             })?,
         };
         Ok(BackendState {
-            ort_library: get("ort-library")
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
+            ort_library: get("ort-library").filter(|s| !s.is_empty()).map(PathBuf::from),
             backend_dir,
             default_max_batch_size,
         })
@@ -50,14 +42,9 @@ impl BackendState {
         if let Some(rt) = runtime::get() {
             return Ok(rt);
         }
-        let path =
-            runtime::resolve_library(self.ort_library.as_deref(), self.backend_dir.as_deref())?;
+        let path = runtime::resolve_library(self.ort_library.as_deref(), self.backend_dir.as_deref())?;
         let rt = runtime::init(&path)?;
-        log::info!(
-            "onnxrs: loaded ONNX Runtime from {} ({})",
-            rt.library.display(),
-            rt.version
-        );
+        log::info!("onnxrs: loaded ONNX Runtime from {} ({})", rt.library.display(), rt.version);
         Ok(rt)
     }
 }
@@ -78,9 +65,6 @@ mod tests {
         assert_eq!(s.default_max_batch_size, 16);
         let s = BackendState::from_config(&json!({}), None).unwrap();
         assert_eq!((s.ort_library, s.default_max_batch_size), (None, 4));
-        assert!(
-            BackendState::from_config(&json!({"cmdline": {"default-max-batch-size": "x"}}), None)
-                .is_err()
-        );
+        assert!(BackendState::from_config(&json!({"cmdline": {"default-max-batch-size": "x"}}), None).is_err());
     }
 }

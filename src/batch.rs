@@ -24,9 +24,7 @@ pub fn plan(requests: &[(usize, &Signature)], max_batch: usize) -> Vec<Vec<usize
         let open = if max_batch == 0 {
             None
         } else {
-            groups.iter_mut().find(|(members, total)| {
-                requests[members[0]].1 == *sig && total + rows <= max_batch
-            })
+            groups.iter_mut().find(|(members, total)| requests[members[0]].1 == *sig && total + rows <= max_batch)
         };
         match open {
             Some((members, total)) => {
@@ -42,7 +40,7 @@ pub fn plan(requests: &[(usize, &Signature)], max_batch: usize) -> Vec<Vec<usize
 /// Whether `data` can be handed to ONNX Runtime in place: one contiguous buffer, naturally
 /// aligned for its element type (HTTP bodies put tensors at arbitrary offsets).
 pub fn can_borrow(parts: &[&[u8]], element_size: usize) -> bool {
-    parts.len() == 1 && (parts[0].as_ptr() as usize) % element_size.max(1) == 0
+    parts.len() == 1 && (parts[0].as_ptr() as usize).is_multiple_of(element_size.max(1))
 }
 
 /// A batch input laid out contiguously: borrowed when one part already is, else copied into an
@@ -71,9 +69,9 @@ impl AlignedBytes {
     pub fn zeroed(len: usize) -> Result<Self> {
         let n = len.div_ceil(8);
         let mut words = Vec::new();
-        words.try_reserve_exact(n).map_err(|_| {
-            Error::unavailable(format!("cannot allocate {len} bytes to batch an input"))
-        })?;
+        words
+            .try_reserve_exact(n)
+            .map_err(|_| Error::unavailable(format!("cannot allocate {len} bytes to batch an input")))?;
         words.resize(n, 0);
         Ok(AlignedBytes { words, len })
     }
@@ -143,9 +141,7 @@ mod tests {
     use super::*;
 
     fn sig(tail: &[i64]) -> Signature {
-        Signature {
-            inputs: vec![(0, tail.to_vec())],
-        }
+        Signature { inputs: vec![(0, tail.to_vec())] }
     }
 
     #[test]
@@ -173,16 +169,9 @@ mod tests {
 
     #[test]
     fn optional_input_presence_is_part_of_the_signature() {
-        let with = Signature {
-            inputs: vec![(0, vec![4]), (1, vec![4])],
-        };
-        let without = Signature {
-            inputs: vec![(0, vec![4])],
-        };
-        assert_eq!(
-            plan(&[(1, &with), (1, &without)], 8),
-            vec![vec![0], vec![1]]
-        );
+        let with = Signature { inputs: vec![(0, vec![4]), (1, vec![4])] };
+        let without = Signature { inputs: vec![(0, vec![4])] };
+        assert_eq!(plan(&[(1, &with), (1, &without)], 8), vec![vec![0], vec![1]]);
     }
 
     #[test]
@@ -209,11 +198,6 @@ mod tests {
     fn split_rows_checks_the_total() {
         assert_eq!(split_rows(3, 4, &[1, 2]).unwrap(), vec![0..4, 4..12]);
         assert_eq!(split_rows(0, 4, &[0]).unwrap(), vec![0..0]);
-        assert!(
-            split_rows(4, 4, &[1, 2])
-                .unwrap_err()
-                .message()
-                .contains("4 rows for a batch of 3")
-        );
+        assert!(split_rows(4, 4, &[1, 2]).unwrap_err().message().contains("4 rows for a batch of 3"));
     }
 }

@@ -52,21 +52,17 @@ pub fn encoded_len<'a>(elements: impl IntoIterator<Item = &'a [u8]>) -> usize {
 pub fn encode_into<'a>(out: &mut [u8], elements: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
     let mut at = 0usize;
     for e in elements {
-        let len = u32::try_from(e.len()).map_err(|_| {
-            Error::invalid_arg(format!("BYTES element of {} bytes exceeds 4 GiB", e.len()))
-        })?;
+        let len = u32::try_from(e.len())
+            .map_err(|_| Error::invalid_arg(format!("BYTES element of {} bytes exceeds 4 GiB", e.len())))?;
         let end = at + PREFIX + e.len();
-        let slot = out
-            .get_mut(at..end)
-            .ok_or_else(|| Error::internal("BYTES output buffer shorter than its elements"))?;
+        let slot =
+            out.get_mut(at..end).ok_or_else(|| Error::internal("BYTES output buffer shorter than its elements"))?;
         slot[..PREFIX].copy_from_slice(&len.to_le_bytes());
         slot[PREFIX..].copy_from_slice(e);
         at = end;
     }
     if at != out.len() {
-        return Err(Error::internal(
-            "BYTES output buffer longer than its elements",
-        ));
+        return Err(Error::internal("BYTES output buffer longer than its elements"));
     }
     Ok(())
 }
@@ -92,12 +88,7 @@ mod tests {
     #[test]
     fn zero_elements() {
         assert!(decode(&[], 0).unwrap().is_empty());
-        assert!(
-            decode(&[1], 0)
-                .unwrap_err()
-                .message()
-                .contains("after its 0 elements")
-        );
+        assert!(decode(&[1], 0).unwrap_err().message().contains("after its 0 elements"));
     }
 
     #[test]
@@ -105,39 +96,21 @@ mod tests {
         let mut data = encode(&[b"ab"]);
         data.extend_from_slice(&[1, 0]);
         let e = decode(&data, 2).unwrap_err();
-        assert!(
-            e.message()
-                .contains("element 1 of 2: length prefix truncated (2 of 4"),
-            "{e}"
-        );
+        assert!(e.message().contains("element 1 of 2: length prefix truncated (2 of 4"), "{e}");
     }
 
     #[test]
     fn oversized_prefix() {
         let data = [0xff, 0xff, 0xff, 0x7f, b'a'];
         let e = decode(&data, 1).unwrap_err();
-        assert!(
-            e.message()
-                .contains("declares 2147483647 bytes but only 1 remain"),
-            "{e}"
-        );
+        assert!(e.message().contains("declares 2147483647 bytes but only 1 remain"), "{e}");
     }
 
     #[test]
     fn trailing_bytes_and_too_few_elements() {
         let data = encode(&[b"a", b"b"]);
-        assert!(
-            decode(&data, 1)
-                .unwrap_err()
-                .message()
-                .contains("5 bytes after its 1 elements")
-        );
-        assert!(
-            decode(&data, 3)
-                .unwrap_err()
-                .message()
-                .contains("element 2 of 3")
-        );
+        assert!(decode(&data, 1).unwrap_err().message().contains("5 bytes after its 1 elements"));
+        assert!(decode(&data, 3).unwrap_err().message().contains("element 2 of 3"));
     }
 
     #[test]

@@ -9,8 +9,7 @@ use std::path::Path;
 
 /// CPUs available to this process: at least 1.
 pub fn available_cpus() -> usize {
-    let affinity = affinity_cpus()
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let affinity = affinity_cpus().unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let quota = quota_cpus(Path::new("/sys/fs/cgroup"), Path::new("/proc/self/cgroup"));
     quota.map_or(affinity, |q| q.min(affinity)).max(1)
 }
@@ -20,8 +19,7 @@ fn affinity_cpus() -> Option<usize> {
     // most size_of::<cpu_set_t>() bytes into it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above; pid 0 is this thread.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return None;
     }
@@ -38,10 +36,8 @@ fn quota_cpus(cgroup_root: &Path, proc_cgroup: &Path) -> Option<usize> {
         let mut dir = cgroup_root.join(path.trim_start_matches('/'));
         let mut best: Option<usize> = None;
         loop {
-            if let Ok(text) = std::fs::read_to_string(dir.join("cpu.max")) {
-                if let Some(q) = parse_cpu_max(&text) {
-                    best = Some(best.map_or(q, |b| b.min(q)));
-                }
+            if let Some(q) = std::fs::read_to_string(dir.join("cpu.max")).ok().and_then(|t| parse_cpu_max(&t)) {
+                best = Some(best.map_or(q, |b| b.min(q)));
             }
             if dir == cgroup_root || !dir.pop() || !dir.starts_with(cgroup_root) {
                 break;
@@ -60,10 +56,7 @@ fn quota_cpus(cgroup_root: &Path, proc_cgroup: &Path) -> Option<usize> {
         .map(|(_, path)| path.trim_start_matches('/').to_string())
         .unwrap_or_default();
     for mount in ["cpu", "cpu,cpuacct", "cpuacct,cpu"] {
-        for dir in [
-            cgroup_root.join(mount).join(&v1_path),
-            cgroup_root.join(mount),
-        ] {
+        for dir in [cgroup_root.join(mount).join(&v1_path), cgroup_root.join(mount)] {
             let quota = std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).ok();
             let period = std::fs::read_to_string(dir.join("cpu.cfs_period_us")).ok();
             if let (Some(q), Some(p)) = (quota, period) {
@@ -83,9 +76,7 @@ fn parse_cpu_max(text: &str) -> Option<usize> {
         return None;
     }
     let quota: u64 = quota.parse().ok()?;
-    usize::try_from(quota.div_ceil(period))
-        .ok()
-        .map(|n| n.max(1))
+    usize::try_from(quota.div_ceil(period)).ok().map(|n| n.max(1))
 }
 
 fn parse_v1(quota: &str, period: &str) -> Option<usize> {
@@ -94,9 +85,7 @@ fn parse_v1(quota: &str, period: &str) -> Option<usize> {
     if quota <= 0 || period <= 0 {
         return None;
     }
-    usize::try_from((quota + period - 1) / period)
-        .ok()
-        .map(|n| n.max(1))
+    usize::try_from((quota + period - 1) / period).ok().map(|n| n.max(1))
 }
 
 #[cfg(test)]

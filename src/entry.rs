@@ -60,7 +60,9 @@ fn check_api_versions() -> Result<()> {
     Ok(())
 }
 
-fn initialize(backend: Backend<'_>) -> Result<()> {
+fn initialize(raw: *mut sys::TRITONBACKEND_Backend) -> Result<()> {
+    // SAFETY: the server passes a live backend for the duration of the call.
+    let backend = unsafe { Backend::from_raw(raw) }?;
     crate::triton::log::install();
     check_api_versions()?;
     let dir = backend.artifacts().ok();
@@ -70,42 +72,46 @@ fn initialize(backend: Backend<'_>) -> Result<()> {
         env!("CARGO_PKG_VERSION"),
         backend.name()?,
         state.ort_library.as_ref().map_or_else(
-            || format!(
-                "from {}",
-                state
-                    .backend_dir
-                    .as_ref()
-                    .map_or("?".into(), |d| d.display().to_string())
-            ),
+            || format!("from {}", state.backend_dir.as_ref().map_or("?".into(), |d| d.display().to_string())),
             |p| p.display().to_string()
         )
     );
     backend_slot(&backend).put(Box::new(state))
 }
 
-fn finalize(backend: Backend<'_>) -> Result<()> {
+fn finalize(raw: *mut sys::TRITONBACKEND_Backend) -> Result<()> {
+    // SAFETY: the server passes a live backend for the duration of the call.
+    let backend = unsafe { Backend::from_raw(raw) }?;
     drop(backend_slot(&backend).take()?);
     Ok(())
 }
 
-fn model_initialize(model: Model<'_>) -> Result<()> {
+fn model_initialize(raw: *mut sys::TRITONBACKEND_Model) -> Result<()> {
+    // SAFETY: the server passes a live model for the duration of the call.
+    let model = unsafe { Model::from_raw(raw) }?;
     let backend = model.backend()?;
     let state = ModelState::initialize(model, backend_slot(&backend).get()?)?;
     model_slot(&model).put(Box::new(state))
 }
 
-fn model_finalize(model: Model<'_>) -> Result<()> {
+fn model_finalize(raw: *mut sys::TRITONBACKEND_Model) -> Result<()> {
+    // SAFETY: the server passes a live model for the duration of the call.
+    let model = unsafe { Model::from_raw(raw) }?;
     drop(model_slot(&model).take()?);
     Ok(())
 }
 
-fn instance_initialize(instance: Instance<'_>) -> Result<()> {
+fn instance_initialize(raw: *mut sys::TRITONBACKEND_ModelInstance) -> Result<()> {
+    // SAFETY: the server passes a live instance for the duration of the call.
+    let instance = unsafe { Instance::from_raw(raw) }?;
     let model = instance.model()?;
     let state = InstanceState::initialize(instance, model_slot(&model).get()?)?;
     instance_slot(&instance).put(Box::new(state))
 }
 
-fn instance_finalize(instance: Instance<'_>) -> Result<()> {
+fn instance_finalize(raw: *mut sys::TRITONBACKEND_ModelInstance) -> Result<()> {
+    // SAFETY: the server passes a live instance for the duration of the call.
+    let instance = unsafe { Instance::from_raw(raw) }?;
     drop(instance_slot(&instance).take()?);
     Ok(())
 }
@@ -113,10 +119,12 @@ fn instance_finalize(instance: Instance<'_>) -> Result<()> {
 /// Before the commit point an error hands the requests back to the server; after it, we own
 /// them and the call succeeds whatever happens to them.
 fn instance_execute(
-    instance: Instance<'_>,
+    raw: *mut sys::TRITONBACKEND_ModelInstance,
     requests: *mut *mut sys::TRITONBACKEND_Request,
     count: u32,
 ) -> Result<()> {
+    // SAFETY: the server passes a live instance for the duration of the call.
+    let instance = unsafe { Instance::from_raw(raw) }?;
     let model = instance.model()?;
     let model_state = model_slot(&model).get()?;
     let state = instance_slot(&instance).get()?;
@@ -134,42 +142,28 @@ fn instance_execute(
     // returns success.
     // SAFETY: each pointer is a request of this call and we return Ok below, so the server
     // will not touch them again.
-    let owned: Vec<OwnedRequest> = raw
-        .iter()
-        .filter_map(|&r| unsafe { OwnedRequest::take(r) })
-        .collect();
+    let owned: Vec<OwnedRequest> = raw.iter().filter_map(|&r| unsafe { OwnedRequest::take(r) }).collect();
     // A panic inside is caught here, not by the outer guard: the requests are already ours
     // (their owners answer and release them while unwinding), so the server must see success.
-    let _ = catch("TRITONBACKEND_ModelInstanceExecute", || {
-        crate::execute::execute(instance, model_state, state, owned)
-    });
+    let _ =
+        catch("TRITONBACKEND_ModelInstanceExecute", || crate::execute::execute(instance, model_state, state, owned));
     Ok(())
 }
 
-fn get_backend_attribute(attribute: BackendAttribute<'_>) -> Result<()> {
+fn get_backend_attribute(raw: *mut sys::TRITONBACKEND_BackendAttribute) -> Result<()> {
+    // SAFETY: the attribute object is live for the duration of the call.
+    let attribute = unsafe { BackendAttribute::from_raw(raw) }?;
     attribute.set_parallel_model_instance_loading(true)
 }
 
-/// # Safety
-/// Called by Triton with a live backend.
 #[unsafe(no_mangle)]
-pub extern "C" fn TRITONBACKEND_Initialize(
-    backend: *mut sys::TRITONBACKEND_Backend,
-) -> *mut sys::TRITONSERVER_Error {
-    // SAFETY: the server passes a live backend for the duration of the call.
-    entry("TRITONBACKEND_Initialize", || {
-        initialize(unsafe { Backend::from_raw(backend) }?)
-    })
+pub extern "C" fn TRITONBACKEND_Initialize(backend: *mut sys::TRITONBACKEND_Backend) -> *mut sys::TRITONSERVER_Error {
+    entry("TRITONBACKEND_Initialize", || initialize(backend))
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn TRITONBACKEND_Finalize(
-    backend: *mut sys::TRITONBACKEND_Backend,
-) -> *mut sys::TRITONSERVER_Error {
-    // SAFETY: as above.
-    entry("TRITONBACKEND_Finalize", || {
-        finalize(unsafe { Backend::from_raw(backend) }?)
-    })
+pub extern "C" fn TRITONBACKEND_Finalize(backend: *mut sys::TRITONBACKEND_Backend) -> *mut sys::TRITONSERVER_Error {
+    entry("TRITONBACKEND_Finalize", || finalize(backend))
 }
 
 #[unsafe(no_mangle)]
@@ -177,50 +171,31 @@ pub extern "C" fn TRITONBACKEND_GetBackendAttribute(
     _backend: *mut sys::TRITONBACKEND_Backend,
     attribute: *mut sys::TRITONBACKEND_BackendAttribute,
 ) -> *mut sys::TRITONSERVER_Error {
-    // SAFETY: the attribute object is live for the duration of the call.
-    entry("TRITONBACKEND_GetBackendAttribute", || {
-        get_backend_attribute(unsafe { BackendAttribute::from_raw(attribute) }?)
-    })
+    entry("TRITONBACKEND_GetBackendAttribute", || get_backend_attribute(attribute))
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn TRITONBACKEND_ModelInitialize(
-    model: *mut sys::TRITONBACKEND_Model,
-) -> *mut sys::TRITONSERVER_Error {
-    // SAFETY: the server passes a live model.
-    entry("TRITONBACKEND_ModelInitialize", || {
-        model_initialize(unsafe { Model::from_raw(model) }?)
-    })
+pub extern "C" fn TRITONBACKEND_ModelInitialize(model: *mut sys::TRITONBACKEND_Model) -> *mut sys::TRITONSERVER_Error {
+    entry("TRITONBACKEND_ModelInitialize", || model_initialize(model))
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn TRITONBACKEND_ModelFinalize(
-    model: *mut sys::TRITONBACKEND_Model,
-) -> *mut sys::TRITONSERVER_Error {
-    // SAFETY: the server passes a live model.
-    entry("TRITONBACKEND_ModelFinalize", || {
-        model_finalize(unsafe { Model::from_raw(model) }?)
-    })
+pub extern "C" fn TRITONBACKEND_ModelFinalize(model: *mut sys::TRITONBACKEND_Model) -> *mut sys::TRITONSERVER_Error {
+    entry("TRITONBACKEND_ModelFinalize", || model_finalize(model))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn TRITONBACKEND_ModelInstanceInitialize(
     instance: *mut sys::TRITONBACKEND_ModelInstance,
 ) -> *mut sys::TRITONSERVER_Error {
-    // SAFETY: the server passes a live instance.
-    entry("TRITONBACKEND_ModelInstanceInitialize", || {
-        instance_initialize(unsafe { Instance::from_raw(instance) }?)
-    })
+    entry("TRITONBACKEND_ModelInstanceInitialize", || instance_initialize(instance))
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn TRITONBACKEND_ModelInstanceFinalize(
     instance: *mut sys::TRITONBACKEND_ModelInstance,
 ) -> *mut sys::TRITONSERVER_Error {
-    // SAFETY: the server passes a live instance.
-    entry("TRITONBACKEND_ModelInstanceFinalize", || {
-        instance_finalize(unsafe { Instance::from_raw(instance) }?)
-    })
+    entry("TRITONBACKEND_ModelInstanceFinalize", || instance_finalize(instance))
 }
 
 #[unsafe(no_mangle)]
@@ -229,12 +204,5 @@ pub extern "C" fn TRITONBACKEND_ModelInstanceExecute(
     requests: *mut *mut sys::TRITONBACKEND_Request,
     request_count: u32,
 ) -> *mut sys::TRITONSERVER_Error {
-    // SAFETY: the server passes a live instance and `request_count` requests.
-    entry("TRITONBACKEND_ModelInstanceExecute", || {
-        instance_execute(
-            unsafe { Instance::from_raw(instance) }?,
-            requests,
-            request_count,
-        )
-    })
+    entry("TRITONBACKEND_ModelInstanceExecute", || instance_execute(instance, requests, request_count))
 }

@@ -30,10 +30,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-        }
+        Error { kind, message: message.into() }
     }
 
     pub fn invalid_arg(message: impl Into<String>) -> Self {
@@ -70,10 +67,7 @@ impl Error {
 
     /// Prefixes the message with where it happened, keeping the code.
     pub fn context(self, what: impl Display) -> Self {
-        Error {
-            kind: self.kind,
-            message: format!("{what}: {}", self.message),
-        }
+        Error { kind: self.kind, message: format!("{what}: {}", self.message) }
     }
 }
 

@@ -67,20 +67,15 @@ fn finish(instance: Instance<'_>, request: Request<'_>, slot: &mut Slot) {
     let (success, timestamps, result) = match mem::replace(&mut slot.outcome, Outcome::Pending) {
         Outcome::Succeeded(t) => (true, t, Ok(())),
         Outcome::Failed(e) => (false, Timestamps::default(), Err(e)),
-        Outcome::Pending => (
-            false,
-            Timestamps::default(),
-            Err(Error::internal("onnxrs: the request was not executed")),
-        ),
+        Outcome::Pending => {
+            (false, Timestamps::default(), Err(Error::internal("onnxrs: the request was not executed")))
+        }
     };
     if let Err(e) = instance.report_statistics(request, success, timestamps) {
         log::error!("onnxrs: cannot report statistics for a request: {e}");
     }
     if let Err(e) = &result {
-        log::debug!(
-            "onnxrs: request '{}' failed: {e}",
-            request.id().unwrap_or_default()
-        );
+        log::debug!("onnxrs: request '{}' failed: {e}", request.id().unwrap_or_default());
     }
     match slot.response.take() {
         Some(response) => {
@@ -101,12 +96,7 @@ struct Ctx<'a, 'i> {
 
 /// Answers all `requests`. Never fails: every error becomes the answer of the request it
 /// concerns.
-pub(crate) fn execute(
-    instance: Instance<'_>,
-    model: &ModelState,
-    state: &InstanceState,
-    requests: Vec<OwnedRequest>,
-) {
+pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &InstanceState, requests: Vec<OwnedRequest>) {
     let exec_start = clock::now_ns();
     let slots = requests
         .iter()
@@ -115,26 +105,12 @@ pub(crate) fn execute(
                 Ok(resp) => (Some(resp), Outcome::Pending),
                 Err(e) => (None, Outcome::Failed(e)),
             };
-            Slot {
-                response,
-                outcome,
-                finished: false,
-            }
+            Slot { response, outcome, finished: false }
         })
         .collect();
-    let mut batch = Batch {
-        instance,
-        slots,
-        requests,
-    };
-    let ctx = Ctx {
-        instance,
-        model,
-        exec_start,
-    };
-    let Batch {
-        slots, requests, ..
-    } = &mut batch;
+    let mut batch = Batch { instance, slots, requests };
+    let ctx = Ctx { instance, model, exec_start };
+    let Batch { slots, requests, .. } = &mut batch;
 
     let mut checked: Vec<(usize, CheckedRequest<'_>)> = Vec::with_capacity(requests.len());
     for (i, request) in requests.iter().enumerate() {
@@ -151,10 +127,7 @@ pub(crate) fn execute(
         }
     }
 
-    let plan_input: Vec<(usize, &batch::Signature)> = checked
-        .iter()
-        .map(|(_, c)| (c.rows, &c.signature))
-        .collect();
+    let plan_input: Vec<(usize, &batch::Signature)> = checked.iter().map(|(_, c)| (c.rows, &c.signature)).collect();
     let groups = batch::plan(&plan_input, model.config.max_batch_size);
     match state.session.lock() {
         Ok(mut session) => {
@@ -164,9 +137,8 @@ pub(crate) fn execute(
         }
         Err(_) => {
             for (i, _) in &checked {
-                slots[*i].outcome = Outcome::Failed(Error::internal(
-                    "onnxrs: the instance's session is unusable after a panic",
-                ));
+                slots[*i].outcome =
+                    Outcome::Failed(Error::internal("onnxrs: the instance's session is unusable after a panic"));
             }
         }
     }
@@ -189,37 +161,23 @@ fn read_request<'r>(ctx: &Ctx<'_, '_>, request: Request<'r>) -> Result<CheckedRe
         for b in 0..p.buffer_count {
             match input.buffer(b)? {
                 InputBuffer::Host(bytes) => parts.push(bytes),
-                dev @ InputBuffer::Device { .. } => {
+                InputBuffer::Device { len, device } => {
                     return Err(Error::unsupported(format!(
-                        "input '{}' is in GPU memory ({} bytes); this instance runs on CPU",
-                        p.name,
-                        dev.len()
+                        "input '{}' is in memory of GPU {device} ({len} bytes); this instance runs on CPU",
+                        p.name
                     )));
                 }
             }
         }
-        raw.push(RawInput {
-            name: p.name,
-            data_type: p.data_type,
-            shape: p.shape,
-            parts,
-        });
+        raw.push(RawInput { name: p.name, data_type: p.data_type, shape: p.shape, parts });
     }
     inputs::check(&ctx.model.config, raw)
 }
 
 /// A run's input, laid out for ONNX Runtime.
 enum Prepared<'a> {
-    Fixed {
-        name: &'a str,
-        shape: Vec<i64>,
-        data: Gathered<'a>,
-        tc: &'a TensorConfig,
-    },
-    Strings {
-        name: &'a str,
-        tensor: InputTensor<'static>,
-    },
+    Fixed { name: &'a str, shape: Vec<i64>, data: Gathered<'a>, tc: &'a TensorConfig },
+    Strings { name: &'a str, tensor: InputTensor<'static> },
 }
 
 fn prepare<'a>(
@@ -248,20 +206,12 @@ fn prepare<'a>(
                     })
                     .copied()
                     .collect();
-                prepared.push(Prepared::Fixed {
-                    name: &tc.name,
-                    shape,
-                    data: batch::gather(&parts, size)?,
-                    tc,
-                });
+                prepared.push(Prepared::Fixed { name: &tc.name, shape, data: batch::gather(&parts, size)?, tc });
             }
             None => {
                 let elements: Vec<&[u8]> = payloads.flat_map(Payload::strings).collect();
                 let tensor = tensor::from_strings(&shape, &elements)?;
-                prepared.push(Prepared::Strings {
-                    name: &tc.name,
-                    tensor,
-                });
+                prepared.push(Prepared::Strings { name: &tc.name, tensor });
             }
         }
     }
@@ -288,17 +238,8 @@ fn run_once(
     let prepared = prepare(ctx, checked, group)?;
     let mut fixed = Vec::with_capacity(prepared.len());
     for p in &prepared {
-        if let Prepared::Fixed {
-            name,
-            shape,
-            data,
-            tc,
-        } = p
-        {
-            fixed.push((
-                *name,
-                tensor::from_bytes(tc.data_type, shape, data.bytes())?,
-            ));
+        if let Prepared::Fixed { name, shape, data, tc } = p {
+            fixed.push((*name, tensor::from_bytes(tc.data_type, shape, data.bytes())?));
         }
     }
     let feeds: Vec<(&str, &InputTensor<'_>)> = fixed
@@ -322,19 +263,13 @@ fn run_once(
         .map(|(pos, &g)| {
             let i = checked[g].0;
             match (&views, slots[i].response.as_mut()) {
-                (Ok(views), Some(response)) => {
-                    respond(ctx, views, &rows, pos, requests[i].view(), response)
-                }
+                (Ok(views), Some(response)) => respond(ctx, views, &rows, pos, requests[i].view(), response),
                 (Err(e), _) => Err(e.clone()),
                 (_, None) => Err(Error::internal("no response")),
             }
         })
         .collect();
-    Ok(Ran {
-        compute_start,
-        compute_end,
-        results,
-    })
+    Ok(Ran { compute_start, compute_end, results })
 }
 
 /// Runs one group of compatible requests as one ONNX Runtime call and answers them.
@@ -352,20 +287,13 @@ fn run_group(
         Err(e) if group.len() > 1 => {
             // Which request made the fused run fail is unknown: run each alone so only the
             // culprits fail and the others still get their outputs.
-            log::debug!(
-                "onnxrs: a batch of {} requests failed ({e}); running them one by one",
-                group.len()
-            );
+            log::debug!("onnxrs: a batch of {} requests failed ({e}); running them one by one", group.len());
             for &g in group {
                 run_group(ctx, session, slots, requests, checked, &[g]);
             }
             return;
         }
-        Err(e) => Ran {
-            compute_start: 0,
-            compute_end: 0,
-            results: vec![Err(e)],
-        },
+        Err(e) => Ran { compute_start: 0, compute_end: 0, results: vec![Err(e)] },
     };
     let exec_end = clock::now_ns();
     if ran.compute_start != 0 {
@@ -406,11 +334,10 @@ fn read_outputs<'o>(
         .outputs
         .iter()
         .map(|tc| {
-            let value = outputs.get(&tc.name).ok_or_else(|| {
-                Error::internal(format!("onnxruntime returned no output '{}'", tc.name))
-            })?;
-            let view = tensor::read_output(value)
-                .map_err(|e| e.context(format_args!("output '{}'", tc.name)))?;
+            let value = outputs
+                .get(&tc.name)
+                .ok_or_else(|| Error::internal(format!("onnxruntime returned no output '{}'", tc.name)))?;
+            let view = tensor::read_output(value).map_err(|e| e.context(format_args!("output '{}'", tc.name)))?;
             if view.data_type != tc.data_type {
                 return Err(Error::internal(format!(
                     "output '{}' is {} but the config says {}",
@@ -437,32 +364,24 @@ fn respond(
         let (tc, view) = views
             .iter()
             .find(|(tc, _)| tc.name == name)
-            .ok_or_else(|| {
-                Error::invalid_arg(format!(
-                    "requested output '{name}' is not an output of this model"
-                ))
-            })?;
+            .ok_or_else(|| Error::invalid_arg(format!("requested output '{name}' is not an output of this model")))?;
         // The request's rows of the output, and the shape it gets back.
         let (first, tail) = match (batching, view.shape.split_first()) {
             (true, Some((&n, tail))) => (n, tail),
             (true, None) => {
-                return Err(Error::internal(format!(
-                    "output '{name}' has no batch dimension"
-                )));
+                return Err(Error::internal(format!("output '{name}' has no batch dimension")));
             }
             (false, _) => (1, &view.shape[..]),
         };
         let row_len: usize = tail.iter().map(|&d| d.max(0) as usize).product();
         let range = if batching {
-            let total =
-                usize::try_from(first).map_err(|_| Error::internal("negative batch dimension"))?;
+            let total = usize::try_from(first).map_err(|_| Error::internal("negative batch dimension"))?;
             batch::split_rows(total, row_len, rows)?[pos].clone()
         } else {
             0..row_len
         };
         let out_tail = match &tc.reshape {
-            Some(_) => apply_reshape(tail, &tc.dims)
-                .map_err(|e| e.context(format_args!("output '{name}'")))?,
+            Some(_) => apply_reshape(tail, &tc.dims).map_err(|e| e.context(format_args!("output '{name}'")))?,
             None => tail.to_vec(),
         };
         let mut shape = Vec::with_capacity(out_tail.len() + 1);
@@ -475,34 +394,20 @@ fn respond(
                 let size = tc.data_type.byte_size().unwrap_or(1);
                 let bytes = data
                     .get(range.start * size..range.end * size)
-                    .ok_or_else(|| {
-                        Error::internal(format!("output '{name}' is shorter than its shape"))
-                    })?;
-                let buffer = response.output_buffer(
-                    name,
-                    tc.data_type,
-                    &shape,
-                    bytes.len(),
-                    (MemoryType::Cpu, 0),
-                )?;
+                    .ok_or_else(|| Error::internal(format!("output '{name}' is shorter than its shape")))?;
+                let buffer = response.output_buffer(name, tc.data_type, &shape, bytes.len(), (MemoryType::Cpu, 0))?;
                 host(buffer, name)?.copy_from_slice(bytes);
             }
             OutputData::Strings(strings) => {
                 let elements = range
                     .map(|e| {
-                        strings.get(e).ok_or_else(|| {
-                            Error::internal(format!("output '{name}' is shorter than its shape"))
-                        })
+                        strings
+                            .get(e)
+                            .ok_or_else(|| Error::internal(format!("output '{name}' is shorter than its shape")))
                     })
                     .collect::<Result<Vec<&[u8]>>>()?;
                 let len = bytes::encoded_len(elements.iter().copied());
-                let buffer = response.output_buffer(
-                    name,
-                    tc.data_type,
-                    &shape,
-                    len,
-                    (MemoryType::Cpu, 0),
-                )?;
+                let buffer = response.output_buffer(name, tc.data_type, &shape, len, (MemoryType::Cpu, 0))?;
                 bytes::encode_into(host(buffer, name)?, elements.iter().copied())?;
             }
         }
@@ -513,8 +418,8 @@ fn respond(
 fn host<'b>(buffer: OutputBuffer<'b>, name: &str) -> Result<&'b mut [u8]> {
     match buffer {
         OutputBuffer::Host(b) => Ok(b),
-        OutputBuffer::Device { .. } => Err(Error::unsupported(format!(
-            "the server placed output '{name}' in GPU memory; this instance writes outputs from the CPU"
+        OutputBuffer::Device { device } => Err(Error::unsupported(format!(
+            "the server placed output '{name}' in memory of GPU {device}; this instance writes outputs from the CPU"
         ))),
     }
 }

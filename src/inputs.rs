@@ -30,10 +30,7 @@ pub enum Payload<'a> {
     /// Fixed-size elements: the request's buffers, exactly the size the shape says.
     Fixed(Vec<&'a [u8]>),
     /// BYTES elements: where each element lies in the (joined) request data.
-    Strings {
-        data: Cow<'a, [u8]>,
-        elements: Vec<Range<usize>>,
-    },
+    Strings { data: Cow<'a, [u8]>, elements: Vec<Range<usize>> },
 }
 
 impl Payload<'_> {
@@ -41,9 +38,7 @@ impl Payload<'_> {
     pub fn strings(&self) -> Vec<&[u8]> {
         match self {
             Payload::Fixed(_) => Vec::new(),
-            Payload::Strings { data, elements } => {
-                elements.iter().map(|r| &data[r.clone()]).collect()
-            }
+            Payload::Strings { data, elements } => elements.iter().map(|r| &data[r.clone()]).collect(),
         }
     }
 }
@@ -66,9 +61,7 @@ pub struct CheckedRequest<'a> {
 }
 
 fn element_count(shape: &[i64]) -> Option<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
 }
 
 /// Whether `shape` fits `dims`, where -1 in `dims` allows any size.
@@ -79,15 +72,10 @@ fn matches_dims(shape: &[i64], dims: &[i64]) -> bool {
 /// The shape the model sees for `shape` under `reshape`: the same elements, with a -1 in the
 /// reshape standing for whatever size makes the counts agree.
 pub fn apply_reshape(shape: &[i64], reshape: &[i64]) -> Result<Vec<i64>> {
-    let count = element_count(shape)
-        .ok_or_else(|| Error::invalid_arg(format!("invalid shape {shape:?}")))?;
-    let known = reshape
-        .iter()
-        .filter(|&&d| d >= 0)
-        .try_fold(1usize, |n, &d| n.checked_mul(d as usize));
+    let count = element_count(shape).ok_or_else(|| Error::invalid_arg(format!("invalid shape {shape:?}")))?;
+    let known = reshape.iter().filter(|&&d| d >= 0).try_fold(1usize, |n, &d| n.checked_mul(d as usize));
     let wildcards = reshape.iter().filter(|&&d| d < 0).count();
-    let known =
-        known.ok_or_else(|| Error::invalid_arg(format!("reshape {reshape:?} overflows")))?;
+    let known = known.ok_or_else(|| Error::invalid_arg(format!("reshape {reshape:?} overflows")))?;
     let fill = match wildcards {
         0 if known == count => None,
         1 if known > 0 && count % known == 0 => Some((count / known) as i64),
@@ -98,19 +86,12 @@ pub fn apply_reshape(shape: &[i64], reshape: &[i64]) -> Result<Vec<i64>> {
             )));
         }
     };
-    Ok(reshape
-        .iter()
-        .map(|&d| if d < 0 { fill.unwrap_or(d) } else { d })
-        .collect())
+    Ok(reshape.iter().map(|&d| if d < 0 { fill.unwrap_or(d) } else { d }).collect())
 }
 
 /// Checks one input against its config entry; returns the rows it declares and the shape the
 /// model sees without the batch dimension.
-fn check_shape(
-    config: &ModelConfig,
-    tc: &TensorConfig,
-    shape: &[i64],
-) -> Result<(usize, Vec<i64>)> {
+fn check_shape(config: &ModelConfig, tc: &TensorConfig, shape: &[i64]) -> Result<(usize, Vec<i64>)> {
     let name = &tc.name;
     let (rows, tail) = if config.batching() {
         let Some((&rows, tail)) = shape.split_first() else {
@@ -119,15 +100,12 @@ fn check_shape(
                 expected_text(config, &tc.dims)
             )));
         };
-        let rows = usize::try_from(rows)
-            .ok()
-            .filter(|&r| r >= 1 && r <= config.max_batch_size)
-            .ok_or_else(|| {
-                Error::invalid_arg(format!(
-                    "input '{name}' has batch size {rows}; the model accepts 1 to {}",
-                    config.max_batch_size
-                ))
-            })?;
+        let rows = usize::try_from(rows).ok().filter(|&r| r >= 1 && r <= config.max_batch_size).ok_or_else(|| {
+            Error::invalid_arg(format!(
+                "input '{name}' has batch size {rows}; the model accepts 1 to {}",
+                config.max_batch_size
+            ))
+        })?;
         (rows, tail)
     } else {
         (1, shape)
@@ -149,15 +127,7 @@ fn check_shape(
 /// "[batch,-1,2]" for a batching model, "[-1,2]" otherwise.
 fn expected_text(config: &ModelConfig, dims: &[i64]) -> String {
     let inner = dims_text(dims);
-    if config.batching() {
-        format!(
-            "[batch{}{}",
-            if dims.is_empty() { "" } else { "," },
-            &inner[1..]
-        )
-    } else {
-        inner
-    }
+    if config.batching() { format!("[batch{}{}", if dims.is_empty() { "" } else { "," }, &inner[1..]) } else { inner }
 }
 
 fn dims_text(dims: &[i64]) -> String {
@@ -165,26 +135,15 @@ fn dims_text(dims: &[i64]) -> String {
     format!("[{}]", parts.join(","))
 }
 
-fn check_payload<'a>(
-    tc: &TensorConfig,
-    shape: &[i64],
-    parts: Vec<&'a [u8]>,
-) -> Result<Payload<'a>> {
+fn check_payload<'a>(tc: &TensorConfig, shape: &[i64], parts: Vec<&'a [u8]>) -> Result<Payload<'a>> {
     let name = &tc.name;
-    let count = element_count(shape).ok_or_else(|| {
-        Error::invalid_arg(format!(
-            "input '{name}': shape {} is too large",
-            dims_text(shape)
-        ))
-    })?;
+    let count = element_count(shape)
+        .ok_or_else(|| Error::invalid_arg(format!("input '{name}': shape {} is too large", dims_text(shape))))?;
     let got: usize = parts.iter().map(|p| p.len()).sum();
     match tc.data_type.byte_size() {
         Some(size) => {
             let expected = count.checked_mul(size).ok_or_else(|| {
-                Error::invalid_arg(format!(
-                    "input '{name}': shape {} is too large",
-                    dims_text(shape)
-                ))
+                Error::invalid_arg(format!("input '{name}': shape {} is too large", dims_text(shape)))
             })?;
             if got != expected {
                 return Err(Error::invalid_arg(format!(
@@ -212,32 +171,19 @@ fn check_payload<'a>(
 
 /// Checks all inputs of one request.
 pub fn check<'a>(config: &ModelConfig, inputs: Vec<RawInput<'a>>) -> Result<CheckedRequest<'a>> {
-    let mut found: Vec<Option<(RawInput<'a>, usize)>> =
-        (0..config.inputs.len()).map(|_| None).collect();
+    let mut found: Vec<Option<(RawInput<'a>, usize)>> = (0..config.inputs.len()).map(|_| None).collect();
     for input in inputs {
-        let index = config
-            .inputs
-            .iter()
-            .position(|t| t.name == input.name)
-            .ok_or_else(|| {
-                Error::invalid_arg(format!(
-                    "unexpected input '{}' for model '{}'",
-                    input.name, config.name
-                ))
-            })?;
+        let index = config.inputs.iter().position(|t| t.name == input.name).ok_or_else(|| {
+            Error::invalid_arg(format!("unexpected input '{}' for model '{}'", input.name, config.name))
+        })?;
         if found[index].is_some() {
-            return Err(Error::invalid_arg(format!(
-                "input '{}' is given twice",
-                input.name
-            )));
+            return Err(Error::invalid_arg(format!("input '{}' is given twice", input.name)));
         }
         found[index] = Some((input, index));
     }
     let mut rows: Option<usize> = None;
     let mut checked = Vec::with_capacity(found.len());
-    let mut signature = Signature {
-        inputs: Vec::with_capacity(found.len()),
-    };
+    let mut signature = Signature { inputs: Vec::with_capacity(found.len()) };
     for (index, slot) in found.into_iter().enumerate() {
         let tc = &config.inputs[index];
         let Some((input, _)) = slot else {
@@ -258,10 +204,7 @@ pub fn check<'a>(config: &ModelConfig, inputs: Vec<RawInput<'a>>) -> Result<Chec
                 )));
             }
             None => {
-                return Err(Error::invalid_arg(format!(
-                    "input '{}' has an unsupported data type",
-                    tc.name
-                )));
+                return Err(Error::invalid_arg(format!("input '{}' has an unsupported data type", tc.name)));
             }
         }
         let (r, model_tail) = check_shape(config, tc, input.shape)?;
@@ -274,19 +217,10 @@ pub fn check<'a>(config: &ModelConfig, inputs: Vec<RawInput<'a>>) -> Result<Chec
         rows = Some(r);
         let payload = check_payload(tc, input.shape, input.parts)?;
         signature.inputs.push((index, model_tail));
-        checked.push(CheckedInput {
-            config_index: index,
-            payload,
-        });
+        checked.push(CheckedInput { config_index: index, payload });
     }
-    let rows = rows.ok_or_else(|| {
-        Error::invalid_arg(format!("request for model '{}' has no inputs", config.name))
-    })?;
-    Ok(CheckedRequest {
-        rows,
-        inputs: checked,
-        signature,
-    })
+    let rows = rows.ok_or_else(|| Error::invalid_arg(format!("request for model '{}' has no inputs", config.name)))?;
+    Ok(CheckedRequest { rows, inputs: checked, signature })
 }
 
 #[cfg(test)]
@@ -320,27 +254,14 @@ mod tests {
         let r = check(
             &c,
             vec![
-                RawInput {
-                    name: "S",
-                    data_type: Some(DataType::Bytes),
-                    shape: &[2, 2],
-                    parts: vec![&s[..5], &s[5..]],
-                },
-                RawInput {
-                    name: "X",
-                    data_type: Some(DataType::Fp32),
-                    shape: &[2, 3, 2],
-                    parts: vec![&x],
-                },
+                RawInput { name: "S", data_type: Some(DataType::Bytes), shape: &[2, 2], parts: vec![&s[..5], &s[5..]] },
+                RawInput { name: "X", data_type: Some(DataType::Fp32), shape: &[2, 3, 2], parts: vec![&x] },
             ],
         )
         .unwrap();
         assert_eq!(r.rows, 2);
         assert_eq!(r.signature.inputs, vec![(0, vec![3, 2]), (1, vec![2])]);
-        assert_eq!(
-            r.inputs[1].payload.strings(),
-            vec![&b"a"[..], b"bc", b"", b"d"]
-        );
+        assert_eq!(r.inputs[1].payload.strings(), vec![&b"a"[..], b"bc", b"", b"d"]);
     }
 
     #[test]
@@ -348,102 +269,53 @@ mod tests {
         let c = config(4);
         let x = [0u8; 16];
         let ok_s = strings(&[b"a", b"b"]);
-        let s_input = || RawInput {
-            name: "S",
-            data_type: Some(DataType::Bytes),
-            shape: &[1, 2],
-            parts: vec![&ok_s[..]],
-        };
+        let s_input =
+            || RawInput { name: "S", data_type: Some(DataType::Bytes), shape: &[1, 2], parts: vec![&ok_s[..]] };
         let cases: Vec<(Vec<RawInput>, &str)> = vec![
             (
                 vec![
-                    RawInput {
-                        name: "X",
-                        data_type: Some(DataType::Fp64),
-                        shape: &[1, 2, 2],
-                        parts: vec![&x],
-                    },
+                    RawInput { name: "X", data_type: Some(DataType::Fp64), shape: &[1, 2, 2], parts: vec![&x] },
                     s_input(),
                 ],
                 "input 'X' has data type FP64, the model expects FP32",
             ),
             (
                 vec![
-                    RawInput {
-                        name: "X",
-                        data_type: Some(DataType::Fp32),
-                        shape: &[1, 2, 3],
-                        parts: vec![&x],
-                    },
+                    RawInput { name: "X", data_type: Some(DataType::Fp32), shape: &[1, 2, 3], parts: vec![&x] },
                     s_input(),
                 ],
                 "input 'X' has shape [1,2,3], expected [batch,-1,2]",
             ),
             (
                 vec![
-                    RawInput {
-                        name: "X",
-                        data_type: Some(DataType::Fp32),
-                        shape: &[9, 2, 2],
-                        parts: vec![&x],
-                    },
+                    RawInput { name: "X", data_type: Some(DataType::Fp32), shape: &[9, 2, 2], parts: vec![&x] },
                     s_input(),
                 ],
                 "batch size 9; the model accepts 1 to 4",
             ),
             (
                 vec![
-                    RawInput {
-                        name: "X",
-                        data_type: Some(DataType::Fp32),
-                        shape: &[1, 3, 2],
-                        parts: vec![&x],
-                    },
+                    RawInput { name: "X", data_type: Some(DataType::Fp32), shape: &[1, 3, 2], parts: vec![&x] },
                     s_input(),
                 ],
                 "input 'X': shape [1,3,2] of FP32 needs 24 bytes, the request holds 16",
             ),
             (vec![s_input()], "missing required input 'X'"),
             (
-                vec![RawInput {
-                    name: "Z",
-                    data_type: Some(DataType::Fp32),
-                    shape: &[1],
-                    parts: vec![],
-                }],
+                vec![RawInput { name: "Z", data_type: Some(DataType::Fp32), shape: &[1], parts: vec![] }],
                 "unexpected input 'Z'",
             ),
             (
                 vec![
-                    RawInput {
-                        name: "X",
-                        data_type: Some(DataType::Fp32),
-                        shape: &[1, 2, 2],
-                        parts: vec![&x],
-                    },
-                    RawInput {
-                        name: "S",
-                        data_type: Some(DataType::Bytes),
-                        shape: &[1, 2],
-                        parts: vec![&ok_s[..3]],
-                    },
+                    RawInput { name: "X", data_type: Some(DataType::Fp32), shape: &[1, 2, 2], parts: vec![&x] },
+                    RawInput { name: "S", data_type: Some(DataType::Bytes), shape: &[1, 2], parts: vec![&ok_s[..3]] },
                 ],
                 "input 'S': BYTES element 0 of 2",
             ),
             (
                 vec![
-                    RawInput {
-                        name: "X",
-                        data_type: Some(DataType::Fp32),
-                        shape: &[1, 2, 2],
-                        parts: vec![&x],
-                    },
-                    RawInput {
-                        name: "S",
-                        data_type: Some(DataType::Bytes),
-                        shape: &[2, 2],
-                        parts: vec![&ok_s[..]],
-                    },
+                    RawInput { name: "X", data_type: Some(DataType::Fp32), shape: &[1, 2, 2], parts: vec![&x] },
+                    RawInput { name: "S", data_type: Some(DataType::Bytes), shape: &[2, 2], parts: vec![&ok_s[..]] },
                 ],
                 "batch size 2, other inputs of the request have 1",
             ),
@@ -462,39 +334,16 @@ mod tests {
         let s = strings(&[b"a", b"b"]);
         let base = || {
             vec![
-                RawInput {
-                    name: "X",
-                    data_type: Some(DataType::Fp32),
-                    shape: &[1, 2],
-                    parts: vec![&x],
-                },
-                RawInput {
-                    name: "S",
-                    data_type: Some(DataType::Bytes),
-                    shape: &[2],
-                    parts: vec![&s[..]],
-                },
+                RawInput { name: "X", data_type: Some(DataType::Fp32), shape: &[1, 2], parts: vec![&x] },
+                RawInput { name: "S", data_type: Some(DataType::Bytes), shape: &[2], parts: vec![&s[..]] },
             ]
         };
         let r = check(&c, base()).unwrap();
-        assert_eq!(
-            r.signature.inputs.len(),
-            2,
-            "absent optional input left out"
-        );
+        assert_eq!(r.signature.inputs.len(), 2, "absent optional input left out");
         let mut with_o = base();
-        with_o.push(RawInput {
-            name: "O",
-            data_type: Some(DataType::Int64),
-            shape: &[1],
-            parts: vec![&o],
-        });
+        with_o.push(RawInput { name: "O", data_type: Some(DataType::Int64), shape: &[1], parts: vec![&o] });
         let r = check(&c, with_o).unwrap();
-        assert_eq!(
-            r.signature.inputs[2],
-            (2, vec![]),
-            "dims [1] reshaped to a scalar"
-        );
+        assert_eq!(r.signature.inputs[2], (2, vec![]), "dims [1] reshaped to a scalar");
     }
 
     #[test]

@@ -36,10 +36,9 @@ impl InstanceState {
         let settings = match kind {
             // KIND_MODEL leaves placement to the model; ours run where ONNX Runtime's CPU
             // provider runs them.
-            InstanceKind::Cpu | InstanceKind::Model => crate::onnx::session::SessionSettings {
-                device: Device::Cpu,
-                ..model.settings.clone()
-            },
+            InstanceKind::Cpu | InstanceKind::Model => {
+                crate::onnx::session::SessionSettings { device: Device::Cpu, ..model.settings.clone() }
+            }
             InstanceKind::Gpu => {
                 return Err(context(Error::unsupported(
                     "KIND_GPU instances are not supported by this build of onnxrs (CPU execution only); use KIND_CPU",
@@ -47,13 +46,8 @@ impl InstanceState {
             }
         };
         let heap_before = heap_in_use();
-        let session = OnnxSession::load(
-            model.runtime,
-            &model.model_path,
-            &settings,
-            Some(&model.output_names),
-        )
-        .map_err(context)?;
+        let session = OnnxSession::load(model.runtime, &model.model_path, &settings, Some(&model.output_names))
+            .map_err(context)?;
         let load_heap_bytes = heap_in_use().saturating_sub(heap_before);
         let state = InstanceState {
             name,
@@ -79,11 +73,7 @@ impl InstanceState {
     /// What the session holds now: the arena's figure, or the heap growth measured at load.
     pub fn memory_usage(&self) -> MemoryUsage {
         let arena = self.session.lock().ok().and_then(|s| s.allocator_bytes());
-        MemoryUsage {
-            memory_type: MemoryType::Cpu,
-            device: 0,
-            bytes: arena.unwrap_or(self.load_heap_bytes),
-        }
+        MemoryUsage { memory_type: MemoryType::Cpu, device: 0, bytes: arena.unwrap_or(self.load_heap_bytes) }
     }
 
     /// After an execute: re-report memory if it changed (at most once a second). Errors are only
@@ -93,13 +83,10 @@ impl InstanceState {
             return;
         }
         let usage = self.memory_usage();
-        if self.throttle.changed(usage.bytes) {
-            if let Err(e) = instance.report_memory_usage(&[usage]) {
-                log::warn!(
-                    "onnxrs: instance '{}': cannot report memory usage: {e}",
-                    self.name
-                );
-            }
+        if self.throttle.changed(usage.bytes)
+            && let Err(e) = instance.report_memory_usage(&[usage])
+        {
+            log::warn!("onnxrs: instance '{}': cannot report memory usage: {e}", self.name);
         }
     }
 }

@@ -27,16 +27,9 @@ pub struct ModelState {
 /// external data) holds `model.onnx`.
 fn model_file(repository: &Path, version: u64, filename: &str) -> Result<PathBuf> {
     let path = repository.join(version.to_string()).join(filename);
-    let path = if path.is_dir() {
-        path.join("model.onnx")
-    } else {
-        path
-    };
+    let path = if path.is_dir() { path.join("model.onnx") } else { path };
     if !path.is_file() {
-        return Err(Error::not_found(format!(
-            "model file '{}' does not exist",
-            path.display()
-        )));
+        return Err(Error::not_found(format!("model file '{}' does not exist", path.display())));
     }
     Ok(path)
 }
@@ -58,8 +51,7 @@ impl ModelState {
     pub(crate) fn initialize(model: Model<'_>, backend: &BackendState) -> Result<Self> {
         let name = model.name()?.to_string();
         let version = model.version()?;
-        let context =
-            |e: Error| e.context(format_args!("onnxrs: model '{name}' version {version}"));
+        let context = |e: Error| e.context(format_args!("onnxrs: model '{name}' version {version}"));
         Self::load(model, backend, &name, version).map_err(context)
     }
 
@@ -69,15 +61,16 @@ impl ModelState {
         let model_path = model_file(&model.repository()?, version, &first.default_model_filename)?;
         let runtime = backend.runtime()?;
         let io = read_io(runtime, &model_path)?;
-        if model.auto_complete_config()? {
-            if let Some(completed) =
-                autocomplete::complete(&json, &io, backend.default_max_batch_size)?
-            {
-                model.set_config(&completed)?;
-                // The server may add defaults of its own; what it holds now is the config.
-                json = model.config()?;
-                log::info!("onnxrs: model '{name}': completed the config from the ONNX model");
-            }
+        let completed = if model.auto_complete_config()? {
+            autocomplete::complete(&json, &io, backend.default_max_batch_size)?
+        } else {
+            None
+        };
+        if let Some(completed) = completed {
+            model.set_config(&completed)?;
+            // The server may add defaults of its own; what it holds now is the config.
+            json = model.config()?;
+            log::info!("onnxrs: model '{name}': completed the config from the ONNX model");
         }
         let config = ModelConfig::parse(&json)?;
         check::check(&config, &io)?;
@@ -88,26 +81,13 @@ impl ModelState {
             config.max_batch_size,
             settings.intra_op_threads,
             settings.inter_op_threads,
-            if settings.parallel_execution {
-                "parallel"
-            } else {
-                "sequential"
-            },
+            if settings.parallel_execution { "parallel" } else { "sequential" },
             settings.optimization,
             settings.mem_arena,
             settings.mem_pattern,
         );
         let output_names = config.outputs.iter().map(|o| o.name.clone()).collect();
-        Ok(ModelState {
-            name: name.to_string(),
-            version,
-            config,
-            model_path,
-            settings,
-            io,
-            runtime,
-            output_names,
-        })
+        Ok(ModelState { name: name.to_string(), version, config, model_path, settings, io, runtime, output_names })
     }
 }
 
@@ -122,14 +102,8 @@ mod tests {
         std::fs::create_dir_all(root.join("2/model.onnx")).unwrap();
         std::fs::write(root.join("1/model.onnx"), b"x").unwrap();
         std::fs::write(root.join("2/model.onnx/model.onnx"), b"x").unwrap();
-        assert_eq!(
-            model_file(&root, 1, "model.onnx").unwrap(),
-            root.join("1/model.onnx")
-        );
-        assert_eq!(
-            model_file(&root, 2, "model.onnx").unwrap(),
-            root.join("2/model.onnx/model.onnx")
-        );
+        assert_eq!(model_file(&root, 1, "model.onnx").unwrap(), root.join("1/model.onnx"));
+        assert_eq!(model_file(&root, 2, "model.onnx").unwrap(), root.join("2/model.onnx/model.onnx"));
         let e = model_file(&root, 3, "model.onnx").unwrap_err();
         assert!(e.message().contains("3/model.onnx' does not exist"), "{e}");
         std::fs::remove_dir_all(&root).unwrap();

@@ -3,16 +3,7 @@
 //! This is the only module with generated code; the wrappers in `crate::triton` are the only code
 //! that calls into it. C enums are newtypes over their integer (not Rust enums), so a value a newer
 //! server sends that we do not know is an unknown value, not undefined behaviour.
-#![allow(
-    non_camel_case_types,
-    non_snake_case,
-    non_upper_case_globals,
-    dead_code
-)]
-#![allow(
-    clippy::all,
-    clippy::undocumented_unsafe_blocks,
-    clippy::missing_safety_doc
-)]
+#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code)]
+#![allow(clippy::all, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 include!(concat!(env!("OUT_DIR"), "/triton_bindings.rs"));

@@ -10,10 +10,7 @@ use crate::onnx::session::{ModelIo, TensorInfo};
 
 /// Whether every graph input and output has a dynamic first dimension (rank >= 1).
 pub fn supports_batching(io: &ModelIo) -> bool {
-    io.inputs
-        .iter()
-        .chain(&io.outputs)
-        .all(|t| t.shape.first() == Some(&-1))
+    io.inputs.iter().chain(&io.outputs).all(|t| t.shape.first() == Some(&-1))
 }
 
 fn entry(t: &TensorInfo, batching: bool, optional: bool) -> Option<Value> {
@@ -36,18 +33,11 @@ fn entry(t: &TensorInfo, batching: bool, optional: bool) -> Option<Value> {
 /// Fills what `config` leaves out; returns the completed JSON, or `None` when nothing changed.
 /// `default_max_batch_size` is what a batch-capable model gets when the config sets no
 /// max_batch_size (the official backend's `default-max-batch-size`, 4 unless configured).
-pub fn complete(
-    config: &Value,
-    io: &ModelIo,
-    default_max_batch_size: usize,
-) -> Result<Option<Value>> {
+pub fn complete(config: &Value, io: &ModelIo, default_max_batch_size: usize) -> Result<Option<Value>> {
     let parsed = ModelConfig::parse(config)?;
     let mut out = config.clone();
     let mut changed = false;
-    let has_max_batch = config
-        .get("max_batch_size")
-        .and_then(as_i64)
-        .is_some_and(|n| n != 0);
+    let has_max_batch = config.get("max_batch_size").and_then(as_i64).is_some_and(|n| n != 0);
     let mut batching = parsed.batching();
     if !has_max_batch
         && parsed.inputs.is_empty()
@@ -58,32 +48,21 @@ pub fn complete(
         out["max_batch_size"] = json!(default_max_batch_size);
         batching = true;
         changed = true;
-        let scheduled = [
-            "dynamic_batching",
-            "sequence_batching",
-            "ensemble_scheduling",
-        ]
-        .iter()
-        .any(|k| config.get(*k).is_some_and(|v| !v.is_null()));
+        let scheduled = ["dynamic_batching", "sequence_batching", "ensemble_scheduling"]
+            .iter()
+            .any(|k| config.get(*k).is_some_and(|v| !v.is_null()));
         if !scheduled {
             out["dynamic_batching"] = json!({});
         }
     }
     if parsed.inputs.is_empty() {
-        let inputs: Vec<Value> = io
-            .inputs
-            .iter()
-            .filter_map(|t| entry(t, batching, io.overridable.contains(&t.name)))
-            .collect();
+        let inputs: Vec<Value> =
+            io.inputs.iter().filter_map(|t| entry(t, batching, io.overridable.contains(&t.name))).collect();
         out["input"] = Value::Array(inputs);
         changed = true;
     }
     if parsed.outputs.is_empty() {
-        let outputs: Vec<Value> = io
-            .outputs
-            .iter()
-            .filter_map(|t| entry(t, batching, false))
-            .collect();
+        let outputs: Vec<Value> = io.outputs.iter().filter_map(|t| entry(t, batching, false)).collect();
         out["output"] = Value::Array(outputs);
         changed = true;
     }
@@ -96,41 +75,25 @@ mod tests {
     use crate::dtype::DataType;
 
     fn info(name: &str, dt: DataType, shape: &[i64]) -> TensorInfo {
-        TensorInfo {
-            name: name.into(),
-            data_type: Some(dt),
-            type_description: String::new(),
-            shape: shape.to_vec(),
-        }
+        TensorInfo { name: name.into(), data_type: Some(dt), type_description: String::new(), shape: shape.to_vec() }
     }
 
     #[test]
     fn batch_capable_model_gets_batching_and_tensors() {
         let io = ModelIo {
-            inputs: vec![
-                info("X", DataType::Fp32, &[-1, 16]),
-                info("T", DataType::Bytes, &[-1]),
-            ],
+            inputs: vec![info("X", DataType::Fp32, &[-1, 16]), info("T", DataType::Bytes, &[-1])],
             outputs: vec![info("Y", DataType::Int64, &[-1, -1, 4])],
             overridable: Default::default(),
         };
-        let c = complete(&json!({"name": "m", "backend": "onnxrs"}), &io, 4)
-            .unwrap()
-            .unwrap();
+        let c = complete(&json!({"name": "m", "backend": "onnxrs"}), &io, 4).unwrap().unwrap();
         assert_eq!(c["max_batch_size"], json!(4));
         assert_eq!(c["dynamic_batching"], json!({}));
-        assert_eq!(
-            c["input"][0],
-            json!({"name": "X", "data_type": "TYPE_FP32", "dims": [16]})
-        );
+        assert_eq!(c["input"][0], json!({"name": "X", "data_type": "TYPE_FP32", "dims": [16]}));
         assert_eq!(
             c["input"][1],
             json!({"name": "T", "data_type": "TYPE_STRING", "dims": [1], "reshape": {"shape": []}})
         );
-        assert_eq!(
-            c["output"][0],
-            json!({"name": "Y", "data_type": "TYPE_INT64", "dims": [-1, 4]})
-        );
+        assert_eq!(c["output"][0], json!({"name": "Y", "data_type": "TYPE_INT64", "dims": [-1, 4]}));
         // What we write must parse back and pass our own check.
         crate::config::check::check(&ModelConfig::parse(&c).unwrap(), &io).unwrap();
     }
@@ -138,20 +101,14 @@ mod tests {
     #[test]
     fn fixed_first_dim_scalars_and_initializer_inputs() {
         let io = ModelIo {
-            inputs: vec![
-                info("S", DataType::Fp32, &[]),
-                info("B", DataType::Fp32, &[4]),
-            ],
+            inputs: vec![info("S", DataType::Fp32, &[]), info("B", DataType::Fp32, &[4])],
             outputs: vec![info("Y", DataType::Fp32, &[2, 4])],
             overridable: ["B".to_string()].into(),
         };
         let c = complete(&json!({"name": "m"}), &io, 4).unwrap().unwrap();
         assert!(c.get("max_batch_size").is_none() && c.get("dynamic_batching").is_none());
         assert_eq!(c["input"][0]["reshape"], json!({"shape": []}));
-        assert_eq!(
-            c["input"][1],
-            json!({"name": "B", "data_type": "TYPE_FP32", "dims": [4], "optional": true})
-        );
+        assert_eq!(c["input"][1], json!({"name": "B", "data_type": "TYPE_FP32", "dims": [4], "optional": true}));
         assert_eq!(c["output"][0]["dims"], json!([2, 4]));
         crate::config::check::check(&ModelConfig::parse(&c).unwrap(), &io).unwrap();
     }

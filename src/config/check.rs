@@ -6,10 +6,7 @@ use crate::error::{Error, Result};
 use crate::onnx::session::{ModelIo, TensorInfo};
 
 fn names(ts: &[TensorInfo]) -> String {
-    ts.iter()
-        .map(|t| t.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    ts.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// The shape the model sees for a config entry: [-1 for the batch,] reshape or dims.
@@ -22,12 +19,7 @@ fn config_shape(config: &ModelConfig, tc: &TensorConfig) -> Vec<i64> {
     shape
 }
 
-fn check_tensor(
-    config: &ModelConfig,
-    kind: &str,
-    tc: &TensorConfig,
-    model: &[TensorInfo],
-) -> Result<()> {
+fn check_tensor(config: &ModelConfig, kind: &str, tc: &TensorConfig, model: &[TensorInfo]) -> Result<()> {
     let name = &tc.name;
     let m = model.iter().find(|t| &t.name == name).ok_or_else(|| {
         Error::invalid_arg(format!(
@@ -59,26 +51,14 @@ fn check_tensor(
         )));
     }
     let want = config_shape(config, tc);
-    let fits = want.len() == m.shape.len()
-        && want
-            .iter()
-            .zip(&m.shape)
-            .all(|(&c, &d)| c == -1 || d == -1 || c == d);
+    let fits = want.len() == m.shape.len() && want.iter().zip(&m.shape).all(|(&c, &d)| c == -1 || d == -1 || c == d);
     if !fits {
-        let shown = if tc.reshape.is_some() {
-            "reshape"
-        } else {
-            "dims"
-        };
+        let shown = if tc.reshape.is_some() { "reshape" } else { "dims" };
         return Err(Error::invalid_arg(format!(
             "model '{}': {kind} '{name}' has {shown} {:?} in the config{}, but shape {:?} in the ONNX model",
             config.name,
             tc.reshape.as_deref().unwrap_or(&tc.dims),
-            if config.batching() {
-                " (plus the batch dimension)"
-            } else {
-                ""
-            },
+            if config.batching() { " (plus the batch dimension)" } else { "" },
             m.shape
         )));
     }
@@ -89,10 +69,7 @@ fn check_tensor(
 /// config leaves out has a default (an initializer).
 pub fn check(config: &ModelConfig, io: &ModelIo) -> Result<()> {
     if config.outputs.is_empty() {
-        return Err(Error::invalid_arg(format!(
-            "model '{}': the config lists no outputs",
-            config.name
-        )));
+        return Err(Error::invalid_arg(format!("model '{}': the config lists no outputs", config.name)));
     }
     for tc in &config.inputs {
         check_tensor(config, "input", tc, &io.inputs)?;
@@ -118,20 +95,12 @@ mod tests {
     use serde_json::json;
 
     fn info(name: &str, dt: DataType, shape: &[i64]) -> TensorInfo {
-        TensorInfo {
-            name: name.into(),
-            data_type: Some(dt),
-            type_description: String::new(),
-            shape: shape.to_vec(),
-        }
+        TensorInfo { name: name.into(), data_type: Some(dt), type_description: String::new(), shape: shape.to_vec() }
     }
 
     fn io() -> ModelIo {
         ModelIo {
-            inputs: vec![
-                info("X", DataType::Fp32, &[-1, 16]),
-                info("B", DataType::Fp32, &[16]),
-            ],
+            inputs: vec![info("X", DataType::Fp32, &[-1, 16]), info("B", DataType::Fp32, &[16])],
             outputs: vec![info("Y", DataType::Fp32, &[-1, 4])],
             overridable: ["B".to_string()].into(),
         }
@@ -207,11 +176,6 @@ mod tests {
         let c = cfg(json!({"name": "m", "max_batch_size": 8,
             "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [16]}],
             "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}));
-        assert!(
-            check(&c, &io)
-                .unwrap_err()
-                .message()
-                .contains("input 'B' is missing from the config")
-        );
+        assert!(check(&c, &io).unwrap_err().message().contains("input 'B' is missing from the config"));
     }
 }

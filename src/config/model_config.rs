@@ -51,9 +51,7 @@ pub(crate) fn as_i64(v: &Value) -> Option<i64> {
 
 fn dims_of(v: Option<&Value>, what: &str) -> Result<Vec<i64>> {
     let Some(v) = v else { return Ok(Vec::new()) };
-    let arr = v
-        .as_array()
-        .ok_or_else(|| Error::invalid_arg(format!("{what} is not a list")))?;
+    let arr = v.as_array().ok_or_else(|| Error::invalid_arg(format!("{what} is not a list")))?;
     arr.iter()
         .map(|d| {
             as_i64(d)
@@ -69,38 +67,23 @@ fn tensor(v: &Value, kind: &str) -> Result<TensorConfig> {
         .and_then(Value::as_str)
         .ok_or_else(|| Error::invalid_arg(format!("an {kind} in the model config has no name")))?
         .to_string();
-    let dt = v
-        .get("data_type")
-        .and_then(Value::as_str)
-        .unwrap_or("TYPE_INVALID");
-    let data_type = DataType::from_config_name(dt).ok_or_else(|| {
-        Error::invalid_arg(format!("{kind} '{name}': data_type {dt} is not supported"))
-    })?;
+    let dt = v.get("data_type").and_then(Value::as_str).unwrap_or("TYPE_INVALID");
+    let data_type = DataType::from_config_name(dt)
+        .ok_or_else(|| Error::invalid_arg(format!("{kind} '{name}': data_type {dt} is not supported")))?;
     let dims = dims_of(v.get("dims"), &format!("{kind} '{name}' dims"))?;
     let reshape = match v.get("reshape") {
-        Some(r) if r.is_object() => Some(dims_of(
-            r.get("shape"),
-            &format!("{kind} '{name}' reshape"),
-        )?),
+        Some(r) if r.is_object() => Some(dims_of(r.get("shape"), &format!("{kind} '{name}' reshape"))?),
         _ => None,
     };
     let optional = v.get("optional").and_then(Value::as_bool).unwrap_or(false);
-    Ok(TensorConfig {
-        name,
-        data_type,
-        dims,
-        reshape,
-        optional,
-    })
+    Ok(TensorConfig { name, data_type, dims, reshape, optional })
 }
 
 fn tensors(config: &Value, key: &str, kind: &str) -> Result<Vec<TensorConfig>> {
     match config.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(a)) => a.iter().map(|t| tensor(t, kind)).collect(),
-        Some(_) => Err(Error::invalid_arg(format!(
-            "model config '{key}' is not a list"
-        ))),
+        Some(_) => Err(Error::invalid_arg(format!("model config '{key}' is not a list"))),
     }
 }
 
@@ -110,10 +93,7 @@ fn parameters(config: &Value) -> BTreeMap<String, String> {
     };
     map.iter()
         .filter_map(|(k, v)| {
-            let s = v
-                .get("string_value")
-                .and_then(Value::as_str)
-                .or_else(|| v.as_str())?;
+            let s = v.get("string_value").and_then(Value::as_str).or_else(|| v.as_str())?;
             Some((k.clone(), s.to_string()))
         })
         .collect()
@@ -121,15 +101,10 @@ fn parameters(config: &Value) -> BTreeMap<String, String> {
 
 impl ModelConfig {
     pub fn parse(config: &Value) -> Result<Self> {
-        let name = config
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let name = config.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
         let max_batch_size = config.get("max_batch_size").and_then(as_i64).unwrap_or(0);
-        let max_batch_size = usize::try_from(max_batch_size).map_err(|_| {
-            Error::invalid_arg(format!("max_batch_size {max_batch_size} is negative"))
-        })?;
+        let max_batch_size = usize::try_from(max_batch_size)
+            .map_err(|_| Error::invalid_arg(format!("max_batch_size {max_batch_size} is negative")))?;
         let default_model_filename = config
             .get("default_model_filename")
             .and_then(Value::as_str)
@@ -146,9 +121,7 @@ impl ModelConfig {
             parameters: parameters(config),
             graph_level,
             dynamic_batching: config.get("dynamic_batching").is_some_and(Value::is_object),
-            sequence_batching: config
-                .get("sequence_batching")
-                .is_some_and(Value::is_object),
+            sequence_batching: config.get("sequence_batching").is_some_and(Value::is_object),
         })
     }
 
@@ -197,19 +170,9 @@ mod tests {
     #[test]
     fn rejects_bad_types_and_dims_naming_the_tensor() {
         let c = json!({"input": [{"name": "X", "data_type": "TYPE_COMPLEX", "dims": [1]}]});
-        assert!(
-            ModelConfig::parse(&c)
-                .unwrap_err()
-                .message()
-                .contains("input 'X'")
-        );
+        assert!(ModelConfig::parse(&c).unwrap_err().message().contains("input 'X'"));
         let c = json!({"output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [-2]}]});
-        assert!(
-            ModelConfig::parse(&c)
-                .unwrap_err()
-                .message()
-                .contains("output 'Y' dims")
-        );
+        assert!(ModelConfig::parse(&c).unwrap_err().message().contains("output 'Y' dims"));
         let c = json!({"max_batch_size": -1});
         assert!(ModelConfig::parse(&c).is_err());
     }

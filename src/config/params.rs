@@ -21,9 +21,9 @@ fn int_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>
     params
         .get(key)
         .map(|v| {
-            v.trim().parse::<i64>().map_err(|_| {
-                Error::invalid_arg(format!("parameter '{key}' must be an integer, got '{v}'"))
-            })
+            v.trim()
+                .parse::<i64>()
+                .map_err(|_| Error::invalid_arg(format!("parameter '{key}' must be an integer, got '{v}'")))
         })
         .transpose()
 }
@@ -33,18 +33,13 @@ fn bool_param(params: &BTreeMap<String, String>, key: &str, default: bool) -> Re
         None => Ok(default),
         Some(v) if v == "1" || v == "true" => Ok(true),
         Some(v) if v == "0" || v == "false" => Ok(false),
-        Some(v) => Err(Error::invalid_arg(format!(
-            "parameter '{key}' must be 0 or 1, got '{v}'"
-        ))),
+        Some(v) => Err(Error::invalid_arg(format!("parameter '{key}' must be 0 or 1, got '{v}'"))),
     }
 }
 
 fn count_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<usize>> {
     int_param(params, key)?
-        .map(|n| {
-            usize::try_from(n)
-                .map_err(|_| Error::invalid_arg(format!("parameter '{key}' must be >= 0, got {n}")))
-        })
+        .map(|n| usize::try_from(n).map_err(|_| Error::invalid_arg(format!("parameter '{key}' must be >= 0, got {n}"))))
         .transpose()
 }
 
@@ -52,17 +47,13 @@ fn count_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<us
 /// (or names 0, which for ONNX Runtime would mean "one per core of the host").
 pub fn session_settings(config: &ModelConfig, default_threads: usize) -> Result<SessionSettings> {
     let p = &config.parameters;
-    let intra = count_param(p, "intra_op_thread_count")?
-        .filter(|&n| n > 0)
-        .unwrap_or(default_threads);
+    let intra = count_param(p, "intra_op_thread_count")?.filter(|&n| n > 0).unwrap_or(default_threads);
     let inter = count_param(p, "inter_op_thread_count")?.unwrap_or(0);
     let parallel_execution = match int_param(p, "execution_mode")? {
         None | Some(0) => false,
         Some(1) => true,
         Some(n) => {
-            return Err(Error::invalid_arg(format!(
-                "parameter 'execution_mode' must be 0 or 1, got {n}"
-            )));
+            return Err(Error::invalid_arg(format!("parameter 'execution_mode' must be 0 or 1, got {n}")));
         }
     };
     let optimization = match config.graph_level {
@@ -75,11 +66,8 @@ pub fn session_settings(config: &ModelConfig, default_threads: usize) -> Result<
             )));
         }
     };
-    let config_entries = p
-        .iter()
-        .filter(|(k, _)| k.starts_with("session."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let config_entries =
+        p.iter().filter(|(k, _)| k.starts_with("session.")).map(|(k, v)| (k.clone(), v.clone())).collect();
     Ok(SessionSettings {
         intra_op_threads: intra,
         inter_op_threads: inter,
@@ -129,33 +117,17 @@ mod tests {
         assert_eq!((s.intra_op_threads, s.inter_op_threads), (1, 2));
         assert!(s.parallel_execution && !s.mem_arena && !s.mem_pattern);
         assert_eq!(s.optimization, GraphOptimization::Basic);
-        assert_eq!(
-            s.config_entries,
-            vec![("session.intra_op.allow_spinning".into(), "0".into())]
-        );
-        assert_eq!(
-            session_settings(&cfg(json!({}), Some(1)), 1)
-                .unwrap()
-                .optimization,
-            GraphOptimization::Extended
-        );
+        assert_eq!(s.config_entries, vec![("session.intra_op.allow_spinning".into(), "0".into())]);
+        assert_eq!(session_settings(&cfg(json!({}), Some(1)), 1).unwrap().optimization, GraphOptimization::Extended);
     }
 
     #[test]
     fn bad_values_name_the_key() {
         for (k, v, want) in [
-            (
-                "intra_op_thread_count",
-                "two",
-                "'intra_op_thread_count' must be an integer",
-            ),
+            ("intra_op_thread_count", "two", "'intra_op_thread_count' must be an integer"),
             ("intra_op_thread_count", "-1", "must be >= 0"),
             ("execution_mode", "2", "'execution_mode' must be 0 or 1"),
-            (
-                "enable_mem_arena",
-                "yes",
-                "'enable_mem_arena' must be 0 or 1",
-            ),
+            ("enable_mem_arena", "yes", "'enable_mem_arena' must be 0 or 1"),
         ] {
             let e = session_settings(&cfg(json!({ k: {"string_value": v} }), None), 1).unwrap_err();
             assert!(e.message().contains(want), "{e}");

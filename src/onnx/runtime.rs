@@ -31,10 +31,7 @@ pub fn resolve_library(explicit: Option<&Path>, dir: Option<&Path>) -> Result<Pa
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(Error::not_found(format!(
-                "ort-library '{}' does not exist or is not a file",
-                p.display()
-            )))
+            Err(Error::not_found(format!("ort-library '{}' does not exist or is not a file", p.display())))
         };
     }
     let searched = dir.map_or_else(|| "(unknown)".to_string(), |d| d.display().to_string());
@@ -54,10 +51,7 @@ pub fn resolve_library(explicit: Option<&Path>, dir: Option<&Path>) -> Result<Pa
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let suffix = name
-                .strip_prefix(LIBRARY_NAME)?
-                .strip_prefix('.')?
-                .to_string();
+            let suffix = name.strip_prefix(LIBRARY_NAME)?.strip_prefix('.')?.to_string();
             let version: Option<Vec<u64>> = suffix.split('.').map(|p| p.parse().ok()).collect();
             Some((version?, e.path()))
         })
@@ -70,18 +64,10 @@ pub fn resolve_library(explicit: Option<&Path>, dir: Option<&Path>) -> Result<Pa
 /// the same runtime; a different path then is reported, since a process can hold only one.
 pub fn init(path: &Path) -> Result<&'static Runtime> {
     let rt = RUNTIME.get_or_try_init(|| {
-        let builder = ort::init_from(path).map_err(|e| {
-            Error::unavailable(format!(
-                "cannot load ONNX Runtime from '{}': {e}",
-                path.display()
-            ))
-        })?;
+        let builder = ort::init_from(path)
+            .map_err(|e| Error::unavailable(format!("cannot load ONNX Runtime from '{}': {e}", path.display())))?;
         let environment = builder.with_name("onnxrs").build()?;
-        Ok::<_, Error>(Runtime {
-            library: path.to_path_buf(),
-            version: version_string(),
-            environment,
-        })
+        Ok::<_, Error>(Runtime { library: path.to_path_buf(), version: version_string(), environment })
     })?;
     if rt.library != path {
         log::warn!(
@@ -115,15 +101,9 @@ mod tests {
             std::fs::write(dir.join(format!("libonnxruntime.so.{v}")), b"").unwrap();
         }
         std::fs::write(dir.join("libonnxruntime_providers_shared.so"), b"").unwrap();
-        assert_eq!(
-            resolve_library(None, Some(&dir)).unwrap(),
-            dir.join("libonnxruntime.so.1.31.1")
-        );
+        assert_eq!(resolve_library(None, Some(&dir)).unwrap(), dir.join("libonnxruntime.so.1.31.1"));
         std::fs::write(dir.join("libonnxruntime.so"), b"").unwrap();
-        assert_eq!(
-            resolve_library(None, Some(&dir)).unwrap(),
-            dir.join("libonnxruntime.so")
-        );
+        assert_eq!(resolve_library(None, Some(&dir)).unwrap(), dir.join("libonnxruntime.so"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -131,8 +111,7 @@ mod tests {
     fn resolve_errors_name_the_fix() {
         let e = resolve_library(None, Some(Path::new("/nonexistent-dir"))).unwrap_err();
         assert!(e.message().contains("ort-library"), "{e}");
-        let e =
-            resolve_library(Some(Path::new("/nonexistent/libonnxruntime.so")), None).unwrap_err();
+        let e = resolve_library(Some(Path::new("/nonexistent/libonnxruntime.so")), None).unwrap_err();
         assert!(e.message().contains("does not exist"), "{e}");
     }
 }

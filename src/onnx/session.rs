@@ -134,18 +134,12 @@ fn builder(runtime: &Runtime, s: &SessionSettings) -> Result<SessionBuilder> {
         b = b.with_inter_threads(s.inter_op_threads)?;
     }
     for (k, v) in &s.config_entries {
-        b = b
-            .with_config_entry(k, v)
-            .context(format_args!("session config entry '{k}'"))?;
+        b = b.with_config_entry(k, v).context(format_args!("session config entry '{k}'"))?;
     }
     let options = b.ptr_mut();
     // SAFETY: `options` is the builder's live session options; these calls only set a flag.
     let status = unsafe {
-        if s.mem_arena {
-            (ort::api().EnableCpuMemArena)(options)
-        } else {
-            (ort::api().DisableCpuMemArena)(options)
-        }
+        if s.mem_arena { (ort::api().EnableCpuMemArena)(options) } else { (ort::api().DisableCpuMemArena)(options) }
     };
     // SAFETY: a status returned by the call above, consumed once.
     unsafe { ort::Error::result_from_status(status)? };
@@ -164,40 +158,22 @@ impl OnnxSession {
         outputs: Option<&[String]>,
     ) -> Result<Self> {
         let mut b = builder(runtime, settings)?;
-        let session = b.commit_from_file(path).map_err(|e| {
-            Error::invalid_arg(format!("onnxruntime cannot load '{}': {e}", path.display()))
-        })?;
+        let session = b
+            .commit_from_file(path)
+            .map_err(|e| Error::invalid_arg(format!("onnxruntime cannot load '{}': {e}", path.display())))?;
         let io = ModelIo {
-            inputs: session
-                .inputs()
-                .iter()
-                .map(|o| describe(o.name(), o.dtype()))
-                .collect(),
-            outputs: session
-                .outputs()
-                .iter()
-                .map(|o| describe(o.name(), o.dtype()))
-                .collect(),
-            overridable: session
-                .overridable_initializers()
-                .iter()
-                .map(|i| i.name().to_string())
-                .collect(),
+            inputs: session.inputs().iter().map(|o| describe(o.name(), o.dtype())).collect(),
+            outputs: session.outputs().iter().map(|o| describe(o.name(), o.dtype())).collect(),
+            overridable: session.overridable_initializers().iter().map(|i| i.name().to_string()).collect(),
         };
         let run_options = match outputs {
             Some(names) => {
-                let selector = names
-                    .iter()
-                    .fold(OutputSelector::no_default(), |s, n| s.with(n.clone()));
+                let selector = names.iter().fold(OutputSelector::no_default(), |s, n| s.with(n.clone()));
                 Some(RunOptions::new()?.with_outputs(selector))
             }
             None => None,
         };
-        Ok(OnnxSession {
-            session,
-            io,
-            run_options,
-        })
+        Ok(OnnxSession { session, io, run_options })
     }
 
     pub fn io(&self) -> &ModelIo {
@@ -207,14 +183,9 @@ impl OnnxSession {
     /// Runs the model on `inputs` (name, tensor); unnamed optional inputs take their initializer.
     /// ONNX Runtime's "invalid argument" (a shape or value the graph rejects) becomes INVALID_ARG,
     /// anything else INTERNAL.
-    pub fn run<'s>(
-        &'s mut self,
-        inputs: &[(&str, &InputTensor<'_>)],
-    ) -> Result<SessionOutputs<'s>> {
-        let values: Vec<(&str, ort::session::SessionInputValue<'_>)> = inputs
-            .iter()
-            .map(|(n, t)| (*n, t.value().view().into()))
-            .collect();
+    pub fn run<'s>(&'s mut self, inputs: &[(&str, &InputTensor<'_>)]) -> Result<SessionOutputs<'s>> {
+        let values: Vec<(&str, ort::session::SessionInputValue<'_>)> =
+            inputs.iter().map(|(n, t)| (*n, t.value().view().into())).collect();
         let r = match &self.run_options {
             Some(o) => self.session.run_with_options(values, o),
             None => self.session.run(values),
@@ -231,13 +202,7 @@ impl OnnxSession {
     /// Bytes the session's allocator holds, as its arena reports them ("TotalAllocated": what it
     /// has reserved from the system, in use or cached), or `None` without an arena.
     pub fn allocator_bytes(&self) -> Option<u64> {
-        let info = MemoryInfo::new(
-            AllocationDevice::CPU,
-            0,
-            AllocatorType::Arena,
-            MemoryType::Default,
-        )
-        .ok()?;
+        let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default).ok()?;
         let allocator = Allocator::new(&self.session, info).ok()?;
         allocator_stat(&allocator, "TotalAllocated")
     }
@@ -255,18 +220,11 @@ pub fn allocator_stat(allocator: &ort::memory::Allocator, key: &str) -> Option<u
     }
     let ckey = std::ffi::CString::new(key).ok()?;
     // SAFETY: `kvps` is live; the returned value (if any) is owned by it and read before release.
-    let value = unsafe {
+    unsafe {
         let v = (ort::api().GetKeyValue)(kvps, ckey.as_ptr());
-        let parsed = if v.is_null() {
-            None
-        } else {
-            std::ffi::CStr::from_ptr(v)
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse().ok())
-        };
+        let parsed =
+            if v.is_null() { None } else { std::ffi::CStr::from_ptr(v).to_str().ok().and_then(|s| s.parse().ok()) };
         (ort::api().ReleaseKeyValuePairs)(kvps);
         parsed
-    };
-    value
+    }
 }

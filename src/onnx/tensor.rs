@@ -29,29 +29,19 @@ impl InputTensor<'_> {
 
 fn cpu_memory_info() -> Result<&'static MemoryInfo<'static>> {
     static INFO: OnceCell<MemoryInfo<'static>> = OnceCell::new();
-    INFO.get_or_try_init(|| {
-        Ok(MemoryInfo::new(
-            AllocationDevice::CPU,
-            0,
-            AllocatorType::Arena,
-            MemoryType::Default,
-        )?)
-    })
+    INFO.get_or_try_init(|| Ok(MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)?))
 }
 
 fn element_count(shape: &[i64]) -> Result<usize> {
     shape.iter().try_fold(1usize, |n, &d| {
-        let d = usize::try_from(d)
-            .map_err(|_| Error::invalid_arg(format!("negative dimension {d}")))?;
-        n.checked_mul(d)
-            .ok_or_else(|| Error::invalid_arg("tensor element count overflows"))
+        let d = usize::try_from(d).map_err(|_| Error::invalid_arg(format!("negative dimension {d}")))?;
+        n.checked_mul(d).ok_or_else(|| Error::invalid_arg("tensor element count overflows"))
     })
 }
 
 /// Wraps a new OrtValue we own (the status said success).
 fn wrap(raw: *mut ort::sys::OrtValue) -> Result<DynValue> {
-    let raw =
-        NonNull::new(raw).ok_or_else(|| Error::internal("onnxruntime returned a null value"))?;
+    let raw = NonNull::new(raw).ok_or_else(|| Error::internal("onnxruntime returned a null value"))?;
     // SAFETY: `raw` is a valid tensor value that nobody else owns. The default allocator is passed
     // only because `ort` requires one for tensors; dropping the value releases the OrtValue,
     // which never frees memory it did not allocate.
@@ -59,22 +49,11 @@ fn wrap(raw: *mut ort::sys::OrtValue) -> Result<DynValue> {
 }
 
 /// A tensor of fixed-size elements over `data`, read in place.
-pub fn from_bytes<'a>(
-    data_type: DataType,
-    shape: &[i64],
-    data: &'a [u8],
-) -> Result<InputTensor<'a>> {
-    let size = data_type
-        .byte_size()
-        .ok_or_else(|| Error::internal("from_bytes called for a BYTES tensor"))?;
-    let expected = element_count(shape)?
-        .checked_mul(size)
-        .ok_or_else(|| Error::invalid_arg("tensor too large"))?;
+pub fn from_bytes<'a>(data_type: DataType, shape: &[i64], data: &'a [u8]) -> Result<InputTensor<'a>> {
+    let size = data_type.byte_size().ok_or_else(|| Error::internal("from_bytes called for a BYTES tensor"))?;
+    let expected = element_count(shape)?.checked_mul(size).ok_or_else(|| Error::invalid_arg("tensor too large"))?;
     if expected != data.len() {
-        return Err(Error::internal(format!(
-            "tensor of shape {shape:?} needs {expected} bytes, got {}",
-            data.len()
-        )));
+        return Err(Error::internal(format!("tensor of shape {shape:?} needs {expected} bytes, got {}", data.len())));
     }
     let mut raw = ptr::null_mut();
     // SAFETY: the memory info is a live static; `data` is valid for `data.len()` bytes and, by the
@@ -91,20 +70,14 @@ pub fn from_bytes<'a>(
             &mut raw,
         ))?
     };
-    Ok(InputTensor {
-        value: wrap(raw)?,
-        _data: PhantomData,
-    })
+    Ok(InputTensor { value: wrap(raw)?, _data: PhantomData })
 }
 
 /// A string tensor holding copies of `elements` (ONNX Runtime owns string storage). Elements are
 /// byte strings: embedded NULs and non-UTF-8 bytes are kept as they are.
 pub fn from_strings(shape: &[i64], elements: &[&[u8]]) -> Result<InputTensor<'static>> {
     if element_count(shape)? != elements.len() {
-        return Err(Error::internal(format!(
-            "string tensor of shape {shape:?} given {} elements",
-            elements.len()
-        )));
+        return Err(Error::internal(format!("string tensor of shape {shape:?} given {} elements", elements.len())));
     }
     let allocator = Allocator::default();
     let mut raw = ptr::null_mut();
@@ -135,10 +108,7 @@ pub fn from_strings(shape: &[i64], elements: &[&[u8]]) -> Result<InputTensor<'st
             }
         }
     }
-    Ok(InputTensor {
-        value,
-        _data: PhantomData,
-    })
+    Ok(InputTensor { value, _data: PhantomData })
 }
 
 /// An output of a run, viewed in place.
@@ -172,11 +142,7 @@ impl Strings {
 
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         let start = *self.offsets.get(i)?;
-        let end = self
-            .offsets
-            .get(i + 1)
-            .copied()
-            .unwrap_or(self.content.len());
+        let end = self.offsets.get(i + 1).copied().unwrap_or(self.content.len());
         self.content.get(start..end)
     }
 }
@@ -184,14 +150,10 @@ impl Strings {
 /// Reads an output value: its type, real shape and data. Only CPU-resident tensors.
 pub fn read_output(value: &DynValue) -> Result<OutputView<'_>> {
     let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
-        return Err(Error::unsupported(format!(
-            "output is a {:?}, only tensors are supported",
-            value.dtype()
-        )));
+        return Err(Error::unsupported(format!("output is a {:?}, only tensors are supported", value.dtype())));
     };
-    let data_type = DataType::from_onnx(*ty).ok_or_else(|| {
-        Error::unsupported(format!("output element type {ty} has no Triton equivalent"))
-    })?;
+    let data_type = DataType::from_onnx(*ty)
+        .ok_or_else(|| Error::unsupported(format!("output element type {ty} has no Triton equivalent")))?;
     let shape: Vec<i64> = shape.to_vec();
     let count = element_count(&shape)?;
     let data = match data_type.byte_size() {
@@ -200,18 +162,13 @@ pub fn read_output(value: &DynValue) -> Result<OutputView<'_>> {
             let mut p: *mut std::ffi::c_void = ptr::null_mut();
             // SAFETY: `value` is a live tensor; the pointer stays owned by it.
             unsafe {
-                ort::Error::result_from_status((ort::api().GetTensorMutableData)(
-                    value.ptr().cast_mut(),
-                    &mut p,
-                ))?
+                ort::Error::result_from_status((ort::api().GetTensorMutableData)(value.ptr().cast_mut(), &mut p))?
             };
             let p = p.cast::<u8>().cast_const();
             if len == 0 {
                 OutputData::Fixed(&[])
             } else if p.is_null() {
-                return Err(Error::internal(
-                    "onnxruntime returned an output without data",
-                ));
+                return Err(Error::internal("onnxruntime returned an output without data"));
             } else {
                 // SAFETY: a CPU tensor of `count` elements of `size` bytes owned by `value`, which
                 // the returned view borrows.
@@ -220,22 +177,13 @@ pub fn read_output(value: &DynValue) -> Result<OutputView<'_>> {
         }
         None => OutputData::Strings(read_strings(value, count)?),
     };
-    Ok(OutputView {
-        data_type,
-        shape,
-        data,
-    })
+    Ok(OutputView { data_type, shape, data })
 }
 
 fn read_strings(value: &DynValue, count: usize) -> Result<Strings> {
     let mut total = 0usize;
     // SAFETY: `value` is a live string tensor.
-    unsafe {
-        ort::Error::result_from_status((ort::api().GetStringTensorDataLength)(
-            value.ptr(),
-            &mut total,
-        ))?
-    };
+    unsafe { ort::Error::result_from_status((ort::api().GetStringTensorDataLength)(value.ptr(), &mut total))? };
     let mut content = vec![0u8; total];
     let mut offsets = vec![0usize; count];
     if count > 0 {
@@ -267,10 +215,7 @@ mod tests {
 
     #[test]
     fn strings_index_by_offsets() {
-        let s = Strings {
-            content: b"abcde".to_vec(),
-            offsets: vec![0, 2, 2],
-        };
+        let s = Strings { content: b"abcde".to_vec(), offsets: vec![0, 2, 2] };
         assert_eq!(s.get(0), Some(&b"ab"[..]));
         assert_eq!(s.get(1), Some(&b""[..]));
         assert_eq!(s.get(2), Some(&b"cde"[..]));

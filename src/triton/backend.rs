@@ -23,10 +23,7 @@ impl<'a> Backend<'a> {
     /// `raw` is a backend object the server keeps alive for `'a`.
     pub(crate) unsafe fn from_raw(raw: *mut sys::TRITONBACKEND_Backend) -> Result<Self> {
         let raw = NonNull::new(raw).ok_or_else(|| Error::internal("null backend"))?;
-        Ok(Backend {
-            raw,
-            _life: PhantomData,
-        })
+        Ok(Backend { raw, _life: PhantomData })
     }
 
     fn ptr(&self) -> *mut sys::TRITONBACKEND_Backend {
@@ -55,17 +52,9 @@ impl<'a> Backend<'a> {
         let mut kind = sys::TRITONBACKEND_ArtifactType::TRITONBACKEND_ARTIFACT_FILESYSTEM;
         let mut p: *const c_char = ptr::null();
         // SAFETY: live backend; the location string is owned by it.
-        unsafe {
-            check(sys::TRITONBACKEND_BackendArtifacts(
-                self.ptr(),
-                &mut kind,
-                &mut p,
-            ))?
-        };
+        unsafe { check(sys::TRITONBACKEND_BackendArtifacts(self.ptr(), &mut kind, &mut p))? };
         // SAFETY: as above.
-        Ok(PathBuf::from(unsafe {
-            borrowed_str(p, "backend location")
-        }?))
+        Ok(PathBuf::from(unsafe { borrowed_str(p, "backend location") }?))
     }
 }
 
@@ -94,43 +83,13 @@ impl BackendAttribute<'_> {
     /// `raw` is the attribute object of the current TRITONBACKEND_GetBackendAttribute call.
     pub(crate) unsafe fn from_raw(raw: *mut sys::TRITONBACKEND_BackendAttribute) -> Result<Self> {
         let raw = NonNull::new(raw).ok_or_else(|| Error::internal("null backend attribute"))?;
-        Ok(BackendAttribute {
-            raw,
-            _life: PhantomData,
-        })
+        Ok(BackendAttribute { raw, _life: PhantomData })
     }
 
     /// Lets the server create the instances of a model concurrently: ours share nothing while
     /// they load.
     pub(crate) fn set_parallel_model_instance_loading(&self, enabled: bool) -> Result<()> {
         // SAFETY: live attribute object.
-        unsafe {
-            check(
-                sys::TRITONBACKEND_BackendAttributeSetParallelModelInstanceLoading(
-                    self.raw.as_ptr(),
-                    enabled,
-                ),
-            )
-        }
-    }
-
-    /// Adds a preferred instance group kind (used when a config names none); count 0 and no
-    /// device ids mean the server's defaults.
-    pub(crate) fn add_preferred_instance_group(
-        &self,
-        kind: sys::TRITONSERVER_InstanceGroupKind,
-    ) -> Result<()> {
-        // SAFETY: live attribute object; a null device list with count 0 is allowed.
-        unsafe {
-            check(
-                sys::TRITONBACKEND_BackendAttributeAddPreferredInstanceGroup(
-                    self.raw.as_ptr(),
-                    kind,
-                    0,
-                    ptr::null(),
-                    0,
-                ),
-            )
-        }
+        unsafe { check(sys::TRITONBACKEND_BackendAttributeSetParallelModelInstanceLoading(self.raw.as_ptr(), enabled)) }
     }
 }

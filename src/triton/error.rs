@@ -112,16 +112,7 @@ mod tests {
     #[test]
     fn codes_round_trip() {
         use ErrorKind::*;
-        for k in [
-            Unknown,
-            Internal,
-            NotFound,
-            InvalidArg,
-            Unavailable,
-            Unsupported,
-            AlreadyExists,
-            Cancelled,
-        ] {
+        for k in [Unknown, Internal, NotFound, InvalidArg, Unavailable, Unsupported, AlreadyExists, Cancelled] {
             assert_eq!(kind_of(code_of(k)), k);
         }
     }

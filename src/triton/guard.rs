@@ -18,10 +18,7 @@ pub(crate) fn catch<T>(name: &str, f: impl FnOnce() -> T) -> Result<T> {
     // AssertUnwindSafe: after a panic we only report it; no state touched by `f` is used again
     // unless it is designed to survive (request slots answer and release themselves on drop).
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let e = Error::internal(format!(
-            "onnxrs: panic in {name}: {}",
-            panic_message(&*payload)
-        ));
+        let e = Error::internal(format!("onnxrs: panic in {name}: {}", panic_message(&*payload)));
         log::error!("{e}");
         e
     })

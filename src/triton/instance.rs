@@ -35,10 +35,7 @@ impl<'a> Instance<'a> {
     /// `raw` is an instance object the server keeps alive for `'a`.
     pub(crate) unsafe fn from_raw(raw: *mut sys::TRITONBACKEND_ModelInstance) -> Result<Self> {
         let raw = NonNull::new(raw).ok_or_else(|| Error::internal("null model instance"))?;
-        Ok(Instance {
-            raw,
-            _life: PhantomData,
-        })
+        Ok(Instance { raw, _life: PhantomData })
     }
 
     fn ptr(&self) -> *mut sys::TRITONBACKEND_ModelInstance {
@@ -62,10 +59,7 @@ impl<'a> Instance<'a> {
             K::TRITONSERVER_INSTANCEGROUPKIND_CPU => Ok(InstanceKind::Cpu),
             K::TRITONSERVER_INSTANCEGROUPKIND_GPU => Ok(InstanceKind::Gpu),
             K::TRITONSERVER_INSTANCEGROUPKIND_MODEL => Ok(InstanceKind::Model),
-            other => Err(Error::unsupported(format!(
-                "instance group kind {} is not supported",
-                other.0
-            ))),
+            other => Err(Error::unsupported(format!("instance group kind {} is not supported", other.0))),
         }
     }
 
@@ -74,18 +68,6 @@ impl<'a> Instance<'a> {
         // SAFETY: live instance.
         unsafe { check(sys::TRITONBACKEND_ModelInstanceDeviceId(self.ptr(), &mut d))? };
         Ok(d)
-    }
-
-    pub(crate) fn is_passive(&self) -> Result<bool> {
-        let mut b = false;
-        // SAFETY: live instance.
-        unsafe {
-            check(sys::TRITONBACKEND_ModelInstanceIsPassive(
-                self.ptr(),
-                &mut b,
-            ))?
-        };
-        Ok(b)
     }
 
     pub(crate) fn model(&self) -> Result<Model<'a>> {
@@ -101,23 +83,12 @@ impl<'a> Instance<'a> {
         let mut list = UsageList::new(usages)?;
         let (mut ptrs, n) = list.as_mut_ptrs();
         // SAFETY: live instance; `ptrs` holds `n` live attribute objects that the call only reads.
-        unsafe {
-            check(sys::TRITONBACKEND_ModelInstanceReportMemoryUsage(
-                self.ptr(),
-                ptrs.as_mut_ptr(),
-                n,
-            ))
-        }
+        unsafe { check(sys::TRITONBACKEND_ModelInstanceReportMemoryUsage(self.ptr(), ptrs.as_mut_ptr(), n)) }
     }
 
     /// One request's outcome; must come before the request is released. For a failure the
     /// timestamps are ignored by the server.
-    pub(crate) fn report_statistics(
-        &self,
-        request: Request<'_>,
-        success: bool,
-        t: Timestamps,
-    ) -> Result<()> {
+    pub(crate) fn report_statistics(&self, request: Request<'_>, success: bool, t: Timestamps) -> Result<()> {
         // SAFETY: live instance and a request not yet released (the caller holds it).
         unsafe {
             check(sys::TRITONBACKEND_ModelInstanceReportStatistics(

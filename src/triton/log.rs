@@ -32,20 +32,11 @@ impl log::Log for TritonLogger {
             return;
         }
         let file = CString::new(record.file().unwrap_or("onnxrs")).unwrap_or_default();
-        let line = record
-            .line()
-            .and_then(|l| i32::try_from(l).ok())
-            .unwrap_or(0);
+        let line = record.line().and_then(|l| i32::try_from(l).ok()).unwrap_or(0);
         let msg = c_string(&record.args().to_string());
         // SAFETY: both strings are NUL-terminated and outlive the call, which copies them.
-        let r = unsafe {
-            check(sys::TRITONSERVER_LogMessage(
-                level_of(record.level()),
-                file.as_ptr(),
-                line,
-                msg.as_ptr(),
-            ))
-        };
+        let r =
+            unsafe { check(sys::TRITONSERVER_LogMessage(level_of(record.level()), file.as_ptr(), line, msg.as_ptr())) };
         // Nowhere else to report a failure to log.
         drop(r);
     }

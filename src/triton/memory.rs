@@ -30,28 +30,13 @@ impl UsageList {
                 continue;
             };
             list.0.push(attr);
-            // SAFETY (three calls): `attr` is a live object we own.
-            unsafe {
-                check(sys::TRITONSERVER_BufferAttributesSetMemoryType(
-                    attr.as_ptr(),
-                    u.memory_type.to_sys(),
-                ))?
-            };
+            // SAFETY: `attr` is a live object we own.
+            unsafe { check(sys::TRITONSERVER_BufferAttributesSetMemoryType(attr.as_ptr(), u.memory_type.to_sys()))? };
             // SAFETY: as above.
-            unsafe {
-                check(sys::TRITONSERVER_BufferAttributesSetMemoryTypeId(
-                    attr.as_ptr(),
-                    u.device,
-                ))?
-            };
+            unsafe { check(sys::TRITONSERVER_BufferAttributesSetMemoryTypeId(attr.as_ptr(), u.device))? };
             let bytes = usize::try_from(u.bytes).unwrap_or(usize::MAX);
             // SAFETY: as above.
-            unsafe {
-                check(sys::TRITONSERVER_BufferAttributesSetByteSize(
-                    attr.as_ptr(),
-                    bytes,
-                ))?
-            };
+            unsafe { check(sys::TRITONSERVER_BufferAttributesSetByteSize(attr.as_ptr(), bytes))? };
         }
         Ok(list)
     }

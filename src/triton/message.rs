@@ -15,22 +15,14 @@ impl Message {
     /// # Safety
     /// `raw` is a message object we own (returned through an out-parameter) and nobody else deletes.
     pub(crate) unsafe fn from_owned(raw: *mut sys::TRITONSERVER_Message) -> Result<Self> {
-        NonNull::new(raw)
-            .map(Message)
-            .ok_or_else(|| Error::internal("server returned a null message"))
+        NonNull::new(raw).map(Message).ok_or_else(|| Error::internal("server returned a null message"))
     }
 
     pub(crate) fn from_json(value: &serde_json::Value) -> Result<Self> {
         let text = value.to_string();
         let mut raw = ptr::null_mut();
         // SAFETY: `text` outlives the call and its length is passed; the server copies the bytes.
-        unsafe {
-            check(sys::TRITONSERVER_MessageNewFromSerializedJson(
-                &mut raw,
-                text.as_ptr().cast(),
-                text.len(),
-            ))?
-        };
+        unsafe { check(sys::TRITONSERVER_MessageNewFromSerializedJson(&mut raw, text.as_ptr().cast(), text.len()))? };
         // SAFETY: on success `raw` is a new message that we own.
         unsafe { Self::from_owned(raw) }
     }
@@ -49,9 +41,7 @@ impl Message {
 ///
 /// # Safety
 /// `raw` is a live message that stays alive for the duration of the call.
-pub(crate) unsafe fn borrowed_json(
-    raw: *mut sys::TRITONSERVER_Message,
-) -> Result<serde_json::Value> {
+pub(crate) unsafe fn borrowed_json(raw: *mut sys::TRITONSERVER_Message) -> Result<serde_json::Value> {
     if raw.is_null() {
         return Err(Error::internal("server returned a null message"));
     }
@@ -59,20 +49,13 @@ pub(crate) unsafe fn borrowed_json(
     let mut len = 0usize;
     // SAFETY: the message is live (caller's contract); the returned buffer is owned by it and
     // valid while it lives.
-    unsafe {
-        check(sys::TRITONSERVER_MessageSerializeToJson(
-            raw, &mut base, &mut len,
-        ))?
-    };
+    unsafe { check(sys::TRITONSERVER_MessageSerializeToJson(raw, &mut base, &mut len))? };
     if base.is_null() {
-        return Err(Error::internal(
-            "server serialized a message to a null buffer",
-        ));
+        return Err(Error::internal("server serialized a message to a null buffer"));
     }
     // SAFETY: `base` points at `len` initialized bytes owned by the live message.
     let bytes = unsafe { std::slice::from_raw_parts(base.cast::<u8>(), len) };
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::internal(format!("server message is not JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| Error::internal(format!("server message is not JSON: {e}")))
 }
 
 impl Drop for Message {

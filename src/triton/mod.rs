@@ -92,9 +92,7 @@ pub(crate) fn data_type_to_sys(t: DataType) -> sys::TRITONSERVER_DataType {
 
 /// `None` for INVALID or a value this build does not know.
 pub(crate) fn data_type_from_sys(t: sys::TRITONSERVER_DataType) -> Option<DataType> {
-    crate::dtype::ALL
-        .into_iter()
-        .find(|d| data_type_to_sys(*d) == t)
+    crate::dtype::ALL.into_iter().find(|d| data_type_to_sys(*d) == t)
 }
 
 /// Borrows a C string the server owns for at least `'a`.
@@ -106,9 +104,7 @@ pub(crate) unsafe fn borrowed_str<'a>(p: *const c_char, what: &str) -> Result<&'
         return Err(Error::internal(format!("server returned a null {what}")));
     }
     // SAFETY: non-null, NUL-terminated and valid for 'a (caller's contract).
-    unsafe { CStr::from_ptr(p) }
-        .to_str()
-        .map_err(|_| Error::invalid_arg(format!("{what} is not valid UTF-8")))
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| Error::invalid_arg(format!("{what} is not valid UTF-8")))
 }
 
 #[cfg(test)]
@@ -120,10 +116,7 @@ mod tests {
         for t in crate::dtype::ALL {
             assert_eq!(data_type_from_sys(data_type_to_sys(t)), Some(t));
         }
-        assert_eq!(
-            data_type_from_sys(sys::TRITONSERVER_DataType::TRITONSERVER_TYPE_INVALID),
-            None
-        );
+        assert_eq!(data_type_from_sys(sys::TRITONSERVER_DataType::TRITONSERVER_TYPE_INVALID), None);
         assert_eq!(data_type_from_sys(sys::TRITONSERVER_DataType(99)), None);
     }
 }

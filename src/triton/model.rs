@@ -10,7 +10,6 @@ use crate::sys;
 use crate::triton::backend::Backend;
 use crate::triton::borrowed_str;
 use crate::triton::error::check;
-use crate::triton::memory::{MemoryUsage, UsageList};
 use crate::triton::message::Message;
 use crate::triton::state::StateHolder;
 
@@ -34,10 +33,7 @@ impl<'a> Model<'a> {
     /// `raw` is a model object the server keeps alive for `'a`.
     pub(crate) unsafe fn from_raw(raw: *mut sys::TRITONBACKEND_Model) -> Result<Self> {
         let raw = NonNull::new(raw).ok_or_else(|| Error::internal("null model"))?;
-        Ok(Model {
-            raw,
-            _life: PhantomData,
-        })
+        Ok(Model { raw, _life: PhantomData })
     }
 
     pub(crate) fn ptr(&self) -> *mut sys::TRITONBACKEND_Model {
@@ -64,29 +60,15 @@ impl<'a> Model<'a> {
         let mut kind = sys::TRITONBACKEND_ArtifactType::TRITONBACKEND_ARTIFACT_FILESYSTEM;
         let mut p: *const c_char = ptr::null();
         // SAFETY: live model; the location is owned by it.
-        unsafe {
-            check(sys::TRITONBACKEND_ModelRepository(
-                self.ptr(),
-                &mut kind,
-                &mut p,
-            ))?
-        };
+        unsafe { check(sys::TRITONBACKEND_ModelRepository(self.ptr(), &mut kind, &mut p))? };
         // SAFETY: as above.
-        Ok(PathBuf::from(unsafe {
-            borrowed_str(p, "model repository path")
-        }?))
+        Ok(PathBuf::from(unsafe { borrowed_str(p, "model repository path") }?))
     }
 
     pub(crate) fn config(&self) -> Result<serde_json::Value> {
         let mut raw = ptr::null_mut();
         // SAFETY: live model; the returned message is ours.
-        unsafe {
-            check(sys::TRITONBACKEND_ModelConfig(
-                self.ptr(),
-                CONFIG_VERSION,
-                &mut raw,
-            ))?
-        };
+        unsafe { check(sys::TRITONBACKEND_ModelConfig(self.ptr(), CONFIG_VERSION, &mut raw))? };
         // SAFETY: on success `raw` is a new message we own.
         unsafe { Message::from_owned(raw) }?.to_json()
     }
@@ -94,12 +76,7 @@ impl<'a> Model<'a> {
     pub(crate) fn auto_complete_config(&self) -> Result<bool> {
         let mut b = false;
         // SAFETY: live model.
-        unsafe {
-            check(sys::TRITONBACKEND_ModelAutoCompleteConfig(
-                self.ptr(),
-                &mut b,
-            ))?
-        };
+        unsafe { check(sys::TRITONBACKEND_ModelAutoCompleteConfig(self.ptr(), &mut b))? };
         Ok(b)
     }
 
@@ -107,13 +84,7 @@ impl<'a> Model<'a> {
     pub(crate) fn set_config(&self, config: &serde_json::Value) -> Result<()> {
         let msg = Message::from_json(config)?;
         // SAFETY: live model and message; the server does not take the message.
-        unsafe {
-            check(sys::TRITONBACKEND_ModelSetConfig(
-                self.ptr(),
-                CONFIG_VERSION,
-                msg.as_ptr(),
-            ))
-        }
+        unsafe { check(sys::TRITONBACKEND_ModelSetConfig(self.ptr(), CONFIG_VERSION, msg.as_ptr())) }
     }
 
     pub(crate) fn backend(&self) -> Result<Backend<'a>> {
@@ -122,20 +93,6 @@ impl<'a> Model<'a> {
         unsafe { check(sys::TRITONBACKEND_ModelBackend(self.ptr(), &mut b))? };
         // SAFETY: as above.
         unsafe { Backend::from_raw(b) }
-    }
-
-    /// Replaces what the statistics show as this model's own memory (beside its instances').
-    pub(crate) fn report_memory_usage(&self, usages: &[MemoryUsage]) -> Result<()> {
-        let mut list = UsageList::new(usages)?;
-        let (mut ptrs, n) = list.as_mut_ptrs();
-        // SAFETY: live model; `ptrs` holds `n` live attribute objects that the call only reads.
-        unsafe {
-            check(sys::TRITONBACKEND_ModelReportMemoryUsage(
-                self.ptr(),
-                ptrs.as_mut_ptr(),
-                n,
-            ))
-        }
     }
 }
 

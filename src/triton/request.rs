@@ -51,19 +51,9 @@ impl<'a> Request<'a> {
     pub(crate) fn input(&self, index: u32) -> Result<Input<'a>> {
         let mut raw = ptr::null_mut();
         // SAFETY: live request; the input is owned by it.
-        unsafe {
-            check(sys::TRITONBACKEND_RequestInputByIndex(
-                self.ptr(),
-                index,
-                &mut raw,
-            ))?
-        };
-        let raw =
-            NonNull::new(raw).ok_or_else(|| Error::internal("server returned a null input"))?;
-        Ok(Input {
-            raw,
-            _life: PhantomData,
-        })
+        unsafe { check(sys::TRITONBACKEND_RequestInputByIndex(self.ptr(), index, &mut raw))? };
+        let raw = NonNull::new(raw).ok_or_else(|| Error::internal("server returned a null input"))?;
+        Ok(Input { raw, _life: PhantomData })
     }
 
     pub(crate) fn output_count(&self) -> Result<u32> {
@@ -78,23 +68,9 @@ impl<'a> Request<'a> {
     pub(crate) fn output_name(&self, index: u32) -> Result<&'a str> {
         let mut p: *const c_char = ptr::null();
         // SAFETY: live request; the name is owned by it.
-        unsafe {
-            check(sys::TRITONBACKEND_RequestOutputName(
-                self.ptr(),
-                index,
-                &mut p,
-            ))?
-        };
+        unsafe { check(sys::TRITONBACKEND_RequestOutputName(self.ptr(), index, &mut p))? };
         // SAFETY: as above.
         unsafe { borrowed_str(p, "requested output name") }
-    }
-
-    /// The request's trace, when the server is tracing it.
-    pub(crate) fn trace(&self) -> Result<Option<NonNull<sys::TRITONSERVER_InferenceTrace>>> {
-        let mut t = ptr::null_mut();
-        // SAFETY: live request; the trace is owned by it.
-        unsafe { check(sys::TRITONBACKEND_RequestTrace(self.ptr(), &mut t))? };
-        Ok(NonNull::new(t))
     }
 }
 
@@ -115,22 +91,14 @@ impl OwnedRequest {
     }
 
     pub(crate) fn view(&self) -> Request<'_> {
-        Request {
-            raw: self.raw,
-            _life: PhantomData,
-        }
+        Request { raw: self.raw, _life: PhantomData }
     }
 }
 
 impl Drop for OwnedRequest {
     fn drop(&mut self) {
         // SAFETY: we own the request and release it exactly once, here.
-        let r = unsafe {
-            check(sys::TRITONBACKEND_RequestRelease(
-                self.raw.as_ptr(),
-                sys::ONNXRS_REQUEST_RELEASE_ALL,
-            ))
-        };
+        let r = unsafe { check(sys::TRITONBACKEND_RequestRelease(self.raw.as_ptr(), sys::ONNXRS_REQUEST_RELEASE_ALL)) };
         if let Err(e) = r {
             log::error!("onnxrs: failed to release a request: {e}");
         }
@@ -151,7 +119,6 @@ pub(crate) struct InputProperties<'a> {
     /// `None` when the server sent a type we do not know.
     pub data_type: Option<DataType>,
     pub shape: &'a [i64],
-    pub byte_size: u64,
     pub buffer_count: u32,
 }
 
@@ -160,21 +127,8 @@ pub(crate) struct InputProperties<'a> {
 pub(crate) enum InputBuffer<'a> {
     /// In memory the CPU can read (plain or pinned).
     Host(&'a [u8]),
-    /// In GPU memory.
-    Device {
-        ptr: *const u8,
-        len: usize,
-        device: i64,
-    },
-}
-
-impl InputBuffer<'_> {
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            InputBuffer::Host(b) => b.len(),
-            InputBuffer::Device { len, .. } => *len,
-        }
-    }
+    /// In GPU memory (the CPU path cannot read it).
+    Device { len: usize, device: i64 },
 }
 
 impl<'a> Input<'a> {
@@ -205,13 +159,7 @@ impl<'a> Input<'a> {
             // SAFETY: the server returned `dims` dimensions at `shape`, owned by the request.
             unsafe { std::slice::from_raw_parts(shape, dims as usize) }
         };
-        Ok(InputProperties {
-            name,
-            data_type: data_type_from_sys(dt),
-            shape,
-            byte_size,
-            buffer_count,
-        })
+        Ok(InputProperties { name, data_type: data_type_from_sys(dt), shape, buffer_count })
     }
 
     pub(crate) fn buffer(&self, index: u32) -> Result<InputBuffer<'a>> {
@@ -223,29 +171,15 @@ impl<'a> Input<'a> {
         let mut device = 0i64;
         // SAFETY: live input; out-pointers valid; the buffer is owned by the request.
         unsafe {
-            check(sys::TRITONBACKEND_InputBuffer(
-                self.raw.as_ptr(),
-                index,
-                &mut base,
-                &mut len,
-                &mut mem,
-                &mut device,
-            ))?
+            check(sys::TRITONBACKEND_InputBuffer(self.raw.as_ptr(), index, &mut base, &mut len, &mut mem, &mut device))?
         };
-        let len = usize::try_from(len)
-            .map_err(|_| Error::invalid_arg("input buffer exceeds the address space"))?;
+        let len = usize::try_from(len).map_err(|_| Error::invalid_arg("input buffer exceeds the address space"))?;
         match MemoryType::from_sys(mem)? {
-            MemoryType::Gpu => Ok(InputBuffer::Device {
-                ptr: base.cast(),
-                len,
-                device,
-            }),
+            MemoryType::Gpu => Ok(InputBuffer::Device { len, device }),
             _ if len == 0 => Ok(InputBuffer::Host(&[])),
             _ if base.is_null() => Err(Error::internal("server returned a null input buffer")),
             // SAFETY: host memory of `len` bytes owned by the request, unchanged while it lives.
-            _ => Ok(InputBuffer::Host(unsafe {
-                std::slice::from_raw_parts(base.cast::<u8>(), len)
-            })),
+            _ => Ok(InputBuffer::Host(unsafe { std::slice::from_raw_parts(base.cast::<u8>(), len) })),
         }
     }
 }

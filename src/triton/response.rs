@@ -21,9 +21,8 @@ unsafe impl Send for Response {}
 /// Where an output's bytes must be written.
 pub(crate) enum OutputBuffer<'r> {
     Host(&'r mut [u8]),
+    /// GPU memory on `device` (the CPU path cannot write it).
     Device {
-        ptr: *mut u8,
-        len: usize,
         device: i64,
     },
 }
@@ -33,15 +32,12 @@ impl Response {
         let mut raw = ptr::null_mut();
         // SAFETY: live request; the new response is ours until sent.
         unsafe { check(sys::TRITONBACKEND_ResponseNew(&mut raw, request.ptr()))? };
-        let raw =
-            NonNull::new(raw).ok_or_else(|| Error::internal("server returned a null response"))?;
+        let raw = NonNull::new(raw).ok_or_else(|| Error::internal("server returned a null response"))?;
         Ok(Response { raw: Some(raw) })
     }
 
     fn ptr(&self) -> Result<*mut sys::TRITONBACKEND_Response> {
-        self.raw
-            .map(NonNull::as_ptr)
-            .ok_or_else(|| Error::internal("response already sent"))
+        self.raw.map(NonNull::as_ptr).ok_or_else(|| Error::internal("response already sent"))
     }
 
     /// Adds an output tensor and returns the buffer its data goes into. `preferred` is where we
@@ -55,8 +51,7 @@ impl Response {
         preferred: (MemoryType, i64),
     ) -> Result<OutputBuffer<'_>> {
         let cname = c_string(name);
-        let dims =
-            u32::try_from(shape.len()).map_err(|_| Error::invalid_arg("output rank too large"))?;
+        let dims = u32::try_from(shape.len()).map_err(|_| Error::invalid_arg("output rank too large"))?;
         let mut output = ptr::null_mut();
         // SAFETY: live response; `cname` and `shape` outlive the call, which copies them.
         unsafe {
@@ -70,9 +65,7 @@ impl Response {
             ))?
         };
         if output.is_null() {
-            return Err(Error::internal(format!(
-                "server returned a null output for '{name}'"
-            )));
+            return Err(Error::internal(format!("server returned a null output for '{name}'")));
         }
         let mut buffer: *mut c_void = ptr::null_mut();
         let mut mem = preferred.0.to_sys();
@@ -80,39 +73,22 @@ impl Response {
         // SAFETY: `output` is owned by the live response; the buffer it returns stays valid until
         // the response is sent or deleted, which `&mut self` prevents while it is borrowed.
         unsafe {
-            check(sys::TRITONBACKEND_OutputBuffer(
-                output,
-                &mut buffer,
-                byte_size as u64,
-                &mut mem,
-                &mut device,
-            ))?
+            check(sys::TRITONBACKEND_OutputBuffer(output, &mut buffer, byte_size as u64, &mut mem, &mut device))?
         };
         match MemoryType::from_sys(mem)? {
-            MemoryType::Gpu => Ok(OutputBuffer::Device {
-                ptr: buffer.cast(),
-                len: byte_size,
-                device,
-            }),
+            MemoryType::Gpu => Ok(OutputBuffer::Device { device }),
             _ if byte_size == 0 => Ok(OutputBuffer::Host(&mut [])),
-            _ if buffer.is_null() => Err(Error::internal(format!(
-                "server gave a null buffer for output '{name}'"
-            ))),
+            _ if buffer.is_null() => Err(Error::internal(format!("server gave a null buffer for output '{name}'"))),
             // SAFETY: `byte_size` writable host bytes owned by the response, exclusively ours
             // while `self` is mutably borrowed.
-            _ => Ok(OutputBuffer::Host(unsafe {
-                std::slice::from_raw_parts_mut(buffer.cast::<u8>(), byte_size)
-            })),
+            _ => Ok(OutputBuffer::Host(unsafe { std::slice::from_raw_parts_mut(buffer.cast::<u8>(), byte_size) })),
         }
     }
 
     /// Sends the response (with its outputs on `Ok`, as an error otherwise). Consumes it: a
     /// response is sent once.
     pub(crate) fn send(mut self, outcome: Result<()>) -> Result<()> {
-        let raw = self
-            .raw
-            .take()
-            .ok_or_else(|| Error::internal("response already sent"))?;
+        let raw = self.raw.take().ok_or_else(|| Error::internal("response already sent"))?;
         send_raw(raw, outcome)
     }
 }
@@ -120,20 +96,13 @@ impl Response {
 fn send_raw(raw: NonNull<sys::TRITONBACKEND_Response>, outcome: Result<()>) -> Result<()> {
     let err = match &outcome {
         Ok(()) => None,
-        Err(e) => {
-            Some(ServerError::new(e).ok_or_else(|| Error::internal("cannot allocate an error"))?)
-        }
+        Err(e) => Some(ServerError::new(e).ok_or_else(|| Error::internal("cannot allocate an error"))?),
     };
     let err_ptr = err.as_ref().map_or(ptr::null_mut(), ServerError::as_ptr);
     // SAFETY: we own the response and give it up here. The error stays ours (ResponseSend does
     // not take it) and is deleted when `err` drops after the call.
-    let r = unsafe {
-        check(sys::TRITONBACKEND_ResponseSend(
-            raw.as_ptr(),
-            sys::ONNXRS_RESPONSE_COMPLETE_FINAL,
-            err_ptr,
-        ))
-    };
+    let r =
+        unsafe { check(sys::TRITONBACKEND_ResponseSend(raw.as_ptr(), sys::ONNXRS_RESPONSE_COMPLETE_FINAL, err_ptr)) };
     drop(err);
     r
 }

@@ -23,10 +23,7 @@ impl<'h, H: StateHolder, T> Slot<'h, H, T> {
     /// The holder's slot is null or holds a pointer stored by `Slot<_, T>::put` with this same
     /// `T`, and is not freed (by `take`) while a reference from `get` is alive.
     pub(crate) unsafe fn new(holder: &'h H) -> Self {
-        Slot {
-            holder,
-            _t: PhantomData,
-        }
+        Slot { holder, _t: PhantomData }
     }
 
     /// Stores `value`; if the server refuses, the value is dropped here.

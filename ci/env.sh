@@ -1,0 +1,12 @@
+# Paths shared by the scripts in ci/ (sourced, not run). Everything installed lives under .deps/
+# in the checkout, so nothing outside it changes except Debian packages.
+ONNXRS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export ONNXRS_ROOT
+export ONNXRS_DEPS="$ONNXRS_ROOT/.deps"
+export ONNXRS_VENV="$ONNXRS_DEPS/venv"
+export ONNXRS_PYTHON="$ONNXRS_VENV/bin/python"
+export ONNXRS_TRITONSERVER="$ONNXRS_DEPS/triton/pytriton/tritonserver/bin/tritonserver"
+export ONNXRS_ORT_VERSION=1.31.1
+export ONNXRS_ORT_LIBRARY="$ONNXRS_DEPS/ort/onnxruntime/capi/libonnxruntime.so.$ONNXRS_ORT_VERSION"
+# The installed backend directory: pass it as --backend-directory.
+export ONNXRS_BACKEND_DIR="$ONNXRS_DEPS/install/backends"
