@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, the Rust unit tests, then the suite that starts real
+# tritonserver processes with the installed backend and checks responses, /stats and /metrics.
+# Installs and builds whatever is missing first (ci/setup.sh).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ONNXRS_ROOT"
+bash ci/setup.sh
+
+printf '\n== cargo fmt --check, cargo clippy\n'
+cargo fmt --check
+cargo clippy -j2 --all-targets --locked -- -D warnings
+
+printf '\n== test models\n'
+export ONNXRS_TEST_MODELS="$ONNXRS_ROOT/build/test-models"
+"$ONNXRS_PYTHON" tests/models/make_models.py "$ONNXRS_TEST_MODELS"
+
+printf '\n== Rust tests (unit and ONNX Runtime level)\n'
+cargo test -j2 --locked
+
+printf '\n== server tests (real tritonserver, tritonclient over HTTP and gRPC)\n'
+"$ONNXRS_PYTHON" -m pytest -q -ra tests "$@"
