@@ -15,7 +15,7 @@ use crate::bytes;
 use crate::clock;
 use crate::config::model_config::TensorConfig;
 use crate::error::{Error, Result};
-use crate::inputs::{self, CheckedRequest, Payload, RawInput, apply_reshape};
+use crate::inputs::{self, CheckedRequest, Payload, RawInput};
 use crate::instance::InstanceState;
 use crate::model::ModelState;
 use crate::onnx::session::OnnxSession;
@@ -380,10 +380,9 @@ fn respond(
         } else {
             0..row_len
         };
-        let out_tail = match &tc.reshape {
-            Some(_) => apply_reshape(tail, &tc.dims).map_err(|e| e.context(format_args!("output '{name}'")))?,
-            None => tail.to_vec(),
-        };
+        // A configured reshape is Triton's to undo (it maps the shape reported here to `dims`);
+        // a bound scalar is ours.
+        let out_tail = if tc.scalar { tc.dims.clone() } else { tail.to_vec() };
         let mut shape = Vec::with_capacity(out_tail.len() + 1);
         if batching {
             shape.push(rows[pos] as i64);

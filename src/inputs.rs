@@ -69,26 +69,6 @@ fn matches_dims(shape: &[i64], dims: &[i64]) -> bool {
     shape.len() == dims.len() && shape.iter().zip(dims).all(|(&s, &d)| d == -1 || s == d)
 }
 
-/// The shape the model sees for `shape` under `reshape`: the same elements, with a -1 in the
-/// reshape standing for whatever size makes the counts agree.
-pub fn apply_reshape(shape: &[i64], reshape: &[i64]) -> Result<Vec<i64>> {
-    let count = element_count(shape).ok_or_else(|| Error::invalid_arg(format!("invalid shape {shape:?}")))?;
-    let known = reshape.iter().filter(|&&d| d >= 0).try_fold(1usize, |n, &d| n.checked_mul(d as usize));
-    let wildcards = reshape.iter().filter(|&&d| d < 0).count();
-    let known = known.ok_or_else(|| Error::invalid_arg(format!("reshape {reshape:?} overflows")))?;
-    let fill = match wildcards {
-        0 if known == count => None,
-        1 if known > 0 && count % known == 0 => Some((count / known) as i64),
-        1 if known == 0 && count == 0 => Some(0),
-        _ => {
-            return Err(Error::invalid_arg(format!(
-                "shape {shape:?} ({count} elements) cannot be reshaped to {reshape:?}"
-            )));
-        }
-    };
-    Ok(reshape.iter().map(|&d| if d < 0 { fill.unwrap_or(d) } else { d }).collect())
-}
-
 /// Checks one input against its config entry; returns the rows it declares and the shape the
 /// model sees without the batch dimension.
 fn check_shape(config: &ModelConfig, tc: &TensorConfig, shape: &[i64]) -> Result<(usize, Vec<i64>)> {
@@ -97,7 +77,7 @@ fn check_shape(config: &ModelConfig, tc: &TensorConfig, shape: &[i64]) -> Result
         let Some((&rows, tail)) = shape.split_first() else {
             return Err(Error::invalid_arg(format!(
                 "input '{name}' has shape [] but the model batches: expected {}",
-                expected_text(config, &tc.dims)
+                expected_text(config, tc.wire_dims())
             )));
         };
         let rows = usize::try_from(rows).ok().filter(|&r| r >= 1 && r <= config.max_batch_size).ok_or_else(|| {
@@ -110,18 +90,15 @@ fn check_shape(config: &ModelConfig, tc: &TensorConfig, shape: &[i64]) -> Result
     } else {
         (1, shape)
     };
-    if tail.iter().any(|&d| d < 0) || !matches_dims(tail, &tc.dims) {
+    // Triton has already applied a configured reshape: the shape here is the model's.
+    if tail.iter().any(|&d| d < 0) || !matches_dims(tail, tc.wire_dims()) {
         return Err(Error::invalid_arg(format!(
             "input '{name}' has shape {}, expected {}",
             dims_text(shape),
-            expected_text(config, &tc.dims)
+            expected_text(config, tc.wire_dims())
         )));
     }
-    let model_tail = match &tc.reshape {
-        Some(r) => apply_reshape(tail, r).map_err(|e| e.context(format_args!("input '{name}'")))?,
-        None => tail.to_vec(),
-    };
-    Ok((rows, model_tail))
+    Ok((rows, if tc.scalar { Vec::new() } else { tail.to_vec() }))
 }
 
 /// "[batch,-1,2]" for a batching model, "[-1,2]" otherwise.
@@ -341,18 +318,9 @@ mod tests {
         let r = check(&c, base()).unwrap();
         assert_eq!(r.signature.inputs.len(), 2, "absent optional input left out");
         let mut with_o = base();
-        with_o.push(RawInput { name: "O", data_type: Some(DataType::Int64), shape: &[1], parts: vec![&o] });
+        // Triton applies the reshape before the backend sees the input: it arrives as [].
+        with_o.push(RawInput { name: "O", data_type: Some(DataType::Int64), shape: &[], parts: vec![&o] });
         let r = check(&c, with_o).unwrap();
-        assert_eq!(r.signature.inputs[2], (2, vec![]), "dims [1] reshaped to a scalar");
-    }
-
-    #[test]
-    fn reshape_rules() {
-        assert_eq!(apply_reshape(&[2, 3], &[6]).unwrap(), vec![6]);
-        assert_eq!(apply_reshape(&[2, 3], &[-1, 2]).unwrap(), vec![3, 2]);
-        assert_eq!(apply_reshape(&[1], &[]).unwrap(), Vec::<i64>::new());
-        assert_eq!(apply_reshape(&[0, 4], &[-1, 2]).unwrap(), vec![0, 2]);
-        assert!(apply_reshape(&[2, 3], &[4]).is_err());
-        assert!(apply_reshape(&[2, 3], &[-1, -1]).is_err());
+        assert_eq!(r.signature.inputs[2], (2, vec![]));
     }
 }

@@ -72,7 +72,8 @@ impl ModelState {
             json = model.config()?;
             log::info!("onnxrs: model '{name}': completed the config from the ONNX model");
         }
-        let config = ModelConfig::parse(&json)?;
+        let mut config = ModelConfig::parse(&json)?;
+        check::bind_scalars(&mut config, &io);
         check::check(&config, &io)?;
         let settings = params::session_settings(&config, crate::cpu::available_cpus())?;
         log::info!(

@@ -18,9 +18,13 @@ fn entry(t: &TensorInfo, batching: bool, optional: bool) -> Option<Value> {
     let dims: &[i64] = if batching { &t.shape[1..] } else { &t.shape };
     let mut e = json!({ "name": t.name, "data_type": dt.config_name() });
     if dims.is_empty() {
-        // Triton has no rank-0 tensors: a scalar travels as [1] and is reshaped for the model.
+        // Triton has no rank-0 tensors: a scalar travels as [1]. A batching model says so with
+        // an empty reshape; Triton refuses one without batching, where `check::bind_scalars`
+        // supplies it (as the official backend does).
         e["dims"] = json!([1]);
-        e["reshape"] = json!({ "shape": [] });
+        if batching {
+            e["reshape"] = json!({ "shape": [] });
+        }
     } else {
         e["dims"] = json!(dims);
     }
@@ -107,10 +111,12 @@ mod tests {
         };
         let c = complete(&json!({"name": "m"}), &io, 4).unwrap().unwrap();
         assert!(c.get("max_batch_size").is_none() && c.get("dynamic_batching").is_none());
-        assert_eq!(c["input"][0]["reshape"], json!({"shape": []}));
+        assert_eq!(c["input"][0], json!({"name": "S", "data_type": "TYPE_FP32", "dims": [1]}));
         assert_eq!(c["input"][1], json!({"name": "B", "data_type": "TYPE_FP32", "dims": [4], "optional": true}));
         assert_eq!(c["output"][0]["dims"], json!([2, 4]));
-        crate::config::check::check(&ModelConfig::parse(&c).unwrap(), &io).unwrap();
+        let mut parsed = ModelConfig::parse(&c).unwrap();
+        crate::config::check::bind_scalars(&mut parsed, &io);
+        crate::config::check::check(&parsed, &io).unwrap();
     }
 
     #[test]

@@ -15,7 +15,9 @@ fn config_shape(config: &ModelConfig, tc: &TensorConfig) -> Vec<i64> {
     if config.batching() {
         shape.push(-1);
     }
-    shape.extend_from_slice(tc.reshape.as_deref().unwrap_or(&tc.dims));
+    if !tc.scalar {
+        shape.extend_from_slice(tc.wire_dims());
+    }
     shape
 }
 
@@ -65,6 +67,23 @@ fn check_tensor(config: &ModelConfig, kind: &str, tc: &TensorConfig, model: &[Te
     Ok(())
 }
 
+/// Gives ONNX scalars (rank 0) of a model that does not batch the implicit reshape the official
+/// backend applies: Triton has no rank-0 tensors and refuses an empty `reshape` when
+/// max_batch_size is 0, so such a tensor is written `dims: [1]` (any all-ones dims) and travels to
+/// and from ONNX Runtime as a scalar. Batching models say `reshape: { shape: [] }` themselves.
+pub fn bind_scalars(config: &mut ModelConfig, io: &ModelIo) {
+    if config.batching() {
+        return;
+    }
+    let bind = |tcs: &mut [TensorConfig], model: &[TensorInfo]| {
+        for tc in tcs.iter_mut().filter(|tc| tc.reshape.is_none() && tc.dims.iter().all(|&d| d == 1)) {
+            tc.scalar = model.iter().any(|m| m.name == tc.name && m.shape.is_empty() && m.data_type.is_some());
+        }
+    };
+    bind(&mut config.inputs, &io.inputs);
+    bind(&mut config.outputs, &io.outputs);
+}
+
 /// Checks every input and output of `config` against `io`, and that every model input the
 /// config leaves out has a default (an initializer).
 pub fn check(config: &ModelConfig, io: &ModelIo) -> Result<()> {
@@ -108,6 +127,28 @@ mod tests {
 
     fn cfg(v: serde_json::Value) -> ModelConfig {
         ModelConfig::parse(&v).unwrap()
+    }
+
+    #[test]
+    fn scalars_of_a_model_that_does_not_batch_are_bound() {
+        let io = ModelIo {
+            inputs: vec![info("S", DataType::Fp32, &[])],
+            outputs: vec![info("Y", DataType::Fp32, &[])],
+            overridable: Default::default(),
+        };
+        let mut c = cfg(json!({"name": "m",
+            "input": [{"name": "S", "data_type": "TYPE_FP32", "dims": [1]}],
+            "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1, 1]}]}));
+        assert!(check(&c, &io).is_err(), "without the binding [1] is not a scalar");
+        bind_scalars(&mut c, &io);
+        assert!(c.inputs[0].scalar && c.outputs[0].scalar);
+        check(&c, &io).unwrap();
+        let mut c = cfg(json!({"name": "m",
+            "input": [{"name": "S", "data_type": "TYPE_FP32", "dims": [2]}],
+            "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1]}]}));
+        bind_scalars(&mut c, &io);
+        assert!(!c.inputs[0].scalar, "[2] is not a scalar");
+        assert!(check(&c, &io).is_err());
     }
 
     #[test]

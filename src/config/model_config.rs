@@ -17,10 +17,22 @@ pub struct TensorConfig {
     /// Dimensions without the batch dimension; -1 for any size.
     pub dims: Vec<i64>,
     /// `reshape { shape }`: the shape the model sees instead of `dims` (inputs), or the shape the
-    /// model produces that is presented as `dims` (outputs).
+    /// model produces that is presented as `dims` (outputs). Triton applies it itself, on both
+    /// sides: the backend sees and reports the reshaped shape.
     pub reshape: Option<Vec<i64>>,
     /// An input the client may leave out.
     pub optional: bool,
+    /// An ONNX scalar in a model that does not batch, carried by Triton as all-ones `dims`
+    /// (see `check::bind_scalars`): the backend, not Triton, turns it into rank 0 and back.
+    pub scalar: bool,
+}
+
+impl TensorConfig {
+    /// The shape (without batch) tensors have between Triton and the backend: the reshape if
+    /// there is one, else the dims.
+    pub fn wire_dims(&self) -> &[i64] {
+        self.reshape.as_deref().unwrap_or(&self.dims)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +88,7 @@ fn tensor(v: &Value, kind: &str) -> Result<TensorConfig> {
         _ => None,
     };
     let optional = v.get("optional").and_then(Value::as_bool).unwrap_or(false);
-    Ok(TensorConfig { name, data_type, dims, reshape, optional })
+    Ok(TensorConfig { name, data_type, dims, reshape, optional, scalar: false })
 }
 
 fn tensors(config: &Value, key: &str, kind: &str) -> Result<Vec<TensorConfig>> {

@@ -161,10 +161,15 @@ impl OnnxSession {
         let session = b
             .commit_from_file(path)
             .map_err(|e| Error::invalid_arg(format!("onnxruntime cannot load '{}': {e}", path.display())))?;
+        // Inputs that have an initializer are listed apart by ONNX Runtime; requests may feed
+        // them like any input, so they join the inputs (as the official backend does).
+        let overridable = session.overridable_initializers();
+        let mut inputs: Vec<TensorInfo> = session.inputs().iter().map(|o| describe(o.name(), o.dtype())).collect();
+        inputs.extend(overridable.iter().map(|i| describe(i.name(), i.dtype())));
         let io = ModelIo {
-            inputs: session.inputs().iter().map(|o| describe(o.name(), o.dtype())).collect(),
+            inputs,
             outputs: session.outputs().iter().map(|o| describe(o.name(), o.dtype())).collect(),
-            overridable: session.overridable_initializers().iter().map(|i| i.name().to_string()).collect(),
+            overridable: overridable.iter().map(|i| i.name().to_string()).collect(),
         };
         let run_options = match outputs {
             Some(names) => {
