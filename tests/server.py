@@ -93,6 +93,8 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             # Counters are read right after requests: refresh the polled gauges often.
             "--metrics-interval-ms=200",
+            # A client that keeps its connection open must not hold the stop for the default 30 s.
+            "--exit-timeout-secs=5",
             *self.extra,
         ]
         self.log = open(self.log_path, "w")

@@ -32,10 +32,11 @@ def infer_input(proto, name, array, datatype):
 
 
 def infer(server, proto, model, inputs: dict[str, tuple[np.ndarray, str]], outputs=None, version=""):
-    c = client(server, proto)
     ins = [infer_input(proto, n, a, t) for n, (a, t) in inputs.items()]
     outs = [CLIENTS[proto].InferRequestedOutput(o) for o in outputs] if outputs else None
-    return c.infer(model, ins, outputs=outs, model_version=version)
+    # Closed after each use: an open keep-alive connection holds up the server's shutdown.
+    with client(server, proto) as c:
+        return c.infer(model, ins, outputs=outs, model_version=version)
 
 
 @pytest.mark.parametrize("proto", ["http", "grpc"])
