@@ -9,7 +9,7 @@
 //! | `enable_mem_arena` | 0 / 1 | 1 |
 //! | `enable_mem_pattern` | 0 / 1 | 1 |
 //! | `session.<key>` | any ONNX Runtime session config entry, passed through | — |
-//! | `optimization { graph { level } }` | -1 basic, 0 all (the default), 1 extended | all |
+//! | `optimization { graph { level } }` | -1 basic, 0 all, 1 extended, 2 none (as the official backend) | all |
 
 use std::collections::BTreeMap;
 
@@ -60,9 +60,10 @@ pub fn session_settings(config: &ModelConfig, default_threads: usize) -> Result<
         None | Some(0) => GraphOptimization::All,
         Some(-1) => GraphOptimization::Basic,
         Some(1) => GraphOptimization::Extended,
+        Some(2) => GraphOptimization::Disabled,
         Some(n) => {
             return Err(Error::invalid_arg(format!(
-                "optimization.graph.level {n} is not supported (use -1 basic, 0 all, 1 extended)"
+                "optimization.graph.level {n} is not supported (use -1 basic, 0 all, 1 extended, 2 none)"
             )));
         }
     };
@@ -119,6 +120,8 @@ mod tests {
         assert_eq!(s.optimization, GraphOptimization::Basic);
         assert_eq!(s.config_entries, vec![("session.intra_op.allow_spinning".into(), "0".into())]);
         assert_eq!(session_settings(&cfg(json!({}), Some(1)), 1).unwrap().optimization, GraphOptimization::Extended);
+        assert_eq!(session_settings(&cfg(json!({}), Some(2)), 1).unwrap().optimization, GraphOptimization::Disabled);
+        assert!(session_settings(&cfg(json!({}), Some(3)), 1).is_err());
     }
 
     #[test]
