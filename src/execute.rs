@@ -163,7 +163,8 @@ fn read_request<'r>(ctx: &Ctx<'_, '_>, request: Request<'r>) -> Result<CheckedRe
                 InputBuffer::Host(bytes) => parts.push(bytes),
                 InputBuffer::Device { len, device } => {
                     return Err(Error::unsupported(format!(
-                        "input '{}' is in memory of GPU {device} ({len} bytes); this instance runs on CPU",
+                        "input '{}' is in memory of GPU {device} ({len} bytes); onnxrs reads inputs from system \
+                         memory (send it in the request or in system shared memory)",
                         p.name
                     )));
                 }
@@ -251,6 +252,8 @@ fn run_once(
         }))
         .collect();
 
+    // On a GPU instance the run returns its outputs in host memory, so it has waited for the
+    // device work and the copy back: compute_end covers the device time, not just the launches.
     let compute_start = clock::now_ns();
     let outputs = session.run(&feeds)?;
     let compute_end = clock::now_ns();

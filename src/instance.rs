@@ -4,10 +4,11 @@
 use std::sync::Mutex;
 
 use crate::clock;
+use crate::config::params;
 use crate::error::{Error, Result};
 use crate::memory::{ReportThrottle, heap_in_use};
 use crate::model::ModelState;
-use crate::onnx::session::{Device, OnnxSession};
+use crate::onnx::session::{Device, OnnxSession, SessionSettings};
 use crate::triton::memory::MemoryUsage;
 use crate::triton::{Instance, InstanceKind, MemoryType};
 
@@ -23,7 +24,10 @@ pub struct InstanceState {
     pub session: Mutex<OnnxSession>,
     /// Heap growth measured at load, used when the session has no arena statistics.
     load_heap_bytes: u64,
+    /// Paces re-reading the figures, and remembers the CPU figure last reported.
     throttle: ReportThrottle,
+    /// The GPU figure last reported (GPU instances).
+    gpu_reported: ReportThrottle,
 }
 
 impl InstanceState {
@@ -33,18 +37,15 @@ impl InstanceState {
         let device_id = instance.device_id()?;
         let label = format!("onnxrs: model '{}' instance '{name}'", model.name);
         let context = |e: Error| e.context(&label);
-        let settings = match kind {
+        let device = match kind {
             // KIND_MODEL leaves placement to the model; ours run where ONNX Runtime's CPU
             // provider runs them.
-            InstanceKind::Cpu | InstanceKind::Model => {
-                crate::onnx::session::SessionSettings { device: Device::Cpu, ..model.settings.clone() }
-            }
+            InstanceKind::Cpu | InstanceKind::Model => Device::Cpu,
             InstanceKind::Gpu => {
-                return Err(context(Error::unsupported(
-                    "KIND_GPU instances are not supported by this build of onnxrs (CPU execution only); use KIND_CPU",
-                )));
+                Device::Cuda { device_id, options: params::cuda_options(&model.config).map_err(context)? }
             }
         };
+        let settings = SessionSettings { device, ..model.settings.clone() };
         let heap_before = heap_in_use();
         let session = OnnxSession::load(model.runtime, &model.model_path, &settings, Some(&model.output_names))
             .map_err(context)?;
@@ -56,35 +57,55 @@ impl InstanceState {
             session: Mutex::new(session),
             load_heap_bytes,
             throttle: ReportThrottle::new(0, MEMORY_REPORT_INTERVAL_NS),
+            gpu_reported: ReportThrottle::new(0, 0),
         };
         let usage = state.memory_usage();
-        state.throttle.changed(usage.bytes);
-        instance.report_memory_usage(&[usage]).map_err(context)?;
+        state.remember(&usage);
+        instance.report_memory_usage(&usage).map_err(context)?;
+        let shown: Vec<String> =
+            usage.iter().map(|u| format!("{} bytes of {:?} {}", u.bytes, u.memory_type, u.device)).collect();
         log::info!(
-            "onnxrs: model '{}' instance '{}' ready on {:?}: {} bytes of CPU memory",
+            "onnxrs: model '{}' instance '{}' ready on {:?} {}: {}",
             model.name,
             state.name,
             state.kind,
-            usage.bytes
+            state.device_id,
+            shown.join(", ")
         );
         Ok(state)
     }
 
-    /// What the session holds now: the arena's figure, or the heap growth measured at load.
-    pub fn memory_usage(&self) -> MemoryUsage {
-        let arena = self.session.lock().ok().and_then(|s| s.allocator_bytes());
-        MemoryUsage { memory_type: MemoryType::Cpu, device: 0, bytes: arena.unwrap_or(self.load_heap_bytes) }
+    /// What the session holds now: the CPU arena's figure (or the heap growth measured at load),
+    /// and for a GPU instance the CUDA arena's figure on its device.
+    pub fn memory_usage(&self) -> Vec<MemoryUsage> {
+        let Ok(session) = self.session.lock() else { return Vec::new() };
+        let cpu = session.allocator_bytes().unwrap_or(self.load_heap_bytes);
+        let mut usage = vec![MemoryUsage { memory_type: MemoryType::Cpu, device: 0, bytes: cpu }];
+        if self.kind == InstanceKind::Gpu {
+            let gpu = session.gpu_allocator_bytes(self.device_id).unwrap_or(0);
+            usage.push(MemoryUsage { memory_type: MemoryType::Gpu, device: i64::from(self.device_id), bytes: gpu });
+        }
+        usage
     }
 
-    /// After an execute: re-report memory if it changed (at most once a second). Errors are only
-    /// logged: a failed report must not fail requests that already succeeded.
+    /// Records `usage` as reported; true when it differs from what was reported before.
+    fn remember(&self, usage: &[MemoryUsage]) -> bool {
+        usage.iter().fold(false, |changed, u| {
+            let throttle = if u.memory_type == MemoryType::Gpu { &self.gpu_reported } else { &self.throttle };
+            throttle.changed(u.bytes) | changed
+        })
+    }
+
+    /// After an execute: re-report memory if it changed (at most once a second), since Triton
+    /// replaces the figure on every report and arenas grow with the batches they serve. Errors
+    /// are only logged: a failed report must not fail requests that already succeeded.
     pub(crate) fn refresh_memory_report(&self, instance: Instance<'_>) {
         if !self.throttle.due(clock::now_ns()) {
             return;
         }
         let usage = self.memory_usage();
-        if self.throttle.changed(usage.bytes)
-            && let Err(e) = instance.report_memory_usage(&[usage])
+        if self.remember(&usage)
+            && let Err(e) = instance.report_memory_usage(&usage)
         {
             log::warn!("onnxrs: instance '{}': cannot report memory usage: {e}", self.name);
         }

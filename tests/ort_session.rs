@@ -109,3 +109,18 @@ fn the_arena_reports_what_it_holds() {
     let s = OnnxSession::load(rt(), &model("mlp_fp32"), &no_arena, None).unwrap();
     assert_eq!(s.allocator_bytes(), None, "no arena, no arena statistics");
 }
+
+#[test]
+fn a_gpu_session_without_the_cuda_provider_fails_clearly() {
+    // The test machine's library is the CPU build of ONNX Runtime: asking for the CUDA provider
+    // must fail the load with a message that says what is missing, never fall back to the CPU.
+    let gpu = SessionSettings {
+        device: triton_onnxrs::onnx::session::Device::Cuda { device_id: 0, options: vec![] },
+        ..settings()
+    };
+    let Err(e) = OnnxSession::load(rt(), &model("mlp_fp32"), &gpu, None) else {
+        panic!("a CUDA session loaded on the CPU build of ONNX Runtime")
+    };
+    let msg = e.message();
+    assert!(msg.contains("CUDA execution provider on GPU 0") && msg.contains("onnxruntime-gpu"), "{msg}");
+}

@@ -49,6 +49,11 @@ pub struct ModelConfig {
     pub parameters: BTreeMap<String, String>,
     /// `optimization { graph { level } }`, when set.
     pub graph_level: Option<i64>,
+    /// `optimization { execution_accelerators { gpu_execution_accelerator [ { name parameters } ] } }`:
+    /// (name, parameters) in order.
+    pub gpu_accelerators: Vec<(String, BTreeMap<String, String>)>,
+    /// `optimization { cuda { graphs: true } }`.
+    pub cuda_graphs: bool,
     pub dynamic_batching: bool,
     pub sequence_batching: bool,
 }
@@ -124,6 +129,23 @@ impl ModelConfig {
             .unwrap_or("model.onnx")
             .to_string();
         let graph_level = config.pointer("/optimization/graph/level").and_then(as_i64);
+        let gpu_accelerators = match config.pointer("/optimization/execution_accelerators/gpu_execution_accelerator") {
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|a| {
+                    let name = a.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                    let params = match a.get("parameters") {
+                        Some(Value::Object(m)) => {
+                            m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()
+                        }
+                        _ => BTreeMap::new(),
+                    };
+                    (name, params)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let cuda_graphs = config.pointer("/optimization/cuda/graphs").and_then(Value::as_bool).unwrap_or(false);
         Ok(ModelConfig {
             name,
             max_batch_size,
@@ -132,6 +154,8 @@ impl ModelConfig {
             default_model_filename,
             parameters: parameters(config),
             graph_level,
+            gpu_accelerators,
+            cuda_graphs,
             dynamic_batching: config.get("dynamic_batching").is_some_and(Value::is_object),
             sequence_batching: config.get("sequence_batching").is_some_and(Value::is_object),
         })

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use ort::AsPointer;
+use ort::ep::ArbitrarilyConfigurableExecutionProvider;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{OutputSelector, RunOptions, Session, SessionOutputs};
@@ -28,6 +29,11 @@ pub enum GraphOptimization {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Device {
     Cpu,
+    /// ONNX Runtime's CUDA execution provider on this GPU, with these provider options.
+    Cuda {
+        device_id: i32,
+        options: Vec<(String, String)>,
+    },
 }
 
 /// Everything a session is built with; resolved from the model config by `crate::config::params`.
@@ -143,8 +149,21 @@ fn builder(runtime: &Runtime, s: &SessionSettings) -> Result<SessionBuilder> {
     };
     // SAFETY: a status returned by the call above, consumed once.
     unsafe { ort::Error::result_from_status(status)? };
-    match s.device {
+    match &s.device {
         Device::Cpu => {}
+        Device::Cuda { device_id, options } => {
+            let cuda = options
+                .iter()
+                .fold(ort::ep::CUDA::default().with_device_id(*device_id), |ep, (k, v)| ep.with_arbitrary_config(k, v));
+            // `error_on_failure`: a GPU instance that silently ran on the CPU would be a lie.
+            b = b.with_execution_providers([cuda.build().error_on_failure()]).map_err(|e| {
+                Error::unavailable(format!(
+                    "cannot use ONNX Runtime's CUDA execution provider on GPU {device_id}: {e}. KIND_GPU needs the \
+                     onnxruntime-gpu library (libonnxruntime_providers_cuda.so beside libonnxruntime.so), its CUDA \
+                     libraries on the library path, and a GPU"
+                ))
+            })?;
+        }
     }
     Ok(b)
 }
@@ -204,10 +223,19 @@ impl OnnxSession {
         })
     }
 
-    /// Bytes the session's allocator holds, as its arena reports them ("TotalAllocated": what it
-    /// has reserved from the system, in use or cached), or `None` without an arena.
+    /// Bytes the session's CPU allocator holds, as its arena reports them ("TotalAllocated": what
+    /// it has reserved from the system, in use or cached), or `None` without an arena.
     pub fn allocator_bytes(&self) -> Option<u64> {
         let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default).ok()?;
+        let allocator = Allocator::new(&self.session, info).ok()?;
+        allocator_stat(&allocator, "TotalAllocated")
+    }
+
+    /// The same for the CUDA provider's arena on `device_id`: the weights the provider placed on
+    /// the GPU and the activations of runs, in use or cached. `None` for a CPU session.
+    pub fn gpu_allocator_bytes(&self, device_id: i32) -> Option<u64> {
+        let info =
+            MemoryInfo::new(AllocationDevice::CUDA, device_id, AllocatorType::Arena, MemoryType::Default).ok()?;
         let allocator = Allocator::new(&self.session, info).ok()?;
         allocator_stat(&allocator, "TotalAllocated")
     }

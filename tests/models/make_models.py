@@ -19,6 +19,7 @@ import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from reference import mlp_reference, mlp_weights
 
 OPSET = 21
 IR_VERSION = 10
@@ -58,16 +59,6 @@ def vi(name, elem, shape):
 # Model builders. Each returns the ONNX model; `reference` below computes what it must output.
 
 
-def mlp_weights(seed=7, n_in=16, hidden=32, n_out=4):
-    rng = np.random.default_rng(seed)
-    return {
-        "W1": rng.standard_normal((n_in, hidden), dtype=np.float32) * 0.25,
-        "B1": rng.standard_normal(hidden, dtype=np.float32) * 0.1,
-        "W2": rng.standard_normal((hidden, n_out), dtype=np.float32) * 0.25,
-        "B2": rng.standard_normal(n_out, dtype=np.float32) * 0.1,
-    }
-
-
 def mlp(n_in=16, hidden=32, n_out=4, seed=7) -> onnx.ModelProto:
     """Y = relu(X @ W1 + B1) @ W2 + B2, X: [batch, n_in] float32."""
     w = mlp_weights(seed, n_in, hidden, n_out)
@@ -82,12 +73,6 @@ def mlp(n_in=16, hidden=32, n_out=4, seed=7) -> onnx.ModelProto:
     return graph_model(
         nodes, [vi("X", TensorProto.FLOAT, ["batch", n_in])], [vi("Y", TensorProto.FLOAT, ["batch", n_out])], inits
     )
-
-
-def mlp_reference(x: np.ndarray, seed=7, n_in=16, hidden=32, n_out=4) -> np.ndarray:
-    w = mlp_weights(seed, n_in, hidden, n_out)
-    h = np.maximum(x.astype(np.float32) @ w["W1"] + w["B1"], 0)
-    return h @ w["W2"] + w["B2"]
 
 
 def identity_all() -> onnx.ModelProto:
@@ -306,6 +291,30 @@ def models() -> dict[str, tuple[dict[int, onnx.ModelProto], str]]:
             [io("Y", "FP32", [4])],
             4,
             "version_policy: { all { } }\n" + CPU1,
+        ),
+    )
+    # GPU instances (KIND_GPU, the CUDA execution provider): served by the GPU tests on a GPU
+    # host; on a machine without a GPU their load must fail with a clear message.
+    m["mlp_gpu"] = (
+        {1: mlp()},
+        config(
+            "mlp_gpu",
+            [io("X", "FP32", [16])],
+            [io("Y", "FP32", [4])],
+            64,
+            "dynamic_batching { max_queue_delay_microseconds: 2000 }\n"
+            "instance_group [ { kind: KIND_GPU count: 1 gpus: [ 0 ] } ]\n"
+            'parameters { key: "cudnn_conv_algo_search" value: { string_value: "1" } }\n',
+        ),
+    )
+    m["two_io_dyn_gpu"] = (
+        {1: two_io_dyn()},
+        config(
+            "two_io_dyn_gpu",
+            [io("A", "FP32", [-1]), io("B", "INT32", [-1])],
+            [io("SUM", "FP32", [-1]), io("PROD", "FP32", [-1])],
+            8,
+            "dynamic_batching { }\ninstance_group [ { kind: KIND_GPU count: 2 gpus: [ 0 ] } ]\n",
         ),
     )
     # Config and model disagree (the model's X is FP32): the load must fail naming the tensor.

@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""The GPU check: talks to a running tritonserver (started by ci/gpu-run.sh with explicit model
+control), loads a GPU model, and writes a markdown report of what it measured:
+
+- outputs against the numpy reference and against the same model on a CPU instance;
+- exact statistics counts for the requests it sent, and stage times within request times;
+- memory_usage (GPU bytes, device id) against NVML's per-process figure (`nvidia-smi`): the
+  process's GPU memory before the load and after the load and the runs, the delta compared with
+  what the backend reports (Triton's QA accepts +-10 %);
+- latency at batch 1 and at the model's max batch (client side, plain HTTP; indicative only);
+- the GPU memory given back at unload.
+
+Needs only the Python standard library and numpy (the GPU host has no package registry).
+`--cpu` runs the same flow against a CPU model on a machine without a GPU (memory comparison
+left out): the test suite uses it to keep this script working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
+from reference import mlp_reference  # noqa: E402
+
+
+class Server:
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+
+    def call(self, method: str, path: str, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                text = r.read()
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"{method} {path}: {e.code} {e.read().decode(errors='replace')}") from None
+        return json.loads(text) if text else None
+
+    def load(self, model: str):
+        self.call("POST", f"/v2/repository/models/{model}/load", {})
+
+    def unload(self, model: str):
+        self.call("POST", f"/v2/repository/models/{model}/unload", {})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = {e["name"]: e.get("state") for e in self.call("POST", "/v2/repository/index", {})}
+            if states.get(model) != "READY":
+                return
+            time.sleep(0.2)
+
+    def infer(self, model: str, x: np.ndarray) -> np.ndarray:
+        body = {"inputs": [{"name": "X", "shape": list(x.shape), "datatype": "FP32", "data": x.flatten().tolist()}]}
+        out = self.call("POST", f"/v2/models/{model}/infer", body)["outputs"][0]
+        return np.array(out["data"], dtype=np.float32).reshape(out["shape"])
+
+    def stats(self, model: str) -> dict:
+        return self.call("GET", f"/v2/models/{model}/stats")["model_stats"][0]
+
+    def config(self, model: str) -> dict:
+        return self.call("GET", f"/v2/models/{model}/config")
+
+
+def process_gpu_mib(pid: int) -> int | None:
+    """NVML's figure for the process (nvidia-smi), in MiB; None without nvidia-smi."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    out = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    total = 0
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(pid) and parts[1].isdigit():
+            total += int(parts[1])
+    return total
+
+
+def device_name() -> str:
+    if not shutil.which("nvidia-smi"):
+        return "no GPU (CPU run)"
+    q = "name,driver_version,memory.total"
+    out = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader"], capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
+
+
+def latency_ms(server: Server, model: str, batch: int, n: int) -> float:
+    x = np.random.default_rng(batch).standard_normal((batch, 16)).astype(np.float32)
+    server.infer(model, x)  # warm-up
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        server.infer(model, x)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", required=True, help="tritonserver HTTP address, http://127.0.0.1:PORT")
+    ap.add_argument("--pid", type=int, required=True, help="tritonserver's process id (for nvidia-smi)")
+    ap.add_argument("--model", default="mlp_gpu", help="the GPU model to check")
+    ap.add_argument("--cpu-model", default="mlp_fp32", help="the same network on a CPU instance")
+    ap.add_argument("--report", required=True, help="markdown file to write")
+    ap.add_argument("--cpu", action="store_true", help="no GPU here: check the flow, skip GPU memory")
+    ap.add_argument("--requests", type=int, default=20)
+    args = ap.parse_args()
+    s = Server(args.url)
+    failures: list[str] = []
+    lines = [
+        f"# onnxrs GPU validation — {datetime.date.today().isoformat()}",
+        "",
+        f"- device: {device_name()}",
+        f"- model: `{args.model}` (GPU instance), reference: numpy and `{args.cpu_model}` (CPU instance)",
+        "",
+    ]
+
+    before_mib = process_gpu_mib(args.pid)
+    s.load(args.model)
+    s.load(args.cpu_model)
+    cfg = s.config(args.model)
+    group = cfg["instance_group"][0]
+    lines += [f"- instance group: kind {group['kind']}, count {group['count']}, gpus {group.get('gpus')}", ""]
+
+    # Outputs.
+    rng = np.random.default_rng(0)
+    worst_ref = worst_cpu = 0.0
+    sent_rows = 0
+    max_batch = int(cfg["max_batch_size"])
+    both = min(max_batch, int(s.config(args.cpu_model)["max_batch_size"]))
+    for i in range(args.requests):
+        rows = 1 + i % both
+        x = rng.standard_normal((rows, 16)).astype(np.float32)
+        y = s.infer(args.model, x)
+        y_cpu = s.infer(args.cpu_model, x)
+        ref = mlp_reference(x)
+        scale = np.maximum(np.abs(ref), 1e-3)
+        worst_ref = max(worst_ref, float(np.max(np.abs(y - ref) / scale)))
+        worst_cpu = max(worst_cpu, float(np.max(np.abs(y - y_cpu) / np.maximum(np.abs(y_cpu), 1e-3))))
+        sent_rows += rows
+    ok = worst_ref < 1e-3 and worst_cpu < 1e-3
+    failures += [] if ok else ["outputs differ from the reference"]
+    lines += [
+        "## Outputs",
+        f"{args.requests} requests, batch 1..{both}: max relative error vs numpy {worst_ref:.2e}, "
+        f"vs the CPU instance {worst_cpu:.2e} ({'OK' if ok else 'FAIL'}, bound 1e-3).",
+        "",
+    ]
+
+    # Statistics.
+    st = s.stats(args.model)
+    inf = st["inference_stats"]
+    stages = sum(inf[k]["ns"] for k in ("queue", "compute_input", "compute_infer", "compute_output"))
+    checks = {
+        "success.count == sent": inf["success"]["count"] == args.requests,
+        "fail.count == 0": inf["fail"]["count"] == 0,
+        "inference_count == rows sent": st["inference_count"] == sent_rows,
+        "stage counts == success": all(
+            inf[k]["count"] == args.requests for k in ("queue", "compute_input", "compute_infer", "compute_output")
+        ),
+        "stages <= request time": stages <= inf["success"]["ns"],
+    }
+    failures += [k for k, v in checks.items() if not v]
+    lines += ["## Statistics", "| check | result |", "| --- | --- |"]
+    lines += [f"| {k} | {'OK' if v else 'FAIL'} |" for k, v in checks.items()]
+    n = max(inf["success"]["count"], 1)
+    lines += [
+        "",
+        f"Per request (means): queue {inf['queue']['ns'] / n / 1e3:.1f} us, compute_input "
+        f"{inf['compute_input']['ns'] / n / 1e3:.1f} us, compute_infer {inf['compute_infer']['ns'] / n / 1e3:.1f} us, "
+        f"compute_output {inf['compute_output']['ns'] / n / 1e3:.1f} us.",
+        "",
+    ]
+
+    # Latency.
+    l1 = latency_ms(s, args.model, 1, 50)
+    lmax = latency_ms(s, args.model, max_batch, 50)
+    lines += [
+        "## Latency (client side, plain HTTP JSON, median of 50)",
+        "| batch | ms |",
+        "| --- | --- |",
+        f"| 1 | {l1:.3f} |",
+        f"| {max_batch} | {lmax:.3f} |",
+        "",
+    ]
+
+    # Memory.
+    time.sleep(1.5)  # the backend re-reports at most once a second
+    s.infer(args.model, np.zeros((1, 16), np.float32))
+    mem = s.stats(args.model)["memory_usage"]
+    lines += ["## Memory", "memory_usage reported for the model:", "", "| type | id | bytes |", "| --- | --- | --- |"]
+    lines += [f"| {m['type']} | {m['id']} | {m['byte_size']} |" for m in mem]
+    lines.append("")
+    gpu = [m for m in mem if m["type"] == "GPU"]
+    if args.cpu:
+        lines.append("CPU run: no GPU entries expected, no NVML comparison.")
+        if gpu:
+            failures.append("GPU memory reported on a CPU run")
+    else:
+        after_mib = process_gpu_mib(args.pid)
+        reported = sum(m["byte_size"] for m in gpu)
+        if not gpu:
+            failures.append("no GPU entry in memory_usage")
+        if before_mib is not None and after_mib is not None:
+            delta = (after_mib - before_mib) * (1 << 20)
+            ratio = reported / delta if delta > 0 else float("inf")
+            within = 0.9 <= ratio <= 1.1
+            if not within:
+                failures.append(f"reported GPU bytes are {ratio:.2%} of the NVML delta (bound +-10 %)")
+            lines.append(
+                f"NVML (nvidia-smi) for the server process: {before_mib} MiB before the load, {after_mib} MiB after "
+                f"the load and the runs: delta {delta} bytes; reported {reported} bytes = {ratio:.2%} of the delta "
+                f"({'within' if within else 'OUTSIDE'} +-10 %)."
+            )
+            lines.append(
+                "The delta also holds what ONNX Runtime's CUDA provider allocates outside its arena (cuBLAS/cuDNN "
+                "handles and workspaces, the CUDA context's growth on first use), which the arena figure does not."
+            )
+        s.unload(args.model)
+        time.sleep(2)
+        unloaded_mib = process_gpu_mib(args.pid)
+        lines.append(f"After unloading `{args.model}`: {unloaded_mib} MiB (before the load: {before_mib} MiB).")
+    lines.append("")
+    lines += ["## Result", "PASS" if not failures else "FAIL: " + "; ".join(failures), ""]
+    Path(args.report).write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
