@@ -15,7 +15,13 @@ printf '\n== test models\n'
 export ONNXRS_TEST_MODELS="$ONNXRS_ROOT/build/test-models"
 "$ONNXRS_PYTHON" tests/models/make_models.py "$ONNXRS_TEST_MODELS"
 
-printf '\n== Rust tests (unit and ONNX Runtime level)\n'
+# The slow tier: fuzzing and the load/unload soak at full length (a quick local run can lower
+# these; CI runs them as set here, well within its time limit).
+export ONNXRS_FUZZ_EXECS="${ONNXRS_FUZZ_EXECS:-1000000}"
+export ONNXRS_SOAK_CYCLES="${ONNXRS_SOAK_CYCLES:-40}"
+
+printf '\n== Rust tests (unit, ONNX Runtime level, fuzzing: %s executions per target)\n' "$ONNXRS_FUZZ_EXECS"
+rm -rf build/reliability
 cargo test -j2 --locked
 
 printf '\n== server tests (real tritonserver, tritonclient over HTTP and gRPC)\n'

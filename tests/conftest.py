@@ -49,3 +49,10 @@ def server_for(tmp_path):
     yield start
     for s in started:
         s.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import report
+
+    if exitstatus == 0:
+        report.write_if_complete()

@@ -32,7 +32,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_models_dir() -> Path:
+def models_dir() -> Path:
     """Where tests/models/make_models.py wrote the models (ci/test.sh sets the variable)."""
     d = os.environ.get("ONNXRS_TEST_MODELS")
     if not d or not Path(d, "mlp_fp32", "1", "model.onnx").is_file():
@@ -46,7 +46,7 @@ def test_models_dir() -> Path:
 
 def make_repo(dest: Path, names: list[str]) -> Path:
     """A model repository holding copies of the named test models."""
-    src = test_models_dir()
+    src = models_dir()
     dest.mkdir(parents=True, exist_ok=True)
     for n in names:
         shutil.copytree(src / n, dest / n)

@@ -327,6 +327,33 @@ def models() -> dict[str, tuple[dict[int, onnx.ModelProto], str]]:
 
 BAD_MODEL = b"this is not an ONNX model\n"
 
+
+def unsupported_op() -> onnx.ModelProto:
+    """A node of an operator no ONNX Runtime kernel implements: the session cannot be built."""
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOp", ["X"], ["Y"], domain="com.example.onnxrs")],
+        "g",
+        [vi("X", TensorProto.FLOAT, [4])],
+        [vi("Y", TensorProto.FLOAT, [4])],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.example.onnxrs", 1)],
+    )
+    model.ir_version = IR_VERSION
+    return model
+
+
+def fails_at_run() -> onnx.ModelProto:
+    """Loads, but every run fails: X [2, 4] cannot be reshaped to [3]."""
+    shape = numpy_helper.from_array(np.array([3], dtype=np.int64), "SHAPE")
+    return graph_model(
+        [helper.make_node("Reshape", ["X", "SHAPE"], ["Y"])],
+        [vi("X", TensorProto.FLOAT, [2, 4])],
+        [vi("Y", TensorProto.FLOAT, [3])],
+        [shape],
+    )
+
 # The example repository's models: directory -> builder (its config.pbtxt is committed).
 EXAMPLE = {"mlp": mlp, "strings": string_concat}
 
@@ -377,6 +404,23 @@ def build_tests(out: Path) -> None:
             write_if_changed(out / name / str(version) / "model.onnx", model.SerializeToString())
         write_if_changed(out / name / "config.pbtxt", cfg.encode())
     write_if_changed(out / "bad_model" / "1" / "model.onnx", BAD_MODEL)
+    # Models that must fail to load (or to run), each with a clear reason.
+    plain = lambda name: config(name, [io("X", "FP32", [4])], [io("Y", "FP32", [4])], 0, CPU1).encode()  # noqa: E731
+    (out / "missing_file" / "1").mkdir(parents=True, exist_ok=True)
+    write_if_changed(out / "missing_file" / "config.pbtxt", plain("missing_file"))
+    mlp_bytes = mlp().SerializeToString()
+    write_if_changed(out / "truncated_model" / "1" / "model.onnx", mlp_bytes[: len(mlp_bytes) // 2])
+    write_if_changed(
+        out / "truncated_model" / "config.pbtxt",
+        config("truncated_model", [io("X", "FP32", [16])], [io("Y", "FP32", [4])], 8, CPU1).encode(),
+    )
+    write_if_changed(out / "unsupported_op" / "1" / "model.onnx", unsupported_op().SerializeToString())
+    write_if_changed(out / "unsupported_op" / "config.pbtxt", plain("unsupported_op"))
+    write_if_changed(out / "fails_at_run" / "1" / "model.onnx", fails_at_run().SerializeToString())
+    write_if_changed(
+        out / "fails_at_run" / "config.pbtxt",
+        config("fails_at_run", [io("X", "FP32", [2, 4])], [io("Y", "FP32", [3])], 0, CPU1).encode(),
+    )
     write_if_changed(
         out / "bad_model" / "config.pbtxt",
         config("bad_model", [io("X", "FP32", [4])], [io("Y", "FP32", [4])], 0, CPU1).encode(),
