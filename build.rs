@@ -37,5 +37,25 @@ fn main() {
     // local, so two backends built with different versions of those crates never collide.
     let map = out.join("exports.map");
     fs::write(&map, "{\n  global: TRITONBACKEND_*;\n  local: *;\n};\n").expect("cannot write exports.map");
+    // The host-fault test plays the server: the .so it loads resolves the server's functions
+    // against the test executable, which must therefore export them. Exactly those (the `extern`
+    // declarations of our header): exporting more, our own entry points included, would keep the
+    // library's Triton calls alive in the other test binaries, which have no server to resolve them.
+    let header = fs::read_to_string("include/triton_api.h").expect("cannot read include/triton_api.h");
+    // `extern <type> NAME(`: the identifier right before the parenthesis.
+    let host_fns: Vec<String> = header
+        .lines()
+        .filter(|l| l.starts_with("extern "))
+        .filter_map(|l| l.split('(').next()?.split(|c: char| !(c.is_alphanumeric() || c == '_')).next_back())
+        .filter(|name| name.starts_with("TRITON"))
+        .map(str::to_string)
+        .collect();
+    let list = out.join("host-functions.list");
+    fs::write(
+        &list,
+        format!("{{\n{}\n}};\n", host_fns.iter().map(|f| format!("  {f};")).collect::<Vec<_>>().join("\n")),
+    )
+    .expect("cannot write host-functions.list");
+    println!("cargo:rustc-link-arg-tests=-Wl,--dynamic-list={}", list.display());
     println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", map.display());
 }

@@ -24,5 +24,14 @@ printf '\n== Rust tests (unit, ONNX Runtime level, fuzzing: %s executions per ta
 rm -rf build/reliability
 cargo test -j2 --locked
 
+printf '\n== host-side faults under valgrind (leak check)\n'
+host_test=$(cargo test -j2 --locked --test host_faults --no-run 2>&1 | grep -o 'target/debug/deps/host_faults-[0-9a-f]*' | head -1)
+valgrind --suppressions=tests/valgrind.supp --leak-check=full --show-leak-kinds=definite \
+  --errors-for-leak-kinds=definite --error-exitcode=99 --log-file=build/reliability/valgrind.log \
+  "$host_test" --test-threads=1
+summary=$(grep -E "definitely lost|ERROR SUMMARY" build/reliability/valgrind.log | sed 's/^==[0-9]*== *//' || true)
+printf '\nUnder valgrind memcheck (`%s`): %s\n' "tests/valgrind.supp" \
+  "${summary:-no errors, no leaks reported}" | tee -a build/reliability/host-faults.md
+
 printf '\n== server tests (real tritonserver, tritonclient over HTTP and gRPC)\n'
 "$ONNXRS_PYTHON" -m pytest -q -ra tests "$@"

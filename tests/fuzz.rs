@@ -5,6 +5,8 @@
 //!
 //! Executions per target: `ONNXRS_FUZZ_EXECS` (default 20 000; `ci/test.sh` runs the slow tier
 //! with more). The counts are written to build/reliability/fuzz.md for docs/reliability.md.
+// Helpers outside #[test] functions may panic too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -9,6 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reliability.md"
 FUZZ_PART = ROOT / "build" / "reliability" / "fuzz.md"
+HOST_PART = ROOT / "build" / "reliability" / "host-faults.md"
 SECTIONS = ["matrix", "models", "lifecycle"]
 collected: dict[str, str] = {}
 
@@ -31,6 +32,7 @@ def write_if_complete() -> None:
         "",
     ]
     parts += [collected[s] for s in SECTIONS]
+    parts.append(HOST_PART.read_text() if HOST_PART.is_file() else "## Faults from the host side\n\n(not run in this session)\n")
     parts.append(FUZZ_PART.read_text() if FUZZ_PART.is_file() else "## Fuzzing\n\n(not run in this session)\n")
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(parts))
