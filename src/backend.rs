@@ -2,8 +2,10 @@
 //! library, loaded the first time a model needs it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::metrics::Families;
 use crate::onnx::runtime::{self, Runtime};
 
 /// The official backend's default for `default-max-batch-size`.
@@ -17,6 +19,10 @@ pub struct BackendState {
     pub backend_dir: Option<PathBuf>,
     /// `default-max-batch-size=N`: what auto-complete gives a batch-capable model (0 disables).
     pub default_max_batch_size: usize,
+    /// onnxrs's metric families; `None` with `metrics=0` or when the server has no metrics.
+    pub metrics: Option<Arc<Families>>,
+    /// `metrics=0` turns them off for every model.
+    pub metrics_on: bool,
 }
 
 impl BackendState {
@@ -30,11 +36,31 @@ impl BackendState {
                 Error::invalid_arg(format!("backend config default-max-batch-size must be a count, got '{v}'"))
             })?,
         };
+        let metrics_on = match get("metrics").map(|v| v.trim().to_ascii_lowercase()) {
+            None => true,
+            Some(v) if v == "1" || v == "true" => true,
+            Some(v) if v == "0" || v == "false" => false,
+            Some(v) => return Err(Error::invalid_arg(format!("backend config metrics must be 0 or 1, got '{v}'"))),
+        };
         Ok(BackendState {
             ort_library: get("ort-library").filter(|s| !s.is_empty()).map(PathBuf::from),
             backend_dir,
             default_max_batch_size,
+            metrics: None,
+            metrics_on,
         })
+    }
+
+    /// Creates the metric families, unless switched off. A server without metrics (or one that
+    /// refuses them) leaves the backend working without: it is logged, not fatal.
+    pub fn enable_metrics(&mut self) {
+        if !self.metrics_on {
+            return;
+        }
+        match Families::new() {
+            Ok(f) => self.metrics = Some(f),
+            Err(e) => log::warn!("onnxrs: backend metrics are off: {e}"),
+        }
     }
 
     /// The loaded ONNX Runtime, loading it on first use; the error says where we looked.

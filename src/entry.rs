@@ -66,7 +66,8 @@ fn initialize(raw: *mut sys::TRITONBACKEND_Backend) -> Result<()> {
     crate::triton::log::install();
     check_api_versions()?;
     let dir = backend.artifacts().ok();
-    let state = BackendState::from_config(&backend.config()?, dir)?;
+    let mut state = BackendState::from_config(&backend.config()?, dir)?;
+    state.enable_metrics();
     log::info!(
         "onnxrs {}: backend '{}' initialized (ONNX Runtime library: {})",
         env!("CARGO_PKG_VERSION"),

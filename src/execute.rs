@@ -14,9 +14,10 @@ use crate::batch::{self, Gathered};
 use crate::bytes;
 use crate::clock;
 use crate::config::model_config::TensorConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::inputs::{self, CheckedRequest, Payload, RawInput};
 use crate::instance::InstanceState;
+use crate::metrics::{ErrorClass, ModelMetrics, RunRecord};
 use crate::model::ModelState;
 use crate::onnx::session::OnnxSession;
 use crate::onnx::tensor::{self, InputTensor, OutputData, OutputView};
@@ -29,7 +30,29 @@ use crate::triton::{Instance, MemoryType, OwnedRequest, Request, Response};
 enum Outcome {
     Pending,
     Succeeded(Timestamps),
-    Failed(Error),
+    Failed(Error, ErrorClass),
+}
+
+/// An error and what kind of failure it is (for `onnxrs_request_errors_total`).
+type Failure = (Error, ErrorClass);
+
+trait Classify<T> {
+    fn class(self, class: ErrorClass) -> std::result::Result<T, Failure>;
+}
+
+impl<T> Classify<T> for Result<T> {
+    fn class(self, class: ErrorClass) -> std::result::Result<T, Failure> {
+        self.map_err(|e| (e, class))
+    }
+}
+
+/// A request that could not be read: cancelled, refused (its inputs), or a server call failed.
+fn read_failure_class(e: &Error) -> ErrorClass {
+    match e.kind() {
+        ErrorKind::Cancelled => ErrorClass::Cancelled,
+        ErrorKind::InvalidArg | ErrorKind::Unsupported => ErrorClass::BadInput,
+        _ => ErrorClass::Internal,
+    }
 }
 
 /// The answer being built for one request.
@@ -44,6 +67,7 @@ struct Slot {
 /// or unreleased, even when a panic unwinds through `execute`.
 struct Batch<'i> {
     instance: Instance<'i>,
+    metrics: Option<&'i ModelMetrics>,
     /// Declared before `requests`' release: `Drop` below answers them first.
     slots: Vec<Slot>,
     requests: Vec<OwnedRequest>,
@@ -52,7 +76,7 @@ struct Batch<'i> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         for (slot, request) in self.slots.iter_mut().zip(&self.requests) {
-            finish(self.instance, request.view(), slot);
+            finish(self.instance, self.metrics, request.view(), slot);
         }
         // `requests` drops after this, releasing each request to the server.
     }
@@ -60,14 +84,22 @@ impl Drop for Batch<'_> {
 
 /// Reports the request's statistics, then sends its response. Statistics go first so that a
 /// client that reads /stats right after its response sees its own request counted.
-fn finish(instance: Instance<'_>, request: Request<'_>, slot: &mut Slot) {
+fn finish(instance: Instance<'_>, metrics: Option<&ModelMetrics>, request: Request<'_>, slot: &mut Slot) {
     if mem::replace(&mut slot.finished, true) {
         return;
     }
     let (success, timestamps, result) = match mem::replace(&mut slot.outcome, Outcome::Pending) {
         Outcome::Succeeded(t) => (true, t, Ok(())),
-        Outcome::Failed(e) => (false, Timestamps::default(), Err(e)),
+        Outcome::Failed(e, class) => {
+            if let Some(m) = metrics {
+                m.record_error(class);
+            }
+            (false, Timestamps::default(), Err(e))
+        }
         Outcome::Pending => {
+            if let Some(m) = metrics {
+                m.record_error(ErrorClass::Internal);
+            }
             (false, Timestamps::default(), Err(Error::internal("onnxrs: the request was not executed")))
         }
     };
@@ -103,26 +135,28 @@ pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &Instan
         .map(|r| {
             let (response, outcome) = match Response::new(r.view()) {
                 Ok(resp) => (Some(resp), Outcome::Pending),
-                Err(e) => (None, Outcome::Failed(e)),
+                Err(e) => (None, Outcome::Failed(e, ErrorClass::Internal)),
             };
             Slot { response, outcome, finished: false }
         })
         .collect();
-    let mut batch = Batch { instance, slots, requests };
+    let metrics = model.metrics.as_ref();
+    let mut batch = Batch { instance, metrics, slots, requests };
     let ctx = Ctx { instance, model, exec_start };
     let Batch { slots, requests, .. } = &mut batch;
 
     let mut checked: Vec<(usize, CheckedRequest<'_>)> = Vec::with_capacity(requests.len());
     for (i, request) in requests.iter().enumerate() {
         if slots[i].response.is_none() {
-            finish(instance, request.view(), &mut slots[i]);
+            finish(instance, metrics, request.view(), &mut slots[i]);
             continue;
         }
         match read_request(&ctx, request.view()) {
             Ok(c) => checked.push((i, c)),
             Err(e) => {
-                slots[i].outcome = Outcome::Failed(e);
-                finish(instance, request.view(), &mut slots[i]);
+                let class = read_failure_class(&e);
+                slots[i].outcome = Outcome::Failed(e, class);
+                finish(instance, metrics, request.view(), &mut slots[i]);
             }
         }
     }
@@ -137,8 +171,10 @@ pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &Instan
         }
         Err(_) => {
             for (i, _) in &checked {
-                slots[*i].outcome =
-                    Outcome::Failed(Error::internal("onnxrs: the instance's session is unusable after a panic"));
+                slots[*i].outcome = Outcome::Failed(
+                    Error::internal("onnxrs: the instance's session is unusable after a panic"),
+                    ErrorClass::Internal,
+                );
             }
         }
     }
@@ -178,7 +214,7 @@ fn read_request<'r>(ctx: &Ctx<'_, '_>, request: Request<'r>) -> Result<CheckedRe
 /// A run's input, laid out for ONNX Runtime.
 enum Prepared<'a> {
     Fixed { name: &'a str, shape: Vec<i64>, data: Gathered<'a>, tc: &'a TensorConfig },
-    Strings { name: &'a str, tensor: InputTensor<'static> },
+    Strings { name: &'a str, tensor: InputTensor<'static>, bytes: u64 },
 }
 
 fn prepare<'a>(
@@ -212,7 +248,8 @@ fn prepare<'a>(
             None => {
                 let elements: Vec<&[u8]> = payloads.flat_map(Payload::strings).collect();
                 let tensor = tensor::from_strings(&shape, &elements)?;
-                prepared.push(Prepared::Strings { name: &tc.name, tensor });
+                let bytes = elements.iter().map(|e| e.len() as u64).sum();
+                prepared.push(Prepared::Strings { name: &tc.name, tensor, bytes });
             }
         }
     }
@@ -223,7 +260,10 @@ fn prepare<'a>(
 struct Ran {
     compute_start: u64,
     compute_end: u64,
-    results: Vec<Result<()>>,
+    /// Per request: the output bytes written, or why it failed.
+    results: Vec<std::result::Result<u64, Failure>>,
+    /// Bytes of the input tensors the run read.
+    input_bytes: u64,
 }
 
 /// Gathers the group's inputs, runs ONNX Runtime once and writes each request's outputs into
@@ -235,19 +275,24 @@ fn run_once(
     requests: &[OwnedRequest],
     checked: &[(usize, CheckedRequest<'_>)],
     group: &[usize],
-) -> Result<Ran> {
-    let prepared = prepare(ctx, checked, group)?;
+) -> std::result::Result<Ran, Failure> {
+    let prepared = prepare(ctx, checked, group).class(ErrorClass::Internal)?;
     let mut fixed = Vec::with_capacity(prepared.len());
+    let mut input_bytes = 0u64;
     for p in &prepared {
-        if let Prepared::Fixed { name, shape, data, tc } = p {
-            fixed.push((*name, tensor::from_bytes(tc.data_type, shape, data.bytes())?));
+        match p {
+            Prepared::Fixed { name, shape, data, tc } => {
+                input_bytes += data.bytes().len() as u64;
+                fixed.push((*name, tensor::from_bytes(tc.data_type, shape, data.bytes()).class(ErrorClass::Internal)?));
+            }
+            Prepared::Strings { bytes, .. } => input_bytes += *bytes,
         }
     }
     let feeds: Vec<(&str, &InputTensor<'_>)> = fixed
         .iter()
         .map(|(n, t)| (*n, t))
         .chain(prepared.iter().filter_map(|p| match p {
-            Prepared::Strings { name, tensor } => Some((*name, tensor)),
+            Prepared::Strings { name, tensor, .. } => Some((*name, tensor)),
             Prepared::Fixed { .. } => None,
         }))
         .collect();
@@ -255,7 +300,7 @@ fn run_once(
     // On a GPU instance the run returns its outputs in host memory, so it has waited for the
     // device work and the copy back: compute_end covers the device time, not just the launches.
     let compute_start = clock::now_ns();
-    let outputs = session.run(&feeds)?;
+    let outputs = session.run(&feeds).class(ErrorClass::OrtFailure)?;
     let compute_end = clock::now_ns();
 
     let rows: Vec<usize> = group.iter().map(|&g| checked[g].1.rows).collect();
@@ -267,12 +312,12 @@ fn run_once(
             let i = checked[g].0;
             match (&views, slots[i].response.as_mut()) {
                 (Ok(views), Some(response)) => respond(ctx, views, &rows, pos, requests[i].view(), response),
-                (Err(e), _) => Err(e.clone()),
-                (_, None) => Err(Error::internal("no response")),
+                (Err(e), _) => Err((e.clone(), ErrorClass::Internal)),
+                (_, None) => Err((Error::internal("no response"), ErrorClass::Internal)),
             }
         })
         .collect();
-    Ok(Ran { compute_start, compute_end, results })
+    Ok(Ran { compute_start, compute_end, results, input_bytes })
 }
 
 /// Runs one group of compatible requests as one ONNX Runtime call and answers them.
@@ -287,7 +332,7 @@ fn run_group(
     let group_start = clock::now_ns();
     let ran = match run_once(ctx, session, slots, requests, checked, group) {
         Ok(ran) => ran,
-        Err(e) if group.len() > 1 => {
+        Err((e, _)) if group.len() > 1 => {
             // Which request made the fused run fail is unknown: run each alone so only the
             // culprits fail and the others still get their outputs.
             log::debug!("onnxrs: a batch of {} requests failed ({e}); running them one by one", group.len());
@@ -296,7 +341,7 @@ fn run_group(
             }
             return;
         }
-        Err(e) => Ran { compute_start: 0, compute_end: 0, results: vec![Err(e)] },
+        Err(failure) => Ran { compute_start: 0, compute_end: 0, results: vec![Err(failure)], input_bytes: 0 },
     };
     let exec_end = clock::now_ns();
     if ran.compute_start != 0 {
@@ -317,13 +362,36 @@ fn run_group(
         compute_end: ran.compute_end,
         exec_end,
     };
+    if ran.compute_start != 0 {
+        if let Some(m) = &ctx.model.metrics {
+            m.record_run(&RunRecord {
+                rows: group.iter().map(|&g| checked[g].1.rows as u64).sum(),
+                gather_ns: ran.compute_start.saturating_sub(group_start),
+                run_ns: ran.compute_end.saturating_sub(ran.compute_start),
+                scatter_ns: exec_end.saturating_sub(ran.compute_end),
+                input_bytes: ran.input_bytes,
+                output_bytes: ran.results.iter().filter_map(|r| r.as_ref().ok()).sum(),
+            });
+        }
+        // The backend's own steps, in the trace of each traced request (Triton's trace file or
+        // OpenTelemetry export shows them next to its own activities).
+        let activities = [
+            (group_start, c"ONNXRS_GATHER_START"),
+            (ran.compute_start, c"ONNXRS_ORT_RUN_START"),
+            (ran.compute_end, c"ONNXRS_ORT_RUN_END"),
+            (exec_end, c"ONNXRS_SCATTER_END"),
+        ];
+        for &g in group {
+            requests[checked[g].0].view().report_trace_activities(&activities);
+        }
+    }
     for (&g, r) in group.iter().zip(ran.results) {
         let i = checked[g].0;
         slots[i].outcome = match r {
-            Ok(()) => Outcome::Succeeded(request_times),
-            Err(e) => Outcome::Failed(e),
+            Ok(_) => Outcome::Succeeded(request_times),
+            Err((e, class)) => Outcome::Failed(e, class),
         };
-        finish(ctx.instance, requests[i].view(), &mut slots[i]);
+        finish(ctx.instance, ctx.model.metrics.as_ref(), requests[i].view(), &mut slots[i]);
     }
 }
 
@@ -360,26 +428,30 @@ fn respond(
     pos: usize,
     request: Request<'_>,
     response: &mut Response,
-) -> Result<()> {
+) -> std::result::Result<u64, Failure> {
+    let mut written = 0u64;
     let batching = ctx.model.config.batching();
-    for index in 0..request.output_count()? {
-        let name = request.output_name(index)?;
+    for index in 0..request.output_count().class(ErrorClass::Internal)? {
+        let name = request.output_name(index).class(ErrorClass::Internal)?;
         let (tc, view) = views
             .iter()
             .find(|(tc, _)| tc.name == name)
-            .ok_or_else(|| Error::invalid_arg(format!("requested output '{name}' is not an output of this model")))?;
+            .ok_or_else(|| Error::invalid_arg(format!("requested output '{name}' is not an output of this model")))
+            .class(ErrorClass::BadInput)?;
         // The request's rows of the output, and the shape it gets back.
         let (first, tail) = match (batching, view.shape.split_first()) {
             (true, Some((&n, tail))) => (n, tail),
             (true, None) => {
-                return Err(Error::internal(format!("output '{name}' has no batch dimension")));
+                return Err((Error::internal(format!("output '{name}' has no batch dimension")), ErrorClass::Internal));
             }
             (false, _) => (1, &view.shape[..]),
         };
         let row_len: usize = tail.iter().map(|&d| d.max(0) as usize).product();
         let range = if batching {
-            let total = usize::try_from(first).map_err(|_| Error::internal("negative batch dimension"))?;
-            batch::split_rows(total, row_len, rows)?[pos].clone()
+            let total = usize::try_from(first)
+                .map_err(|_| Error::internal("negative batch dimension"))
+                .class(ErrorClass::Internal)?;
+            batch::split_rows(total, row_len, rows).class(ErrorClass::Internal)?[pos].clone()
         } else {
             0..row_len
         };
@@ -396,9 +468,13 @@ fn respond(
                 let size = tc.data_type.byte_size().unwrap_or(1);
                 let bytes = data
                     .get(range.start * size..range.end * size)
-                    .ok_or_else(|| Error::internal(format!("output '{name}' is shorter than its shape")))?;
-                let buffer = response.output_buffer(name, tc.data_type, &shape, bytes.len(), (MemoryType::Cpu, 0))?;
-                host(buffer, name)?.copy_from_slice(bytes);
+                    .ok_or_else(|| Error::internal(format!("output '{name}' is shorter than its shape")))
+                    .class(ErrorClass::Internal)?;
+                let buffer = response
+                    .output_buffer(name, tc.data_type, &shape, bytes.len(), (MemoryType::Cpu, 0))
+                    .class(ErrorClass::OutputAllocation)?;
+                host(buffer, name).class(ErrorClass::OutputAllocation)?.copy_from_slice(bytes);
+                written += bytes.len() as u64;
             }
             OutputData::Strings(strings) => {
                 let elements = range
@@ -407,14 +483,19 @@ fn respond(
                             .get(e)
                             .ok_or_else(|| Error::internal(format!("output '{name}' is shorter than its shape")))
                     })
-                    .collect::<Result<Vec<&[u8]>>>()?;
+                    .collect::<Result<Vec<&[u8]>>>()
+                    .class(ErrorClass::Internal)?;
                 let len = bytes::encoded_len(elements.iter().copied());
-                let buffer = response.output_buffer(name, tc.data_type, &shape, len, (MemoryType::Cpu, 0))?;
-                bytes::encode_into(host(buffer, name)?, elements.iter().copied())?;
+                let buffer = response
+                    .output_buffer(name, tc.data_type, &shape, len, (MemoryType::Cpu, 0))
+                    .class(ErrorClass::OutputAllocation)?;
+                bytes::encode_into(host(buffer, name).class(ErrorClass::OutputAllocation)?, elements.iter().copied())
+                    .class(ErrorClass::Internal)?;
+                written += len as u64;
             }
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 fn host<'b>(buffer: OutputBuffer<'b>, name: &str) -> Result<&'b mut [u8]> {

@@ -7,6 +7,7 @@ use crate::clock;
 use crate::config::params;
 use crate::error::{Error, Result};
 use crate::memory::{ReportThrottle, heap_in_use};
+use crate::metrics::InstanceMetrics;
 use crate::model::ModelState;
 use crate::onnx::session::{Device, OnnxSession, SessionSettings};
 use crate::triton::memory::MemoryUsage;
@@ -28,6 +29,8 @@ pub struct InstanceState {
     throttle: ReportThrottle,
     /// The GPU figure last reported (GPU instances).
     gpu_reported: ReportThrottle,
+    /// onnxrs's metrics for this instance (None when switched off).
+    metrics: Option<InstanceMetrics>,
 }
 
 impl InstanceState {
@@ -47,10 +50,12 @@ impl InstanceState {
         };
         let settings = SessionSettings { device, ..model.settings.clone() };
         let heap_before = heap_in_use();
+        let load_start = clock::now_ns();
         let session = OnnxSession::load(model.runtime, &model.model_path, &settings, Some(&model.output_names))
             .map_err(context)?;
+        let load_ms = clock::now_ns().saturating_sub(load_start) as f64 / 1e6;
         let load_heap_bytes = heap_in_use().saturating_sub(heap_before);
-        let state = InstanceState {
+        let mut state = InstanceState {
             name,
             kind,
             device_id,
@@ -58,10 +63,17 @@ impl InstanceState {
             load_heap_bytes,
             throttle: ReportThrottle::new(0, MEMORY_REPORT_INTERVAL_NS),
             gpu_reported: ReportThrottle::new(0, 0),
+            metrics: None,
         };
         let usage = state.memory_usage();
         state.remember(&usage);
         instance.report_memory_usage(&usage).map_err(context)?;
+        if let Some(m) = &model.metrics {
+            let metrics = m.instance(&state.name, &usage).map_err(context)?;
+            metrics.set_load_ms(load_ms);
+            metrics.set_memory(&usage);
+            state.metrics = Some(metrics);
+        }
         let shown: Vec<String> =
             usage.iter().map(|u| format!("{} bytes of {:?} {}", u.bytes, u.memory_type, u.device)).collect();
         log::info!(
@@ -104,10 +116,13 @@ impl InstanceState {
             return;
         }
         let usage = self.memory_usage();
-        if self.remember(&usage)
-            && let Err(e) = instance.report_memory_usage(&usage)
-        {
-            log::warn!("onnxrs: instance '{}': cannot report memory usage: {e}", self.name);
+        if self.remember(&usage) {
+            if let Err(e) = instance.report_memory_usage(&usage) {
+                log::warn!("onnxrs: instance '{}': cannot report memory usage: {e}", self.name);
+            }
+            if let Some(m) = &self.metrics {
+                m.set_memory(&usage);
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ mod execute;
 pub mod inputs;
 pub mod instance;
 pub mod memory;
+mod metrics;
 pub mod model;
 pub mod onnx;
 mod sys;

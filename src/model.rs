@@ -7,6 +7,7 @@ use crate::backend::BackendState;
 use crate::config::model_config::ModelConfig;
 use crate::config::{autocomplete, check, params};
 use crate::error::{Error, Result};
+use crate::metrics::ModelMetrics;
 use crate::onnx::runtime::Runtime;
 use crate::onnx::session::{GraphOptimization, ModelIo, OnnxSession, SessionSettings};
 use crate::triton::Model;
@@ -21,6 +22,8 @@ pub struct ModelState {
     pub runtime: &'static Runtime,
     /// The outputs runs compute: those the config exposes.
     pub output_names: Vec<String>,
+    /// onnxrs's metrics for this model (None when switched off).
+    pub metrics: Option<ModelMetrics>,
 }
 
 /// `<repository>/<version>/<default_model_filename>`; a directory there (a model saved with
@@ -52,7 +55,12 @@ impl ModelState {
         let name = model.name()?.to_string();
         let version = model.version()?;
         let context = |e: Error| e.context(format_args!("onnxrs: model '{name}' version {version}"));
-        Self::load(model, backend, &name, version).map_err(context)
+        let start = crate::clock::now_ns();
+        let state = Self::load(model, backend, &name, version).map_err(context)?;
+        if let Some(m) = &state.metrics {
+            m.set_load_ms(crate::clock::now_ns().saturating_sub(start) as f64 / 1e6);
+        }
+        Ok(state)
     }
 
     fn load(model: Model<'_>, backend: &BackendState, name: &str, version: u64) -> Result<Self> {
@@ -88,7 +96,21 @@ impl ModelState {
             settings.mem_pattern,
         );
         let output_names = config.outputs.iter().map(|o| o.name.clone()).collect();
-        Ok(ModelState { name: name.to_string(), version, config, model_path, settings, io, runtime, output_names })
+        let metrics = match (&backend.metrics, params::metrics_enabled(&config)?) {
+            (Some(families), true) => Some(ModelMetrics::new(families.clone(), name, version)?),
+            _ => None,
+        };
+        Ok(ModelState {
+            name: name.to_string(),
+            version,
+            config,
+            model_path,
+            settings,
+            io,
+            runtime,
+            output_names,
+            metrics,
+        })
     }
 }
 

@@ -23,6 +23,8 @@ type Err = *mut c_void;
 static LIVE_ERRORS: AtomicI64 = AtomicI64::new(0);
 static LIVE_MESSAGES: AtomicI64 = AtomicI64::new(0);
 static LIVE_ATTRS: AtomicI64 = AtomicI64::new(0);
+static LIVE_METRIC_OBJECTS: AtomicI64 = AtomicI64::new(0);
+static METRIC_UPDATES: AtomicI64 = AtomicI64::new(0);
 
 struct FakeError {
     code: u32,
@@ -219,6 +221,92 @@ pub unsafe extern "C" fn TRITONSERVER_BufferAttributesSetMemoryType(a: *mut c_vo
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn TRITONSERVER_BufferAttributesSetByteSize(a: *mut c_void, n: usize) -> Err {
     (*a.cast::<[u64; 3]>())[2] = n as u64;
+    ptr::null_mut()
+}
+
+// ---- metrics and traces: counted objects, so a leak shows
+
+fn new_counted<T>(v: T) -> *mut c_void {
+    LIVE_METRIC_OBJECTS.fetch_add(1, Ordering::SeqCst);
+    Box::into_raw(Box::new(v)).cast()
+}
+unsafe fn delete_counted<T>(p: *mut c_void) -> Err {
+    LIVE_METRIC_OBJECTS.fetch_sub(1, Ordering::SeqCst);
+    drop(Box::from_raw(p.cast::<T>()));
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONSERVER_ParameterNew(_n: *const c_char, _t: u32, _v: *const c_void) -> *mut c_void {
+    new_counted(0u8)
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONSERVER_ParameterDelete(p: *mut c_void) {
+    delete_counted::<u8>(p);
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONSERVER_MetricFamilyNew(
+    f: *mut *mut c_void,
+    _k: u32,
+    _n: *const c_char,
+    _d: *const c_char,
+) -> Err {
+    *f = new_counted(0u16);
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONSERVER_MetricFamilyDelete(f: *mut c_void) -> Err {
+    delete_counted::<u16>(f)
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONSERVER_MetricArgsNew(a: *mut *mut c_void) -> Err {
+    *a = new_counted(0u32);
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONSERVER_MetricArgsSetHistogram(_a: *mut c_void, _b: *const f64, _n: u64) -> Err {
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONSERVER_MetricArgsDelete(a: *mut c_void) -> Err {
+    delete_counted::<u32>(a)
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONSERVER_MetricNewWithArgs(
+    m: *mut *mut c_void,
+    _f: *mut c_void,
+    _l: *mut *const c_void,
+    _n: u64,
+    _a: *const c_void,
+) -> Err {
+    *m = new_counted(0u64);
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONSERVER_MetricDelete(m: *mut c_void) -> Err {
+    delete_counted::<u64>(m)
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONSERVER_MetricIncrement(_m: *mut c_void, _v: f64) -> Err {
+    METRIC_UPDATES.fetch_add(1, Ordering::SeqCst);
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONSERVER_MetricSet(_m: *mut c_void, _v: f64) -> Err {
+    METRIC_UPDATES.fetch_add(1, Ordering::SeqCst);
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONSERVER_MetricObserve(_m: *mut c_void, _v: f64) -> Err {
+    METRIC_UPDATES.fetch_add(1, Ordering::SeqCst);
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn TRITONSERVER_InferenceTraceReportActivity(_t: *mut c_void, _ts: u64, _n: *const c_char) -> Err {
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_RequestTrace(_r: *mut c_void, t: *mut *mut c_void) -> Err {
+    *t = ptr::null_mut();
     ptr::null_mut()
 }
 
@@ -738,6 +826,8 @@ fn injected_host_failures_fail_only_the_affected_request_and_leak_nothing() {
     assert_eq!(LIVE_ERRORS.load(Ordering::SeqCst), 0, "errors not deleted");
     assert_eq!(LIVE_MESSAGES.load(Ordering::SeqCst), 0, "messages not deleted");
     assert_eq!(LIVE_ATTRS.load(Ordering::SeqCst), 0, "buffer attributes not deleted");
+    assert_eq!(LIVE_METRIC_OBJECTS.load(Ordering::SeqCst), 0, "metric families, metrics, args or labels not deleted");
+    assert!(METRIC_UPDATES.load(Ordering::SeqCst) > 0, "the backend's metrics were updated");
 
     // Everything above held: record it for docs/reliability.md (ci/test.sh adds valgrind's line).
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build/reliability");
@@ -758,8 +848,8 @@ fn injected_host_failures_fail_only_the_affected_request_and_leak_nothing() {
     let mut md = String::from(
         "## Faults from the host side\n\ntests/host_faults.rs plays Triton's side of the ABI around the real \
          libtriton_onnxrs.so and injects failures. In every case each request was released exactly once and had \
-         exactly one statistics record, and at the end no error, message or buffer-attributes object the host \
-         handed out was left undeleted.\n\n| injected fault | observed |\n|---|---|\n",
+         exactly one statistics record, and at the end no error, message, buffer-attributes, metric family, \
+         metric, metric-args or label object the host handed out was left undeleted.\n\n| injected fault | observed |\n|---|---|\n",
     );
     for (fault, observed) in rows {
         md.push_str(&format!("| {fault} | {observed} |\n"));

@@ -151,6 +151,11 @@ pub fn cuda_options(config: &ModelConfig) -> Result<Vec<(String, String)>> {
     Ok(options.into_iter().collect())
 }
 
+/// The model parameter `metrics` ("0" turns onnxrs's metrics off for this model).
+pub fn metrics_enabled(config: &ModelConfig) -> Result<bool> {
+    bool_param(&config.parameters, "metrics", true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

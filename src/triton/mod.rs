@@ -11,6 +11,7 @@ pub(crate) mod instance;
 pub(crate) mod log;
 pub(crate) mod memory;
 pub(crate) mod message;
+pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod request;
 pub(crate) mod response;

@@ -1,7 +1,7 @@
 //! TRITONBACKEND_Request and its inputs. `Request` is a borrowed view; `OwnedRequest` is the
 //! ownership execute takes at its commit point and gives back (releases) on drop.
 
-use std::ffi::c_char;
+use std::ffi::{CStr, c_char};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
@@ -71,6 +71,20 @@ impl<'a> Request<'a> {
         unsafe { check(sys::TRITONBACKEND_RequestOutputName(self.ptr(), index, &mut p))? };
         // SAFETY: as above.
         unsafe { borrowed_str(p, "requested output name") }
+    }
+
+    /// Adds `(timestamp, name)` activities to the request's trace, when Triton traces it (a
+    /// request without a trace, or a failure, changes nothing: tracing must not fail requests).
+    pub(crate) fn report_trace_activities(&self, activities: &[(u64, &CStr)]) {
+        let mut trace = ptr::null_mut();
+        // SAFETY: live request; the trace (if any) is owned by it.
+        if unsafe { check(sys::TRITONBACKEND_RequestTrace(self.ptr(), &mut trace)) }.is_err() || trace.is_null() {
+            return;
+        }
+        for (ts, name) in activities {
+            // SAFETY: live trace of a live request; the name is copied.
+            let _ = unsafe { check(sys::TRITONSERVER_InferenceTraceReportActivity(trace, *ts, name.as_ptr())) };
+        }
     }
 }
 

@@ -1,0 +1,240 @@
+//! onnxrs's own metrics, served by Triton on its `/metrics` next to `nv_inference_*`: what
+//! Triton's built-in statistics cannot say — how long ONNX Runtime itself ran, the batch sizes
+//! that really ran, the bytes moved, the memory the sessions hold, how long loading took, and
+//! errors by kind. Families are created once per backend; each model (labels `model`,
+//! `version`) and instance (plus `instance`, `device`) has its metrics, deleted when it unloads.
+//!
+//! Off for the whole backend with `--backend-config=onnxrs,metrics=0`, or for one model with the
+//! config parameter `metrics: "0"`.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::triton::MemoryType;
+use crate::triton::memory::MemoryUsage;
+use crate::triton::metrics::{Family, Metric, MetricKind};
+
+/// Upper bounds of the ONNX Runtime run-time histogram, in microseconds: from sub-millisecond
+/// MLPs to multi-second encoders.
+pub const RUN_BUCKETS_US: [f64; 14] =
+    [50.0, 100.0, 250.0, 500.0, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 1e6, 2.5e6];
+/// Upper bounds of the batch-size histogram.
+pub const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Why a request failed inside the backend (the `kind` label of `onnxrs_request_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request's inputs did not fit the model (shape, type, BYTES encoding, ...).
+    BadInput,
+    /// ONNX Runtime failed the run.
+    OrtFailure,
+    /// The server could not give an output buffer.
+    OutputAllocation,
+    Cancelled,
+    /// Anything else: a server call that failed, a bug.
+    Internal,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 5] =
+        [Self::BadInput, Self::OrtFailure, Self::OutputAllocation, Self::Cancelled, Self::Internal];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BadInput => "bad_input",
+            Self::OrtFailure => "ort_failure",
+            Self::OutputAllocation => "output_allocation",
+            Self::Cancelled => "cancelled",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// The metric families of the backend (one set per process).
+pub struct Families {
+    run_us: Family,
+    batch_size: Family,
+    gather_us: Family,
+    scatter_us: Family,
+    input_bytes: Family,
+    output_bytes: Family,
+    errors: Family,
+    model_load_ms: Family,
+    instance_load_ms: Family,
+    memory_bytes: Family,
+}
+
+impl std::fmt::Debug for Families {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Families")
+    }
+}
+
+impl Families {
+    pub fn new() -> Result<Arc<Self>> {
+        use MetricKind::{Counter, Gauge, Histogram};
+        Ok(Arc::new(Families {
+            run_us: Family::new(
+                Histogram,
+                "onnxrs_ort_run_duration_us",
+                "Duration of ONNX Runtime session runs in microseconds, one observation per run",
+            )?,
+            batch_size: Family::new(Histogram, "onnxrs_batch_size", "Batch size (rows) of each ONNX Runtime run")?,
+            gather_us: Family::new(
+                Counter,
+                "onnxrs_gather_duration_us_total",
+                "Cumulative time spent gathering request inputs into run tensors, in microseconds",
+            )?,
+            scatter_us: Family::new(
+                Counter,
+                "onnxrs_scatter_duration_us_total",
+                "Cumulative time spent scattering run outputs into responses, in microseconds",
+            )?,
+            input_bytes: Family::new(Counter, "onnxrs_input_bytes_total", "Bytes of input tensors fed to runs")?,
+            output_bytes: Family::new(
+                Counter,
+                "onnxrs_output_bytes_total",
+                "Bytes of output tensors written to responses",
+            )?,
+            errors: Family::new(
+                Counter,
+                "onnxrs_request_errors_total",
+                "Requests the backend answered with an error, by kind (bad_input, ort_failure, output_allocation, cancelled, internal)",
+            )?,
+            model_load_ms: Family::new(
+                Gauge,
+                "onnxrs_model_load_duration_ms",
+                "Time the model's load took (config, probe session, checks), in milliseconds",
+            )?,
+            instance_load_ms: Family::new(
+                Gauge,
+                "onnxrs_instance_load_duration_ms",
+                "Time creating the instance's ONNX Runtime session took, in milliseconds",
+            )?,
+            memory_bytes: Family::new(
+                Gauge,
+                "onnxrs_memory_bytes",
+                "Bytes the instance's ONNX Runtime session holds, per device (cpu, gpu0, ...)",
+            )?,
+        }))
+    }
+}
+
+/// One model's metrics. Fields drop in order: the metrics, then the families they belong to.
+pub struct ModelMetrics {
+    run_us: Metric,
+    batch_size: Metric,
+    gather_us: Metric,
+    scatter_us: Metric,
+    input_bytes: Metric,
+    output_bytes: Metric,
+    errors: Vec<(ErrorClass, Metric)>,
+    load_ms: Metric,
+    model: String,
+    version: String,
+    families: Arc<Families>,
+}
+
+/// What one run did, for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunRecord {
+    pub rows: u64,
+    pub gather_ns: u64,
+    pub run_ns: u64,
+    pub scatter_ns: u64,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+}
+
+impl ModelMetrics {
+    pub fn new(families: Arc<Families>, model: &str, version: u64) -> Result<Self> {
+        let v = version.to_string();
+        let labels = [("model", model), ("version", v.as_str())];
+        let f = &families;
+        let errors = ErrorClass::ALL
+            .iter()
+            .map(|&c| {
+                Ok((
+                    c,
+                    Metric::new(&f.errors, &[("model", model), ("version", v.as_str()), ("kind", c.label())], None)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ModelMetrics {
+            run_us: Metric::new(&f.run_us, &labels, Some(&RUN_BUCKETS_US))?,
+            batch_size: Metric::new(&f.batch_size, &labels, Some(&BATCH_BUCKETS))?,
+            gather_us: Metric::new(&f.gather_us, &labels, None)?,
+            scatter_us: Metric::new(&f.scatter_us, &labels, None)?,
+            input_bytes: Metric::new(&f.input_bytes, &labels, None)?,
+            output_bytes: Metric::new(&f.output_bytes, &labels, None)?,
+            errors,
+            load_ms: Metric::new(&f.model_load_ms, &labels, None)?,
+            model: model.to_string(),
+            version: v,
+            families,
+        })
+    }
+
+    pub fn record_run(&self, r: &RunRecord) {
+        self.run_us.observe(r.run_ns as f64 / 1e3);
+        self.batch_size.observe(r.rows as f64);
+        self.gather_us.increment(r.gather_ns as f64 / 1e3);
+        self.scatter_us.increment(r.scatter_ns as f64 / 1e3);
+        self.input_bytes.increment(r.input_bytes as f64);
+        self.output_bytes.increment(r.output_bytes as f64);
+    }
+
+    pub fn record_error(&self, class: ErrorClass) {
+        if let Some((_, m)) = self.errors.iter().find(|(c, _)| *c == class) {
+            m.increment(1.0);
+        }
+    }
+
+    pub fn set_load_ms(&self, ms: f64) {
+        self.load_ms.set(ms);
+    }
+
+    /// The metrics of one instance of this model, with a memory gauge for each (type, device)
+    /// of `usage` (what the instance reports at load; the devices do not change).
+    pub fn instance(&self, instance: &str, usage: &[MemoryUsage]) -> Result<InstanceMetrics> {
+        let base = [("model", self.model.as_str()), ("version", self.version.as_str()), ("instance", instance)];
+        let memory = usage
+            .iter()
+            .map(|u| {
+                let device = match u.memory_type {
+                    MemoryType::Gpu => format!("gpu{}", u.device),
+                    MemoryType::Cpu | MemoryType::CpuPinned => "cpu".to_string(),
+                };
+                let mut labels = base.to_vec();
+                labels.push(("device", device.as_str()));
+                Ok((u.memory_type, u.device, Metric::new(&self.families.memory_bytes, &labels, None)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(InstanceMetrics {
+            load_ms: Metric::new(&self.families.instance_load_ms, &base, None)?,
+            memory,
+            _families: Arc::clone(&self.families),
+        })
+    }
+}
+
+/// One instance's metrics. Fields drop in order: the metrics, then the families.
+pub struct InstanceMetrics {
+    load_ms: Metric,
+    memory: Vec<(MemoryType, i64, Metric)>,
+    _families: Arc<Families>,
+}
+
+impl InstanceMetrics {
+    pub fn set_load_ms(&self, ms: f64) {
+        self.load_ms.set(ms);
+    }
+
+    pub fn set_memory(&self, usage: &[MemoryUsage]) {
+        for u in usage {
+            if let Some((_, _, m)) = self.memory.iter().find(|(t, d, _)| *t == u.memory_type && *d == u.device) {
+                m.set(u.bytes as f64);
+            }
+        }
+    }
+}
