@@ -65,9 +65,17 @@ struct Slot {
 /// The requests of one execute and their answers. Dropping it finishes every request that is
 /// not finished yet (as an internal error), then releases them all: nothing is left unanswered
 /// or unreleased, even when a panic unwinds through `execute`.
-struct Batch<'i> {
+/// Where a request's outcome goes: Triton's statistics, onnxrs's metrics, the log.
+#[derive(Clone, Copy)]
+struct Reporter<'i> {
     instance: Instance<'i>,
     metrics: Option<&'i ModelMetrics>,
+    /// "model 'm' version 1 instance 'm_0'", for log lines.
+    label: &'i str,
+}
+
+struct Batch<'i> {
+    reporter: Reporter<'i>,
     /// Declared before `requests`' release: `Drop` below answers them first.
     slots: Vec<Slot>,
     requests: Vec<OwnedRequest>,
@@ -76,7 +84,7 @@ struct Batch<'i> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         for (slot, request) in self.slots.iter_mut().zip(&self.requests) {
-            finish(self.instance, self.metrics, request.view(), slot);
+            finish(self.reporter, request.view(), slot);
         }
         // `requests` drops after this, releasing each request to the server.
     }
@@ -84,7 +92,8 @@ impl Drop for Batch<'_> {
 
 /// Reports the request's statistics, then sends its response. Statistics go first so that a
 /// client that reads /stats right after its response sees its own request counted.
-fn finish(instance: Instance<'_>, metrics: Option<&ModelMetrics>, request: Request<'_>, slot: &mut Slot) {
+fn finish(reporter: Reporter<'_>, request: Request<'_>, slot: &mut Slot) {
+    let Reporter { instance, metrics, label } = reporter;
     if mem::replace(&mut slot.finished, true) {
         return;
     }
@@ -107,7 +116,7 @@ fn finish(instance: Instance<'_>, metrics: Option<&ModelMetrics>, request: Reque
         log::error!("onnxrs: cannot report statistics for a request: {e}");
     }
     if let Err(e) = &result {
-        log::debug!("onnxrs: request '{}' failed: {e}", request.id().unwrap_or_default());
+        log::debug!("onnxrs: {label}: request '{}' failed: {e}", request.id().unwrap_or_default());
     }
     match slot.response.take() {
         Some(response) => {
@@ -123,6 +132,7 @@ fn finish(instance: Instance<'_>, metrics: Option<&ModelMetrics>, request: Reque
 struct Ctx<'a, 'i> {
     instance: Instance<'i>,
     model: &'a ModelState,
+    reporter: Reporter<'a>,
     exec_start: u64,
 }
 
@@ -140,15 +150,15 @@ pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &Instan
             Slot { response, outcome, finished: false }
         })
         .collect();
-    let metrics = model.metrics.as_ref();
-    let mut batch = Batch { instance, metrics, slots, requests };
-    let ctx = Ctx { instance, model, exec_start };
+    let reporter = Reporter { instance, metrics: model.metrics.as_ref(), label: &state.label };
+    let mut batch = Batch { reporter, slots, requests };
+    let ctx = Ctx { instance, model, reporter, exec_start };
     let Batch { slots, requests, .. } = &mut batch;
 
     let mut checked: Vec<(usize, CheckedRequest<'_>)> = Vec::with_capacity(requests.len());
     for (i, request) in requests.iter().enumerate() {
         if slots[i].response.is_none() {
-            finish(instance, metrics, request.view(), &mut slots[i]);
+            finish(reporter, request.view(), &mut slots[i]);
             continue;
         }
         match read_request(&ctx, request.view()) {
@@ -156,7 +166,7 @@ pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &Instan
             Err(e) => {
                 let class = read_failure_class(&e);
                 slots[i].outcome = Outcome::Failed(e, class);
-                finish(instance, metrics, request.view(), &mut slots[i]);
+                finish(reporter, request.view(), &mut slots[i]);
             }
         }
     }
@@ -391,7 +401,7 @@ fn run_group(
             Ok(_) => Outcome::Succeeded(request_times),
             Err((e, class)) => Outcome::Failed(e, class),
         };
-        finish(ctx.instance, ctx.model.metrics.as_ref(), requests[i].view(), &mut slots[i]);
+        finish(ctx.reporter, requests[i].view(), &mut slots[i]);
     }
 }
 

@@ -18,6 +18,8 @@ const MEMORY_REPORT_INTERVAL_NS: u64 = 1_000_000_000;
 
 pub struct InstanceState {
     pub name: String,
+    /// "model 'm' version 1 instance 'm_0'": names this instance in log lines.
+    pub label: String,
     pub kind: InstanceKind,
     pub device_id: i32,
     /// Triton never runs execute concurrently on one instance; the lock only makes that visible
@@ -56,6 +58,7 @@ impl InstanceState {
         let load_ms = clock::now_ns().saturating_sub(load_start) as f64 / 1e6;
         let load_heap_bytes = heap_in_use().saturating_sub(heap_before);
         let mut state = InstanceState {
+            label: format!("model '{}' version {} instance '{name}'", model.name, model.version),
             name,
             kind,
             device_id,

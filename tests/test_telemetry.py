@@ -147,7 +147,8 @@ def test_trace_holds_the_backend_activities(server_for, tmp_path):
 def test_backend_lines_in_tritons_log_in_the_chosen_format(server_for, tmp_path):
     log = tmp_path / "server.log"
     s = server_for(["gather_fail"], "--log-verbose=1", "--log-format=ISO8601", f"--log-file={log}")
-    assert gather(s, [[0, 9]]).status_code == 400
+    body = {"id": "req-42", "inputs": [{"name": "IDX", "shape": [1, 2], "datatype": "INT64", "data": [0, 9]}]}
+    assert requests.post(f"{s.url}/v2/models/gather_fail/infer", json=body, timeout=30).status_code == 400
     s.stop()
     lines = log.read_text().splitlines()
     ours = [l for l in lines if "onnxrs:" in l]
@@ -158,6 +159,10 @@ def test_backend_lines_in_tritons_log_in_the_chosen_format(server_for, tmp_path)
     # The resolved session settings, once per model load.
     assert len([l for l in ours if "onnxrs: model 'gather_fail' version 1:" in l and "intra_op" in l]) == 1, text
     assert "instance 'gather_fail_0_0' ready" in text
+    # A failed request's line names the model, version, instance and the client's request id.
+    failed = [l for l in ours if "req-42" in l]
+    assert failed and "model 'gather_fail' version 1 instance 'gather_fail_0_0'" in failed[0], text
+    assert "out of data bounds" in failed[0]
 
 
 def test_consistency_check_command(server_for, tmp_path):
