@@ -69,9 +69,7 @@ impl BackendState {
             return Ok(rt);
         }
         let path = runtime::resolve_library(self.ort_library.as_deref(), self.backend_dir.as_deref())?;
-        let rt = runtime::init(&path)?;
-        log::info!("onnxrs: loaded ONNX Runtime from {} ({})", rt.library.display(), rt.version);
-        Ok(rt)
+        runtime::init(&path)
     }
 }
 

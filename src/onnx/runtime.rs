@@ -67,7 +67,10 @@ pub fn init(path: &Path) -> Result<&'static Runtime> {
         let builder = ort::init_from(path)
             .map_err(|e| Error::unavailable(format!("cannot load ONNX Runtime from '{}': {e}", path.display())))?;
         let environment = builder.with_name("onnxrs").build()?;
-        Ok::<_, Error>(Runtime { library: path.to_path_buf(), version: version_string(), environment })
+        let rt = Runtime { library: path.to_path_buf(), version: version_string(), environment };
+        // Here, not in the callers: models load in parallel, and this runs once.
+        log::info!("onnxrs: loaded ONNX Runtime from {} ({})", rt.library.display(), rt.version);
+        Ok::<_, Error>(rt)
     })?;
     if rt.library != path {
         log::warn!(
