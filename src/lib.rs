@@ -26,3 +26,10 @@ pub mod model;
 pub mod onnx;
 mod sys;
 mod triton;
+
+/// Stand-ins for the server's functions in the unit-test binary (see build.rs): never called.
+#[cfg(test)]
+#[allow(clippy::missing_safety_doc, non_snake_case)]
+mod server_stubs {
+    include!(concat!(env!("OUT_DIR"), "/test_stubs.rs"));
+}
