@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -37,7 +36,6 @@ RESULTS = BUILD / "results.json"
 DEPS = ROOT / ".deps"
 PERF = DEPS / "perf_analyzer" / "perf_analyzer"
 FLOOR = ROOT / "target" / "release" / "examples" / "bench_floor"
-HIGH_STEAL = 10.0  # percent: points above are marked and left out of the medians
 
 # name -> (input name, triton dtype, dims without batch, output, output dims, max batch)
 MODELS = {

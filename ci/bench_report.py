@@ -181,7 +181,7 @@ def plots(s, contenders, models):
     fig.savefig(ROOT / "docs" / "bench-throughput.png", dpi=80)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(8, 4))
-    labels, bottoms = [], []
+    labels = []
     keys = sorted(k for k in s if k[0] == "mlp" and k[1] == "http" and k[2] in (1, 16) and not k[3])
     for i, k in enumerate(keys):
         labels.append(f"{k[4]}\nc={k[2]}")

@@ -13,7 +13,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,18 +69,6 @@ def main(out: Path) -> None:
     plot(samples, t0, marks, out)
 
 
-def series(samples, t0, fn):
-    """Per-second rates of fn(metrics) between consecutive scrapes, as (t, value)."""
-    ts, vs = [], []
-    for (ta, ma), (tb, mb) in zip(samples, samples[1:]):
-        a, b = fn(ma), fn(mb)
-        if a is None or b is None:
-            continue
-        ts.append(tb - t0)
-        vs.append(b - a if isinstance(b, float) else b)
-    return ts, vs
-
-
 def total(m, name, **labels):
     vals = [v for n, l, v in m.samples if n == name and all(l.get(k) == x for k, x in labels.items())]
     return sum(vals) if vals else None
@@ -102,28 +89,28 @@ def plot(samples, t0, marks, out: Path) -> None:
                 out_v.append((b - a) / dt(i))
         return np.array(out_t), np.array(out_v)
 
+    def ratio(num, den, **labels):
+        """Increase of `num` over increase of `den` between scrapes (NaN where `den` did not move)."""
+        t, n = rate(num, **labels)
+        _, d = rate(den, **labels)
+        return t, np.divide(n, d, out=np.full_like(n, np.nan), where=d > 0)
+
     ax = axes[0][0]
     for m in models:
         ax.plot(*rate("nv_inference_count", model=m), label=m)
     ax.set_title("Throughput (inferences/s)")
     ax = axes[0][1]
     for m in models:
-        t, runs = rate("onnxrs_ort_run_duration_us_count", model=m)
-        _, us = rate("onnxrs_ort_run_duration_us_sum", model=m)
-        ax.plot(t, np.divide(us, runs, out=np.full_like(us, np.nan), where=runs > 0), label=m)
+        ax.plot(*ratio("onnxrs_ort_run_duration_us_sum", "onnxrs_ort_run_duration_us_count", model=m), label=m)
     ax.set_title("ONNX Runtime run time, mean per run (us)")
     ax = axes[1][0]
     for stage in ("queue", "compute_input", "compute_infer", "compute_output"):
-        t, d = rate(f"nv_inference_{stage}_duration_us", model="mlp_fp32")
-        _, n = rate("nv_inference_request_success", model="mlp_fp32")
-        ax.plot(t, np.divide(d, n, out=np.full_like(d, np.nan), where=n > 0), label=stage)
+        ax.plot(*ratio(f"nv_inference_{stage}_duration_us", "nv_inference_request_success", model="mlp_fp32"), label=stage)
     ax.set_title("mlp_fp32: time per request by stage (us)")
     ax.set_yscale("log")
     ax = axes[1][1]
     for m in models:
-        t, rows = rate("onnxrs_batch_size_sum", model=m)
-        _, runs = rate("onnxrs_batch_size_count", model=m)
-        ax.plot(t, np.divide(rows, runs, out=np.full_like(rows, np.nan), where=runs > 0), label=m)
+        ax.plot(*ratio("onnxrs_batch_size_sum", "onnxrs_batch_size_count", model=m), label=m)
     ax.set_title("Executed batch size (mean rows per run)")
     ax = axes[2][0]
     for kind in ("ort_failure", "bad_input", "output_allocation"):

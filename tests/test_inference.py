@@ -8,7 +8,6 @@ import json
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
-import ml_dtypes
 import numpy as np
 import pytest
 import requests
@@ -16,7 +15,7 @@ import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
-from make_models import DTYPES, GATHER_TABLE, OPTIONAL_DEFAULT_BIAS, mlp_reference
+from make_models import DTYPES, OPTIONAL_DEFAULT_BIAS, mlp_reference
 
 CLIENTS = {"http": thttp, "grpc": tgrpc}
 

@@ -23,7 +23,7 @@ import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
 import report
-from make_models import GATHER_TABLE, mlp_reference
+from make_models import mlp_reference
 from server import TritonServer, make_repo, models_dir
 
 CLIENTS = {"http": thttp, "grpc": tgrpc}
