@@ -22,6 +22,8 @@ export ONNXRS_SOAK_CYCLES="${ONNXRS_SOAK_CYCLES:-40}"
 
 printf '\n== Rust tests (unit, ONNX Runtime level, fuzzing: %s executions per target)\n' "$ONNXRS_FUZZ_EXECS"
 rm -rf build/reliability
+# The host-fault test loads the debug libtriton_onnxrs.so, which `cargo test` alone does not build.
+cargo build -j2 --locked --lib
 cargo test -j2 --locked
 
 printf '\n== host-side faults under valgrind (leak check)\n'

@@ -632,7 +632,11 @@ unsafe fn open_backend() -> Lib {
     let dir = exe.parent().and_then(|p| p.parent()).unwrap();
     let path = CString::new(dir.join("libtriton_onnxrs.so").to_string_lossy().as_bytes()).unwrap();
     let h = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
-    assert!(!h.is_null(), "dlopen: {}", CStr::from_ptr(libc::dlerror()).to_string_lossy());
+    assert!(
+        !h.is_null(),
+        "dlopen: {} (build the library first: `cargo build --lib`; ci/test.sh does)",
+        CStr::from_ptr(libc::dlerror()).to_string_lossy()
+    );
     let sym = |name: &CStr| {
         let p = libc::dlsym(h, name.as_ptr());
         assert!(!p.is_null(), "missing {name:?}");
