@@ -60,11 +60,20 @@ mod tests {
 
     #[test]
     fn heap_grows_with_an_allocation() {
-        let before = heap_in_use();
-        let v = vec![1u8; 8 << 20];
-        let after = heap_in_use();
-        assert!(after >= before + (8 << 20), "{before} -> {after}");
-        drop(v);
+        // The figure is process-wide: another test thread freeing memory between the two reads
+        // can hide part of the growth, so a few attempts are allowed; the bound is unchanged.
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let before = heap_in_use();
+            let v = vec![1u8; 8 << 20];
+            let after = heap_in_use();
+            drop(v);
+            if after >= before + (8 << 20) {
+                return;
+            }
+            seen.push((before, after));
+        }
+        panic!("the heap never grew by the 8 MiB allocated: {seen:?}");
     }
 
     #[test]
