@@ -64,9 +64,6 @@ struct Slot {
     finished: bool,
 }
 
-/// The requests of one execute and their answers. Dropping it finishes every request that is
-/// not finished yet (as an internal error), then releases them all: nothing is left unanswered
-/// or unreleased, even when a panic unwinds through `execute`.
 /// Where a request's outcome goes: Triton's statistics, onnxrs's metrics, the log.
 #[derive(Clone, Copy)]
 struct Reporter<'i> {
@@ -76,6 +73,9 @@ struct Reporter<'i> {
     label: &'i str,
 }
 
+/// The requests of one execute and their answers. Dropping it finishes every request that is
+/// not finished yet (as an internal error), then releases them all: nothing is left unanswered
+/// or unreleased, even when a panic unwinds through `execute`.
 struct Batch<'i> {
     reporter: Reporter<'i>,
     /// Declared before `requests`' release: `Drop` below answers them first.
@@ -131,9 +131,9 @@ fn finish(reporter: Reporter<'_>, request: Request<'_>, slot: &mut Slot) {
 }
 
 /// What every run of one execute needs.
-struct Ctx<'a, 'i> {
-    instance: Instance<'i>,
+struct Ctx<'a> {
     model: &'a ModelState,
+    /// The instance, and where outcomes go.
     reporter: Reporter<'a>,
     exec_start: u64,
 }
@@ -154,7 +154,7 @@ pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &Instan
         .collect();
     let reporter = Reporter { instance, metrics: model.metrics.as_ref(), label: &state.label };
     let mut batch = Batch { reporter, slots, requests };
-    let ctx = Ctx { instance, model, reporter, exec_start };
+    let ctx = Ctx { model, reporter, exec_start };
     let Batch { slots, requests, .. } = &mut batch;
 
     let mut checked: Vec<(usize, CheckedRequest<'_>)> = Vec::with_capacity(requests.len());
@@ -196,7 +196,7 @@ pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &Instan
 }
 
 /// Reads a request's inputs from the server and checks them against the config.
-fn read_request<'r>(ctx: &Ctx<'_, '_>, request: Request<'r>) -> Result<CheckedRequest<'r>> {
+fn read_request<'r>(ctx: &Ctx<'_>, request: Request<'r>) -> Result<CheckedRequest<'r>> {
     if request.is_cancelled()? {
         return Err(Error::cancelled("the request was cancelled before it ran"));
     }
@@ -230,7 +230,7 @@ enum Prepared<'a> {
 }
 
 fn prepare<'a>(
-    ctx: &Ctx<'a, '_>,
+    ctx: &Ctx<'a>,
     checked: &'a [(usize, CheckedRequest<'a>)],
     group: &[usize],
 ) -> Result<Vec<Prepared<'a>>> {
@@ -281,7 +281,7 @@ struct Ran {
 /// Gathers the group's inputs, runs ONNX Runtime once and writes each request's outputs into
 /// its response. An error means no output was written for anyone.
 fn run_once(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     session: &mut OnnxSession,
     slots: &mut [Slot],
     requests: &[OwnedRequest],
@@ -334,7 +334,7 @@ fn run_once(
 
 /// Runs one group of compatible requests as one ONNX Runtime call and answers them.
 fn run_group(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     session: &mut OnnxSession,
     slots: &mut [Slot],
     requests: &[OwnedRequest],
@@ -356,6 +356,8 @@ fn run_group(
         Err(failure) => Ran { compute_start: 0, compute_end: 0, results: vec![Err(failure)], input_bytes: 0 },
     };
     let exec_end = clock::now_ns();
+    // A run happened (the group did not fail before ONNX Runtime returned): one batch statistic,
+    // one metrics record, and the trace activities of its requests.
     if ran.compute_start != 0 {
         let rows: u64 = group.iter().map(|&g| checked[g].1.rows as u64).sum();
         let t = Timestamps {
@@ -364,20 +366,12 @@ fn run_group(
             compute_end: ran.compute_end,
             exec_end,
         };
-        if let Err(e) = ctx.instance.report_batch_statistics(rows, t) {
+        if let Err(e) = ctx.reporter.instance.report_batch_statistics(rows, t) {
             log::error!("onnxrs: cannot report batch statistics: {e}");
         }
-    }
-    let request_times = Timestamps {
-        exec_start: ctx.exec_start,
-        compute_start: ran.compute_start,
-        compute_end: ran.compute_end,
-        exec_end,
-    };
-    if ran.compute_start != 0 {
-        if let Some(m) = &ctx.model.metrics {
+        if let Some(m) = ctx.reporter.metrics {
             m.record_run(&RunRecord {
-                rows: group.iter().map(|&g| checked[g].1.rows as u64).sum(),
+                rows,
                 gather_ns: ran.compute_start.saturating_sub(group_start),
                 run_ns: ran.compute_end.saturating_sub(ran.compute_start),
                 scatter_ns: exec_end.saturating_sub(ran.compute_end),
@@ -397,6 +391,12 @@ fn run_group(
             requests[checked[g].0].view().report_trace_activities(&activities);
         }
     }
+    let request_times = Timestamps {
+        exec_start: ctx.exec_start,
+        compute_start: ran.compute_start,
+        compute_end: ran.compute_end,
+        exec_end,
+    };
     for (&g, r) in group.iter().zip(ran.results) {
         let i = checked[g].0;
         slots[i].outcome = match r {
@@ -409,7 +409,7 @@ fn run_group(
 
 /// Views of the outputs the config exposes, with their config entries.
 fn read_outputs<'o>(
-    ctx: &Ctx<'o, '_>,
+    ctx: &Ctx<'o>,
     outputs: &'o ort::session::SessionOutputs<'_>,
 ) -> Result<Vec<(&'o TensorConfig, OutputView<'o>)>> {
     ctx.model
@@ -434,7 +434,7 @@ fn read_outputs<'o>(
 
 /// Writes the outputs request `pos` of the group asked for into its response.
 fn respond(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     views: &[(&TensorConfig, OutputView<'_>)],
     rows: &[usize],
     pos: usize,

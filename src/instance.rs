@@ -42,8 +42,8 @@ impl InstanceState {
         let name = instance.name()?.to_string();
         let kind = instance.kind()?;
         let device_id = instance.device_id()?;
-        let label = format!("onnxrs: model '{}' instance '{name}'", model.name);
-        let context = |e: Error| e.context(&label);
+        let label = format!("model '{}' version {} instance '{name}'", model.name, model.version);
+        let context = |e: Error| e.context(format_args!("onnxrs: {label}"));
         let device = match kind {
             // KIND_MODEL leaves placement to the model; ours run where ONNX Runtime's CPU
             // provider runs them.
@@ -60,7 +60,7 @@ impl InstanceState {
         let load_ms = clock::now_ns().saturating_sub(load_start) as f64 / 1e6;
         let load_heap_bytes = heap_in_use().saturating_sub(heap_before);
         let mut state = InstanceState {
-            label: format!("model '{}' version {} instance '{name}'", model.name, model.version),
+            label: label.clone(),
             name,
             kind,
             device_id,
