@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::config::params::parse_flag;
 use crate::error::{Error, Result};
 use crate::metrics::Families;
 use crate::onnx::runtime::{self, Runtime};
@@ -38,12 +39,7 @@ impl BackendState {
                 Error::invalid_arg(format!("backend config default-max-batch-size must be a count, got '{v}'"))
             })?,
         };
-        let metrics_on = match get("metrics").map(|v| v.trim().to_ascii_lowercase()) {
-            None => true,
-            Some(v) if v == "1" || v == "true" => true,
-            Some(v) if v == "0" || v == "false" => false,
-            Some(v) => return Err(Error::invalid_arg(format!("backend config metrics must be 0 or 1, got '{v}'"))),
-        };
+        let metrics_on = get("metrics").map_or(Ok(true), |v| parse_flag("backend config metrics", v))?;
         Ok(BackendState {
             ort_library: get("ort-library").filter(|s| !s.is_empty()).map(PathBuf::from),
             backend_dir,
@@ -92,5 +88,9 @@ mod tests {
         let s = BackendState::from_config(&json!({}), None).unwrap();
         assert_eq!((s.ort_library, s.default_max_batch_size), (None, 4));
         assert!(BackendState::from_config(&json!({"cmdline": {"default-max-batch-size": "x"}}), None).is_err());
+        assert!(!BackendState::from_config(&json!({"cmdline": {"metrics": "0"}}), None).unwrap().metrics_on);
+        assert!(BackendState::from_config(&json!({}), None).unwrap().metrics_on);
+        let e = BackendState::from_config(&json!({"cmdline": {"metrics": "maybe"}}), None).unwrap_err();
+        assert!(e.message().contains("backend config metrics must be 0 or 1"), "{e}");
     }
 }

@@ -40,13 +40,17 @@ fn int_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>
         .transpose()
 }
 
-fn bool_param(params: &BTreeMap<String, String>, key: &str, default: bool) -> Result<bool> {
-    match params.get(key).map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(v) if v == "1" || v == "true" => Ok(true),
-        Some(v) if v == "0" || v == "false" => Ok(false),
-        Some(v) => Err(Error::invalid_arg(format!("parameter '{key}' must be 0 or 1, got '{v}'"))),
+/// A 0/1 (or false/true) setting; `what` names it in the error ("parameter 'x'").
+pub fn parse_flag(what: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        v => Err(Error::invalid_arg(format!("{what} must be 0 or 1, got '{v}'"))),
     }
+}
+
+fn bool_param(params: &BTreeMap<String, String>, key: &str, default: bool) -> Result<bool> {
+    params.get(key).map_or(Ok(default), |v| parse_flag(&format!("parameter '{key}'"), v))
 }
 
 fn count_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<usize>> {
