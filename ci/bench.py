@@ -122,18 +122,6 @@ def steal_pct(a, b) -> float:
     return 100.0 * (b[0] - a[0]) / d_total if d_total else 0.0
 
 
-def stats(server, model):
-    return requests_get(f"{server.url}/v2/models/{model}/stats")["model_stats"][0]
-
-
-def requests_get(url):
-    import requests
-
-    r = requests.get(url, timeout=30)
-    r.raise_for_status()
-    return r.json()
-
-
 def stage_delta(before, after) -> dict:
     a, b = before["inference_stats"], after["inference_stats"]
     n = b["success"]["count"] - a["success"]["count"]
@@ -241,11 +229,11 @@ def run(mode: str) -> dict:
             order = contenders if rep % 2 == 0 else list(reversed(contenders))
             for contender in order:
                 name = f"{model}_{contender}{'_db' if b else ''}"
-                before, ort_before = stats(server, name), ort_run_us(server, name)
+                before, ort_before = server.stats(name), ort_run_us(server, name)
                 s0 = steal_sample()
                 p = perf_point(server, name, proto, conc, window, BUILD / f"pa-{name}-{proto}-{conc}-{rep}.csv")
                 s1 = steal_sample()
-                after, ort_after = stats(server, name), ort_run_us(server, name)
+                after, ort_after = server.stats(name), ort_run_us(server, name)
                 p.update(model=model, contender=contender, proto=proto, concurrency=conc, batching=b, repeat=rep)
                 p["steal_pct"] = round(steal_pct(s0, s1), 2)
                 p["stages_us"] = stage_delta(before, after)
