@@ -8,7 +8,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "system packages"
 need=()
-for pkg in libclang-dev cmake unzip curl valgrind binutils prometheus; do
+for pkg in libclang-dev cmake unzip curl valgrind binutils prometheus gcc gdb; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)

@@ -57,9 +57,18 @@ class TritonServer:
     """`with TritonServer(repo) as s:` starts tritonserver and waits until it answers; the exit
     stops it (SIGTERM, then SIGKILL) whatever happened."""
 
-    def __init__(self, repo: Path, *extra: str, backend_dir: Path | None = None, log_dir: Path | None = None):
+    def __init__(
+        self,
+        repo: Path,
+        *extra: str,
+        backend_dir: Path | None = None,
+        log_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.repo = Path(repo)
         self.extra = list(extra)
+        # Added to the server's environment (a preloaded heap checker, MALLOC_CHECK_, ...).
+        self.env = dict(env or {})
         self.backend_dir = Path(backend_dir or BACKEND_DIR)
         self.log_path = Path(log_dir or self.repo.parent) / f"tritonserver-{os.getpid()}-{id(self)}.log"
         self.proc: subprocess.Popen | None = None
@@ -100,7 +109,16 @@ class TritonServer:
         self.log = open(self.log_path, "w")
         self.log.write("$ " + " ".join(cmd) + "\n")
         self.log.flush()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        if self.env:
+            self.log.write("environment: " + " ".join(f"{k}={v}" for k, v in self.env.items()) + "\n")
+            self.log.flush()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **self.env},
+        )
         deadline = time.monotonic() + READY_DEADLINE_S
         while True:
             if self.proc.poll() is not None:

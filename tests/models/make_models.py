@@ -139,6 +139,23 @@ def add_const(value: float) -> onnx.ModelProto:
     )
 
 
+def lifecycle(version: int) -> onnx.ModelProto:
+    """The model the lifecycle tests load and unload thousands of times: an FP32 and a BYTES
+    input, so both the numeric and the string paths run in every incarnation. Y = X + version,
+    OUT = TEXT + "|v<version>": a response names the version that computed it."""
+    k = numpy_helper.from_array(np.array(float(version), dtype=np.float32), "K")
+    suffix = numpy_helper.from_array(np.array([f"|v{version}"], dtype=np.object_), "SUFFIX")
+    return graph_model(
+        [
+            helper.make_node("Add", ["X", "K"], ["Y"]),
+            helper.make_node("StringConcat", ["TEXT", "SUFFIX"], ["OUT"]),
+        ],
+        [vi("X", TensorProto.FLOAT, ["batch", 4]), vi("TEXT", TensorProto.STRING, ["batch", "n"])],
+        [vi("Y", TensorProto.FLOAT, ["batch", 4]), vi("OUT", TensorProto.STRING, ["batch", "n"])],
+        [k, suffix],
+    )
+
+
 OPTIONAL_DEFAULT_BIAS = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
 
 
@@ -317,6 +334,35 @@ def models() -> dict[str, tuple[dict[int, onnx.ModelProto], str]]:
             "dynamic_batching { }\ninstance_group [ { kind: KIND_GPU count: 2 gpus: [ 0 ] } ]\n",
         ),
     )
+    # Loaded and unloaded thousands of times by tests/test_lifecycle.py (version 2 is copied in
+    # by the test when it wants a new version to appear).
+    lifecycle_io = (
+        [io("X", "FP32", [4]), io("TEXT", "STRING", [-1])],
+        [io("Y", "FP32", [4]), io("OUT", "STRING", [-1])],
+    )
+    m["lifecycle"] = (
+        {1: lifecycle(1), 2: lifecycle(2)},
+        config(
+            "lifecycle",
+            *lifecycle_io,
+            8,
+            "dynamic_batching { }\ninstance_group [ { kind: KIND_CPU count: 2 } ]\n"
+            "version_policy: { latest { num_versions: 1 } }\n"
+            'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\n',
+        ),
+    )
+    # The same files with a config that contradicts them (TEXT declared FP32): every load is
+    # refused after the probe session was created.
+    m["lifecycle_refused"] = (
+        {1: lifecycle(1)},
+        config(
+            "lifecycle_refused",
+            [io("X", "FP32", [4]), io("TEXT", "FP32", [-1])],
+            lifecycle_io[1],
+            8,
+            "instance_group [ { kind: KIND_CPU count: 2 } ]\n",
+        ),
+    )
     # Config and model disagree (the model's X is FP32): the load must fail naming the tensor.
     m["mismatch_config"] = (
         {1: mlp()},
@@ -372,6 +418,10 @@ def self_check(name: str, model: onnx.ModelProto) -> None:
     elif name in ("string_concat", "strings"):
         out = sess.run(None, {"TEXT": np.array([["a", "bc"]], dtype=np.object_)})
         assert out[0].tolist() == [["a|ok", "bc|ok"]], out
+    elif name in ("lifecycle", "lifecycle_refused"):
+        v = float(numpy_helper.to_array(model.graph.initializer[0]))
+        out = sess.run(None, {"X": np.zeros((1, 4), np.float32), "TEXT": np.array([["a"]], dtype=np.object_)})
+        assert out[0].tolist() == [[v] * 4] and out[1].tolist() == [[f"a|v{int(v)}"]], out
     elif name == "identity_all":
         feeds = {}
         for t, elem, np_t in DTYPES:

@@ -1,0 +1,332 @@
+"""Lifecycle under a heap checker: thousands of load/unload cycles of one onnxrs model, each load
+overlapping the unload before it, refused loads mixed in, and reloads while clients keep sending.
+
+What it proves: the server never dies, every response is correct, `/metrics` stays scrapeable
+with the right labels after every reload, and RSS stays flat after warm-up. Corruption is made to
+show early: tritonserver runs with glibc's checking allocator (`libc_malloc_debug.so`,
+`MALLOC_CHECK_=3`: a bad free aborts at once) and a preloaded thread that walks every free list
+in a loop (tests/heapcheck/mallinfo_walker.c). Before the fix of the metric race (see SAFETY.md,
+"Load and unload") this setup aborted the server within a few hundred cycles.
+
+`ONNXRS_LIFECYCLE_CYCLES` sets the storm's cycles (ci/test.sh runs several thousand);
+`ONNXRS_LIFECYCLE_RELOADS` the reloads under traffic; `ONNXRS_LIFECYCLE_SERVER_ARGS` adds
+tritonserver arguments (e.g. `--backend-config=onnxrs,metrics=0` to try a variant).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import report
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+from server import ROOT, Metrics, TritonServer, make_repo
+from tritonclient.utils import InferenceServerException
+
+CYCLES = int(os.environ.get("ONNXRS_LIFECYCLE_CYCLES", "300"))
+RELOADS = int(os.environ.get("ONNXRS_LIFECYCLE_RELOADS", "60"))
+# A refused load (config contradicting the ONNX file) every this many cycles.
+REFUSED_EVERY = 25
+# /metrics is scraped and its labels checked every this many cycles.
+SCRAPE_EVERY = 20
+# RSS growth allowed between the end of warm-up and the end (allocator and server caches settle
+# during warm-up; a leak of even a few KiB a cycle exceeds this over thousands of cycles).
+RSS_BOUND_MIB = 32
+WARMUP_CYCLES = 100
+MALLOC_DEBUG = Path("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
+# What glibc and Triton print when the heap is found corrupted or the server aborts.
+ABORT_MARKS = ("Signal (", "malloc(): ", "free(): ", "malloc_consolidate", "int_mallinfo", "corrupted", "double free", "fastbin")
+TIMEOUT_S = 30.0
+EXTRA_ARGS = os.environ.get("ONNXRS_LIFECYCLE_SERVER_ARGS", "").split()
+# With `metrics=0` among them there are no onnxrs series to check.
+METRICS_ON = not any(a.endswith("metrics=0") for a in EXTRA_ARGS)
+
+
+def heap_checker(tmp: Path) -> dict[str, str]:
+    """The environment that makes tritonserver check its heap: the free-list walker (built here
+    with the system C compiler) and glibc's checking allocator."""
+    lib = tmp / "libmallinfo_walker.so"
+    src = ROOT / "tests" / "heapcheck" / "mallinfo_walker.c"
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(src), "-lpthread"], check=True)
+    preload = [str(lib)]
+    env = {"ONNXRS_HEAPCHECK_INTERVAL_US": "500"}
+    if MALLOC_DEBUG.is_file():
+        preload.insert(0, str(MALLOC_DEBUG))
+        env["MALLOC_CHECK_"] = "3"
+    env["LD_PRELOAD"] = ":".join(preload)
+    return env
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def lifecycle_repo(tmp: Path) -> Path:
+    """`lifecycle` with version 1 only (tests copy version 2 in), and `lifecycle_refused`."""
+    repo = make_repo(tmp / "repo", ["lifecycle", "lifecycle_refused"])
+    shutil.move(repo / "lifecycle" / "2", tmp / "lifecycle-v2")
+    return repo
+
+
+def inputs(module, row: int, text: str):
+    x = np.arange(4, dtype=np.float32).reshape(1, 4) + row
+    t = np.array([[text.encode()]], dtype=np.object_)
+    ins = [module.InferInput("X", [1, 4], "FP32"), module.InferInput("TEXT", [1, 1], "BYTES")]
+    ins[0].set_data_from_numpy(x)
+    ins[1].set_data_from_numpy(t)
+    return x, ins
+
+
+def version_of(result, x: np.ndarray, text: str) -> str:
+    """"v1"/"v2" when the response is exactly what that version computes, else "WRONG: ..."."""
+    y, out = result.as_numpy("Y"), result.as_numpy("OUT")
+    for v in (1, 2):
+        if np.array_equal(y, x + v) and out.tolist() == [[f"{text}|v{v}".encode()]]:
+            return f"v{v}"
+    return f"WRONG: Y={y.tolist()} OUT={out.tolist()}"
+
+
+def assert_alive(s: TritonServer, where: str) -> None:
+    if s.proc is None or s.proc.poll() is not None:
+        s.fail(f"tritonserver died ({where})")
+    marks = [m for m in ABORT_MARKS if m in s.log_text()]
+    if marks:
+        time.sleep(3)  # let Triton's handler finish printing its trace
+        s.fail(f"the server log reports heap corruption or an abort ({where}): {marks}{backtraces(s)}")
+
+
+def backtraces(s: TritonServer) -> str:
+    """Every interesting thread's stack of a server that crashed or stopped answering (gdb, when
+    installed). After a fatal signal Triton's handler prints a raw trace and then parks the
+    process, so the faulting thread can still be read here, with our symbols."""
+    gdb = shutil.which("gdb")
+    if gdb is None or s.proc is None or s.proc.poll() is not None:
+        return "(no backtraces: gdb missing or the server is gone)"
+    r = subprocess.run(
+        [gdb, "-p", str(s.proc.pid), "-batch", "-ex", "thread apply all bt 30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    def interesting(t: str) -> bool:
+        # The faulting thread, and any thread inside onnxrs or ONNX Runtime; idle pools are not.
+        if "<signal handler called>" in t or "onnxrs" in t or "onnxruntime" in t:
+            return True
+        return "pthread_cond_wait" not in t and "epoll_wait" not in t
+
+    threads = [t for t in r.stdout.split("\nThread ") if interesting(t)]
+    return "\n----- server threads (gdb) -----\nThread " + "\nThread ".join(threads)[-20000:]
+
+
+def check_metric_labels(m: Metrics, version: str) -> dict[str, float]:
+    """The onnxrs series of `lifecycle` at `version`: each exactly once, with the model's and its
+    two instances' labels. Returns the memory gauges by instance."""
+    lbl = {"model": "lifecycle", "version": version}
+    assert m.get("onnxrs_model_load_duration_ms", **lbl) > 0
+    assert m.get("onnxrs_batch_size_count", **lbl) >= 0
+    memory = {}
+    for inst in ("lifecycle_0_0", "lifecycle_0_1"):
+        assert m.get("onnxrs_instance_load_duration_ms", instance=inst, **lbl) > 0
+        memory[inst] = m.get("onnxrs_memory_bytes", instance=inst, device="cpu", **lbl)
+        assert memory[inst] > 0, (inst, memory)
+    return memory
+
+
+def test_load_unload_storm(tmp_path):
+    repo = lifecycle_repo(tmp_path)
+    s = TritonServer(repo, "--model-control-mode=explicit", *EXTRA_ARGS, env=heap_checker(tmp_path)).start()
+    outcomes: Counter = Counter()
+    refused: list[str] = []
+    scrapes = 0
+    try:
+        admin = thttp.InferenceServerClient(s.http_addr, connection_timeout=TIMEOUT_S, network_timeout=TIMEOUT_S)
+        t0 = time.monotonic()
+        rss_warm = 0
+        for cycle in range(CYCLES):
+            if cycle == WARMUP_CYCLES:
+                rss_warm = rss_kib(s.proc.pid)
+            if cycle % REFUSED_EVERY == REFUSED_EVERY - 1:
+                with pytest.raises(InferenceServerException) as e:
+                    admin.load_model("lifecycle_refused")
+                refused.append(str(e.value))
+            try:
+                # No wait for the previous unload: Triton finalizes it while this load runs.
+                admin.load_model("lifecycle")
+                for k in range(3):
+                    text = f"cycle {cycle} request {k}"
+                    x, ins = inputs(thttp, cycle + k, text)
+                    outcomes[version_of(admin.infer("lifecycle", ins), x, text)] += 1
+                if METRICS_ON and cycle % SCRAPE_EVERY == 0:
+                    check_metric_labels(s.metrics(), "1")
+                    scrapes += 1
+                admin.unload_model("lifecycle")
+            except Exception as e:  # noqa: BLE001 - any failure here is reported with the log
+                assert_alive(s, f"cycle {cycle}")
+                s.fail(f"cycle {cycle}: {type(e).__name__}: {e}{backtraces(s)}")
+            if cycle % 50 == 0:
+                assert_alive(s, f"cycle {cycle}")
+        storm_s = time.monotonic() - t0
+        # Settle, then nothing of the model may remain in /metrics or memory.
+        deadline = time.monotonic() + TIMEOUT_S
+        while left := [(n, lbl, v) for n, lbl, v in s.metrics().samples if n.startswith("onnxrs_") and lbl.get("model") == "lifecycle"]:
+            assert time.monotonic() < deadline, f"the unloaded model's onnxrs series never went away: {left[:8]}"
+            time.sleep(0.2)
+        time.sleep(1)
+        rss_end = rss_kib(s.proc.pid)
+        assert_alive(s, "after the storm")
+    finally:
+        s.stop()
+    growth = (rss_end - rss_warm) / 1024
+    report.collected["lifecycle-storm"] = "\n".join(
+        [
+            "## Load/unload storm under a heap checker",
+            "",
+            "tests/test_lifecycle.py: explicit model control, metrics on, `lifecycle` (2 CPU instances, "
+            "dynamic batching, an FP32 and a BYTES input) loaded, asked 3 times and unloaded in a loop; "
+            "each load starts while the previous incarnation is still finalizing; every "
+            f"{REFUSED_EVERY}th cycle a load that the backend refuses (config contradicts the model). "
+            "tritonserver runs with `libc_malloc_debug.so` (`MALLOC_CHECK_=3`) and a preloaded thread "
+            "walking the free lists every 0.5 ms.",
+            "",
+            report.table(
+                ["measure", "value"],
+                [
+                    ["cycles", CYCLES],
+                    ["duration", f"{storm_s:.1f} s ({CYCLES / storm_s:.1f} cycles/s)"],
+                    ["responses (all checked against the version's reference)", sum(outcomes.values())],
+                    *[[f"  {k}", v] for k, v in sorted(outcomes.items())],
+                    ["refused loads (each naming the tensor)", len(refused)],
+                    ["/metrics scrapes with the labels checked", scrapes],
+                    [f"RSS after {WARMUP_CYCLES} warm-up cycles", f"{rss_warm / 1024:.1f} MiB"],
+                    ["RSS at the end (model unloaded)", f"{rss_end / 1024:.1f} MiB"],
+                    [f"growth (bound {RSS_BOUND_MIB} MiB)", f"{growth:+.1f} MiB"],
+                    ["heap checker", "no report; server alive to the end"],
+                ],
+            ),
+            "",
+        ]
+    )
+    assert outcomes == Counter({"v1": 3 * CYCLES}), outcomes
+    assert len(refused) == CYCLES // REFUSED_EVERY
+    assert all("TEXT" in r for r in refused), refused[:3]
+    if CYCLES > WARMUP_CYCLES:
+        assert growth < RSS_BOUND_MIB, (rss_warm, rss_end)
+
+
+def test_reloads_under_traffic(tmp_path):
+    """Reloads of the same version (a new incarnation replaces the old while requests are in
+    flight), a new version appearing half-way (version_policy latest), refused loads mixed in;
+    three clients (HTTP and gRPC) send all the time. Every response must be right for the
+    version that answered it; the memory gauges must equal what the statistics report once an
+    old incarnation is gone (the one leaving must not zero or keep its share)."""
+    repo = lifecycle_repo(tmp_path)
+    s = TritonServer(repo, "--model-control-mode=explicit", "--load-model=lifecycle", *EXTRA_ARGS, env=heap_checker(tmp_path)).start()
+    stop = threading.Event()
+    seen: Counter = Counter()
+    lock = threading.Lock()
+
+    def client(module, addr, tag):
+        with module.InferenceServerClient(addr) as c:
+            n = 0
+            while not stop.is_set():
+                text = f"{tag} {n}"
+                x, ins = inputs(module, n, text)
+                try:
+                    kind = version_of(c.infer("lifecycle", ins), x, text)
+                except InferenceServerException as e:
+                    msg = str(e).lower()
+                    gone = ("unavailable", "not found", "not ready", "unknown model")
+                    kind = "unavailable" if any(w in msg for w in gone) else f"other: {e}"
+                with lock:
+                    seen[kind] += 1
+                n += 1
+
+    threads = [
+        threading.Thread(target=client, args=(thttp, s.http_addr, "http-a")),
+        threading.Thread(target=client, args=(thttp, s.http_addr, "http-b")),
+        threading.Thread(target=client, args=(tgrpc, s.grpc_addr, "grpc")),
+    ]
+    gauge_checks = 0
+    try:
+        admin = thttp.InferenceServerClient(s.http_addr, connection_timeout=TIMEOUT_S, network_timeout=TIMEOUT_S)
+        for t in threads:
+            t.start()
+        version = "1"
+        config = repo / "lifecycle" / "config.pbtxt"
+        for r in range(RELOADS):
+            if r == RELOADS // 2:
+                shutil.copytree(tmp_path / "lifecycle-v2", repo / "lifecycle" / "2")
+                version = "2"
+            else:
+                # Triton reloads only what changed on disk: touch the config to force a new
+                # incarnation of the same version.
+                os.utime(config, ns=(time.time_ns(), time.time_ns()))
+            if r % 10 == 9:
+                with pytest.raises(InferenceServerException):
+                    admin.load_model("lifecycle_refused")
+            admin.load_model("lifecycle")
+            check_metric_labels(s.metrics(), version)
+            if r % 10 == 0:
+                # Once the old incarnation is gone, the gauges equal the statistics' figure.
+                deadline = time.monotonic() + TIMEOUT_S
+                while True:
+                    m = s.metrics()
+                    gauges = sum(check_metric_labels(m, version).values())
+                    mem = {u["type"]: u["byte_size"] for u in s.stats("lifecycle", version)["memory_usage"]}
+                    if gauges == mem.get("CPU"):
+                        break
+                    assert time.monotonic() < deadline, (gauges, mem)
+                    time.sleep(0.2)
+                gauge_checks += 1
+            time.sleep(0.05)
+            assert_alive(s, f"reload {r}")
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(timeout=TIMEOUT_S)
+        # Version 1 is gone: none of its series may remain.
+        deadline = time.monotonic() + TIMEOUT_S
+        while any(
+            n.startswith("onnxrs_") and lbl.get("model") == "lifecycle" and lbl.get("version") == "1"
+            for n, lbl, _ in s.metrics().samples
+        ):
+            assert time.monotonic() < deadline, "version 1's series outlived it"
+            time.sleep(0.2)
+        assert_alive(s, "after the reloads")
+    finally:
+        stop.set()
+        s.stop()
+    report.collected["lifecycle-reloads"] = "\n".join(
+        [
+            "## Reloads under traffic",
+            "",
+            f"{RELOADS} reloads of `lifecycle` while 3 clients (2 HTTP, 1 gRPC) send without pause: new "
+            "incarnations of version 1 (config touched), version 2 appearing half-way, a refused load every "
+            "10th reload; same heap checker.",
+            "",
+            report.table(
+                ["measure", "value"],
+                [
+                    ["responses", sum(seen.values())],
+                    *[[f"  {k}", v] for k, v in sorted(seen.items())],
+                    ["memory gauges equal to the statistics after a reload", gauge_checks],
+                ],
+            ),
+            "",
+        ]
+    )
+    bad = {k: v for k, v in seen.items() if k.startswith(("other", "WRONG"))}
+    assert not bad, bad
+    assert seen["v1"] > 0 and seen["v2"] > 0, seen
