@@ -4,12 +4,19 @@
 //! errors by kind. Families are created once per backend; each model (labels `model`,
 //! `version`) and instance (plus `instance`, `device`) has its metrics, deleted when it unloads.
 //!
+//! Two incarnations of one model version (a reload: the new one loads while the old one still
+//! serves, then the old one unloads) have the same labels, so the server gives them the same
+//! series. Counters and histograms simply go on counting; the memory gauge is a sum of shares
+//! (`GaugeShare`), so it shows what both hold while both live and the leaving one takes exactly
+//! its own bytes with it, never zeroing the figure of the one that stays.
+//!
 //! Off for the whole backend with `--backend-config=onnxrs,metrics=0`, or for one model with the
 //! config parameter `metrics: "0"`.
 // Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
 #![deny(unsafe_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::Result;
 use crate::triton::MemoryType;
@@ -209,7 +216,8 @@ impl ModelMetrics {
                 };
                 let mut labels = base.to_vec();
                 labels.push(("device", device.as_str()));
-                Ok((u.memory_type, u.device, Metric::new(&self.families.memory_bytes, &labels, None)?))
+                let gauge = GaugeShare::new(Metric::new(&self.families.memory_bytes, &labels, None)?);
+                Ok((u.memory_type, u.device, gauge))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(InstanceMetrics {
@@ -223,7 +231,7 @@ impl ModelMetrics {
 /// One instance's metrics. Fields drop in order: the metrics, then the families.
 pub struct InstanceMetrics {
     load_ms: Metric,
-    memory: Vec<(MemoryType, i64, Metric)>,
+    memory: Vec<(MemoryType, i64, GaugeShare)>,
     _families: Arc<Families>,
 }
 
@@ -235,8 +243,36 @@ impl InstanceMetrics {
     pub fn set_memory(&self, usage: &[MemoryUsage]) {
         for u in usage {
             if let Some((_, _, m)) = self.memory.iter().find(|(t, d, _)| *t == u.memory_type && *d == u.device) {
-                m.set(u.bytes as f64);
+                m.set(u.bytes);
             }
         }
+    }
+}
+
+/// This holder's share of a gauge that several holders may have at once (two incarnations of a
+/// model during a reload): setting it moves the gauge by the change of this share, dropping it
+/// takes the share back out. The gauge is thus the sum of the live holders' shares. Byte counts
+/// below 2^53 add and subtract exactly in the gauge's f64.
+struct GaugeShare {
+    gauge: Metric,
+    share: AtomicU64,
+}
+
+impl GaugeShare {
+    fn new(gauge: Metric) -> Self {
+        GaugeShare { gauge, share: AtomicU64::new(0) }
+    }
+
+    fn set(&self, bytes: u64) {
+        let before = self.share.swap(bytes, Ordering::Relaxed);
+        if before != bytes {
+            self.gauge.increment(bytes as f64 - before as f64);
+        }
+    }
+}
+
+impl Drop for GaugeShare {
+    fn drop(&mut self) {
+        self.set(0);
     }
 }

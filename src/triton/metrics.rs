@@ -1,13 +1,36 @@
 //! Custom metrics through Triton's metrics API: families and labelled metrics that the server
 //! serves on its own `/metrics`, next to `nv_inference_*`. Both are owned and deleted on drop;
 //! a metric must be dropped before its family (the owners in `crate::metrics` see to that).
+//!
+//! Creating and deleting a metric are serialized backend-wide (`LIFECYCLE`): the server's own
+//! bookkeeping is not safe when a metric is created while another with the same labels is being
+//! deleted, which is what two incarnations of one model do during a reload (SAFETY.md, "Load and
+//! unload").
 
 use std::ffi::c_void;
 use std::ptr::{self, NonNull};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::triton::error::{c_string, check};
+
+/// Held around every `TRITONSERVER_MetricNew*` and `TRITONSERVER_MetricDelete`.
+///
+/// Why: in Triton 2.51 (`src/metric_family.cc`) `MetricFamily::Add` gets the prometheus child
+/// for a label set (`Family::Add` returns the existing child for equal labels) *before* it takes
+/// its `metric_mtx_` to count the reference, and `MetricFamily::Remove` drops the count to zero
+/// under that lock but destroys the child *after* releasing it. A metric created between the two
+/// points at a destroyed child: updating it writes to freed memory, deleting it frees it twice.
+/// Only onnxrs creates metrics in onnxrs's families, so serializing our own calls closes the
+/// window completely. Updates (increment/set/observe) need no lock: they touch a child that
+/// cannot be destroyed while a metric of ours refers to it.
+static LIFECYCLE: Mutex<()> = Mutex::new(());
+
+fn lifecycle_lock() -> MutexGuard<'static, ()> {
+    // The guarded data is `()`: a panic while holding it leaves nothing half-updated.
+    LIFECYCLE.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
@@ -33,6 +56,7 @@ impl Family {
         };
         let (n, h) = (c_string(name), c_string(help));
         let mut raw = ptr::null_mut();
+        let _serialized = lifecycle_lock();
         // SAFETY: valid C strings for the call; the server copies them.
         unsafe { check(sys::TRITONSERVER_MetricFamilyNew(&mut raw, k, n.as_ptr(), h.as_ptr()))? };
         NonNull::new(raw).map(Family).ok_or_else(|| Error::internal(format!("metric family '{name}' was not created")))
@@ -41,6 +65,7 @@ impl Family {
 
 impl Drop for Family {
     fn drop(&mut self) {
+        let _serialized = lifecycle_lock();
         // SAFETY: ours, and every metric of it is gone (owners drop metrics first).
         let _ = unsafe { check(sys::TRITONSERVER_MetricFamilyDelete(self.0.as_ptr())) };
     }
@@ -105,6 +130,7 @@ impl Metric {
             }
         }
         let mut raw = ptr::null_mut();
+        let serialized = lifecycle_lock();
         // SAFETY: the family is live; labels and args are valid for the call and copied by it.
         let r = unsafe {
             check(sys::TRITONSERVER_MetricNewWithArgs(
@@ -115,6 +141,7 @@ impl Metric {
                 args,
             ))
         };
+        drop(serialized);
         if !args.is_null() {
             // SAFETY: ours; the metric copied what it needed.
             let _ = unsafe { check(sys::TRITONSERVER_MetricArgsDelete(args)) };
@@ -141,6 +168,7 @@ impl Metric {
 
 impl Drop for Metric {
     fn drop(&mut self) {
+        let _serialized = lifecycle_lock();
         // SAFETY: ours; its family outlives it.
         let _ = unsafe { check(sys::TRITONSERVER_MetricDelete(self.0.as_ptr())) };
     }
