@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::config::params::parse_flag;
 use crate::error::{Error, Result};
+use crate::handover::Handover;
 use crate::metrics::Families;
 use crate::onnx::runtime::{self, Runtime};
 
@@ -26,6 +27,8 @@ pub struct BackendState {
     pub metrics: Option<Arc<Families>>,
     /// `metrics=0` turns them off for every model.
     pub metrics_on: bool,
+    /// Orders an unloading incarnation's exit after its successor's start (see `handover`).
+    pub handover: Handover,
 }
 
 impl BackendState {
@@ -46,6 +49,7 @@ impl BackendState {
             default_max_batch_size,
             metrics: None,
             metrics_on,
+            handover: Handover::default(),
         })
     }
 

@@ -8,6 +8,7 @@
 
 use crate::backend::BackendState;
 use crate::error::{Error, Result};
+use crate::handover;
 use crate::instance::InstanceState;
 use crate::model::ModelState;
 use crate::sys;
@@ -91,14 +92,26 @@ fn model_initialize(raw: *mut sys::TRITONBACKEND_Model) -> Result<()> {
     // SAFETY: the server passes a live model for the duration of the call.
     let model = unsafe { Model::from_raw(raw) }?;
     let backend = model.backend()?;
-    let state = ModelState::initialize(model, backend_slot(&backend).get()?)?;
+    let backend_state = backend_slot(&backend).get()?;
+    // First, before anything can fail: a predecessor waiting in its finalize may go now.
+    let ticket = backend_state.handover.arrive(model.name()?, model.version()?);
+    let state = ModelState::initialize(model, backend_state, ticket)?;
     model_slot(&model).put(Box::new(state))
 }
 
+/// Frees the model's state, then holds the server's teardown of this incarnation until a
+/// successor of the same version has started, or a short grace has passed (`handover`).
 fn model_finalize(raw: *mut sys::TRITONBACKEND_Model) -> Result<()> {
     // SAFETY: the server passes a live model for the duration of the call.
     let model = unsafe { Model::from_raw(raw) }?;
-    drop(model_slot(&model).take()?);
+    let state = model_slot(&model).take()?;
+    let (name, version) = (model.name()?, model.version()?);
+    let handover = &backend_slot(&model.backend()?).get()?.handover;
+    // A state that was never stored (a failed load) has no ticket: its own arrival is the
+    // latest one unless a successor came already.
+    let ticket = state.as_ref().map_or_else(|| handover.latest(name, version), |s| s.ticket);
+    drop(state);
+    handover.await_successor(name, version, ticket, handover::GRACE);
     Ok(())
 }
 

@@ -18,6 +18,7 @@ pub mod dtype;
 mod entry;
 pub mod error;
 mod execute;
+pub mod handover;
 pub mod inputs;
 pub mod instance;
 pub mod memory;

@@ -9,6 +9,7 @@ use crate::backend::BackendState;
 use crate::config::model_config::ModelConfig;
 use crate::config::{autocomplete, check, params};
 use crate::error::{Error, Result};
+use crate::handover::Ticket;
 use crate::metrics::ModelMetrics;
 use crate::onnx::runtime::Runtime;
 use crate::onnx::session::{GraphOptimization, ModelIo, OnnxSession, SessionSettings};
@@ -26,6 +27,8 @@ pub struct ModelState {
     pub output_names: Vec<String>,
     /// onnxrs's metrics for this model (None when switched off).
     pub metrics: Option<ModelMetrics>,
+    /// This incarnation's place among the incarnations of its version (see `handover`).
+    pub ticket: Ticket,
 }
 
 /// `<repository>/<version>/<default_model_filename>`; a directory there (a model saved with
@@ -53,19 +56,19 @@ fn read_io(runtime: &Runtime, path: &Path) -> Result<ModelIo> {
 }
 
 impl ModelState {
-    pub(crate) fn initialize(model: Model<'_>, backend: &BackendState) -> Result<Self> {
+    pub(crate) fn initialize(model: Model<'_>, backend: &BackendState, ticket: Ticket) -> Result<Self> {
         let name = model.name()?.to_string();
         let version = model.version()?;
         let context = |e: Error| e.context(format_args!("onnxrs: model '{name}' version {version}"));
         let start = crate::clock::now_ns();
-        let state = Self::load(model, backend, &name, version).map_err(context)?;
+        let state = Self::load(model, backend, &name, version, ticket).map_err(context)?;
         if let Some(m) = &state.metrics {
             m.set_load_ms(crate::clock::now_ns().saturating_sub(start) as f64 / 1e6);
         }
         Ok(state)
     }
 
-    fn load(model: Model<'_>, backend: &BackendState, name: &str, version: u64) -> Result<Self> {
+    fn load(model: Model<'_>, backend: &BackendState, name: &str, version: u64, ticket: Ticket) -> Result<Self> {
         let mut json = model.config()?;
         let first = ModelConfig::parse(&json)?;
         let model_path = model_file(&model.repository()?, version, &first.default_model_filename)?;
@@ -112,6 +115,7 @@ impl ModelState {
             runtime,
             output_names,
             metrics,
+            ticket,
         })
     }
 }

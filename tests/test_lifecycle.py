@@ -46,8 +46,8 @@ MALLOC_DEBUG = Path("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
 ABORT_MARKS = ("Signal (", "malloc(): ", "free(): ", "malloc_consolidate", "int_mallinfo", "corrupted", "double free", "fastbin")
 TIMEOUT_S = 30.0
 EXTRA_ARGS = os.environ.get("ONNXRS_LIFECYCLE_SERVER_ARGS", "").split()
-# With `metrics=0` among them there are no onnxrs series to check.
-METRICS_ON = not any(a.endswith("metrics=0") for a in EXTRA_ARGS)
+# With `metrics=0` or `--allow-metrics=false` among them there are no onnxrs series to check.
+METRICS_ON = not any(a.endswith(("metrics=0", "metrics=false")) for a in EXTRA_ARGS)
 
 
 def heap_checker(tmp: Path) -> dict[str, str]:
@@ -180,7 +180,7 @@ def test_load_unload_storm(tmp_path):
         storm_s = time.monotonic() - t0
         # Settle, then nothing of the model may remain in /metrics or memory.
         deadline = time.monotonic() + TIMEOUT_S
-        while left := [(n, lbl, v) for n, lbl, v in s.metrics().samples if n.startswith("onnxrs_") and lbl.get("model") == "lifecycle"]:
+        while METRICS_ON and (left := [(n, lbl, v) for n, lbl, v in s.metrics().samples if n.startswith("onnxrs_") and lbl.get("model") == "lifecycle"]):
             assert time.monotonic() < deadline, f"the unloaded model's onnxrs series never went away: {left[:8]}"
             time.sleep(0.2)
         time.sleep(1)
