@@ -7,10 +7,9 @@ import shutil
 import subprocess
 
 import numpy as np
-import tritonclient.http as thttp
 
 from make_models import mlp_reference
-from server import BACKEND_DIR, TritonServer, make_repo
+from server import BACKEND_DIR, TritonServer, infer, make_repo
 
 SO = BACKEND_DIR / "onnxrs" / "libtriton_onnxrs.so"
 
@@ -23,10 +22,7 @@ def ort_library():
 
 def mlp_works(server) -> None:
     x = np.linspace(0, 1, 16, dtype=np.float32).reshape(1, 16)
-    i = thttp.InferInput("X", [1, 16], "FP32")
-    i.set_data_from_numpy(x)
-    with thttp.InferenceServerClient(server.http_addr) as c:
-        y = c.infer("mlp_fp32", [i]).as_numpy("Y")
+    y = infer(server, "http", "mlp_fp32", {"X": (x, "FP32")}).as_numpy("Y")
     np.testing.assert_allclose(y, mlp_reference(x), rtol=1e-5, atol=1e-5)
 
 
