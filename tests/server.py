@@ -7,7 +7,8 @@ check talks to them with.
   inference); every `TritonServer` is one, and tests/gpu/gpu_check.py uses it on its own.
 - `Metrics`: the Prometheus text of `/metrics`, parsed.
 - `infer` (tritonclient over HTTP or gRPC), `binary_infer` (plain HTTP with Triton's binary
-  extension) and `json_body` (a plain HTTP JSON request).
+  extension; `bytes_elements` packs BYTES data for it) and `json_body` (a plain HTTP JSON
+  request).
 
 Importing it needs only the standard library and numpy: the GPU host that runs gpu_check.py has
 nothing else. tritonclient and requests are there in the test environment (.deps/venv).
