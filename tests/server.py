@@ -2,7 +2,8 @@
 check talks to them with.
 
 - `TritonServer`: one tritonserver on free loopback ports, a readiness deadline, the log printed
-  when something fails, and a stop by PID that always runs. `make_repo` copies test models.
+  when something fails, and a stop by PID that always runs. `make_repo` copies test models,
+  `bare_backend_dir` makes a backend directory without ONNX Runtime.
 - `Rest`: Triton's HTTP/REST API (repository index, load and unload, config, statistics, JSON
   inference); every `TritonServer` is one, and tests/gpu/gpu_check.py uses it on its own.
 - `Metrics`: the Prometheus text of `/metrics`, parsed.
@@ -70,6 +71,13 @@ def make_repo(dest: Path, names: list[str]) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for n in names:
         shutil.copytree(src / n, dest / n)
+    return dest
+
+
+def bare_backend_dir(dest: Path) -> Path:
+    """A backend directory holding only libtriton_onnxrs.so, no ONNX Runtime beside it."""
+    (dest / "onnxrs").mkdir(parents=True)
+    shutil.copy(BACKEND_DIR / "onnxrs" / "libtriton_onnxrs.so", dest / "onnxrs")
     return dest
 
 

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 
 from make_models import mlp_reference
-from server import BACKEND_DIR, TritonServer, infer, make_repo
+from server import BACKEND_DIR, TritonServer, bare_backend_dir, infer, make_repo
 
 SO = BACKEND_DIR / "onnxrs" / "libtriton_onnxrs.so"
 
@@ -60,19 +60,14 @@ def test_clean_unload_at_shutdown(server_for):
 
 def test_ort_library_from_backend_config(server_for, tmp_path):
     # A backend directory holding only our library: ONNX Runtime comes from ort-library.
-    bare = tmp_path / "bare"
-    (bare / "onnxrs").mkdir(parents=True)
-    shutil.copy(SO, bare / "onnxrs")
+    bare = bare_backend_dir(tmp_path / "bare")
     s = server_for(["mlp_fp32"], f"--backend-config=onnxrs,ort-library={ort_library()}", backend_dir=bare)
     mlp_works(s)
     assert f"loaded ONNX Runtime from {ort_library()}" in s.log_text()
 
 
 def test_missing_ort_library_is_a_clear_load_error(server_for, tmp_path):
-    bare = tmp_path / "bare"
-    (bare / "onnxrs").mkdir(parents=True)
-    shutil.copy(SO, bare / "onnxrs")
-    s = server_for(["mlp_fp32"], "--exit-on-error=false", backend_dir=bare)
+    s = server_for(["mlp_fp32"], "--exit-on-error=false", backend_dir=bare_backend_dir(tmp_path / "bare"))
     entry = s.index()["mlp_fp32"][0]
     assert entry["state"] == "UNAVAILABLE"
     assert "ONNX Runtime library not found" in entry["reason"] and "ort-library" in entry["reason"], entry

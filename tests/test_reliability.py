@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 import report
 from make_models import mlp_reference
-from server import TritonServer, binary_infer, bytes_elements, infer, make_repo, models_dir
+from server import TritonServer, bare_backend_dir, binary_infer, bytes_elements, infer, make_repo, models_dir
 
 
 # ---- the bad-input matrix
@@ -233,10 +233,7 @@ def test_bad_models_fail_clearly_and_the_rest_keeps_serving(server_for, tmp_path
     rows.append(["fails_at_run", "loads; the run fails", (r.error or "")[:200], "pass" if ok else "FAIL"])
     bad += [] if ok else [rows[-1]]
     # Missing ONNX Runtime library: a backend directory holding only our library.
-    bare = tmp_path / "bare" / "onnxrs"
-    bare.mkdir(parents=True)
-    shutil.copy(s.backend_dir / "onnxrs" / "libtriton_onnxrs.so", bare)
-    s2 = server_for(["mlp_fp32"], "--exit-on-error=false", backend_dir=bare.parent)
+    s2 = server_for(["mlp_fp32"], "--exit-on-error=false", backend_dir=bare_backend_dir(tmp_path / "bare"))
     e = s2.index()["mlp_fp32"][0]
     ok = e["state"] == "UNAVAILABLE" and "ONNX Runtime library not found" in e.get("reason", "")
     rows.append(["(no ORT library)", "load fails", f"{e['state']}: {e.get('reason', '')[:200]}", "pass" if ok else "FAIL"])
