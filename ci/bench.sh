@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# The benchmark (see ci/bench.py): onnxrs against Triton's Python backend with onnxruntime, the
+# The benchmark (see bench/bench.py): onnxrs against Triton's Python backend with onnxruntime, the
 # official onnxruntime backend when ONNXRS_BENCH_REFERENCE_BACKEND_DIR names one, and the
 # in-process floor; MLP, ResNet-50 and BERT-base shaped models. Writes build/bench/results.json,
-# BENCHMARKS.md and docs/bench-*.png.
-#   bash ci/bench.sh            quick mode (under 5 minutes on 2 cores)
-#   bash ci/bench.sh --full     full mode (HTTP and gRPC, more points, longer windows, 3 repeats)
+# build/bench/BENCHMARKS.md and build/bench/bench-*.png.
+#   bash ci/bench.sh                 quick mode (under 5 minutes on 2 cores)
+#   bash ci/bench.sh --full          full mode (HTTP and gRPC, more points, longer windows, 3 repeats)
+#   bash ci/bench.sh --update-docs   (with either) also copy the report to BENCHMARKS.md and docs/
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ONNXRS_ROOT"
 mode=quick
-[ "${1:-}" = "--full" ] && mode=full
+update_docs=0
+for arg in "$@"; do
+  case "$arg" in
+    --full) mode=full ;;
+    --update-docs) update_docs=1 ;;
+    *) echo "unknown argument $arg (see the head of $0)"; exit 2 ;;
+  esac
+done
 bash ci/setup.sh >/dev/null
 
-printf '\n== benchmark models (random weights)\n'
+step "benchmark models (random weights)"
 "$ONNXRS_PYTHON" tests/models/make_bench_models.py build/bench-models
 
-printf '\n== perf_analyzer 2.51 (wheel tritonclient==2.51.0)\n'
+step "perf_analyzer 2.51 (wheel tritonclient==2.51.0)"
 pa="$ONNXRS_DEPS/perf_analyzer"
 if [ ! -x "$pa/perf_analyzer" ]; then
-  ls "$ONNXRS_DEPS"/wheels/tritonclient-2.51.0-*.whl >/dev/null 2>&1 ||
-    "$ONNXRS_PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-      -d "$ONNXRS_DEPS/wheels" tritonclient==2.51.0
+  fetch_wheel tritonclient==2.51.0 'tritonclient-2.51.0-*.whl'
   rm -rf "$pa" && mkdir -p "$pa/lib"
   unzip -q -j "$ONNXRS_DEPS"/wheels/tritonclient-2.51.0-*.whl 'tritonclient-2.51.0.data/data/bin/perf_analyzer' -d "$pa"
   chmod +x "$pa/perf_analyzer"
@@ -31,8 +37,14 @@ if [ ! -x "$pa/perf_analyzer" ]; then
 fi
 LD_LIBRARY_PATH="$pa/lib" "$pa/perf_analyzer" --version 2>/dev/null | head -1 || true
 
-printf '\n== the in-process floor (examples/bench_floor.rs)\n'
+step "the in-process floor (examples/bench_floor.rs)"
 cargo build -j2 --release --locked --example bench_floor
 
-printf '\n== benchmark (%s mode)\n' "$mode"
-"$ONNXRS_PYTHON" ci/bench.py --mode "$mode"
+step "benchmark ($mode mode)"
+"$ONNXRS_PYTHON" bench/bench.py --mode "$mode"
+
+if [ "$update_docs" = 1 ]; then
+  step "BENCHMARKS.md and docs/bench-*.png from this run"
+  cp build/bench/BENCHMARKS.md BENCHMARKS.md
+  cp build/bench/bench-throughput.png build/bench/bench-stages.png docs/
+fi

@@ -9,13 +9,10 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ONNXRS_ROOT"
 bash ci/setup.sh >/dev/null
-step() { printf '\n== %s\n' "$*"; }
 
 step "wheel onnxruntime-gpu==$ONNXRS_ORT_VERSION (manylinux_2_28, CPython 3.12)"
-ls "$ONNXRS_DEPS"/wheels/onnxruntime_gpu-"$ONNXRS_ORT_VERSION"-*.whl >/dev/null 2>&1 ||
-  "$ONNXRS_PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-    --python-version 3.12 --platform manylinux_2_28_x86_64 -d "$ONNXRS_DEPS/wheels" \
-    "onnxruntime-gpu==$ONNXRS_ORT_VERSION"
+fetch_wheel "onnxruntime-gpu==$ONNXRS_ORT_VERSION" "onnxruntime_gpu-$ONNXRS_ORT_VERSION-*.whl" \
+  --python-version 3.12 --platform manylinux_2_28_x86_64
 
 step "staging"
 stage="$ONNXRS_ROOT/build/gpu-stage"

@@ -5,12 +5,12 @@
 # ${ONNXRS_GPU_REPORT:-build/gpu-report.md}. Needs python3 with numpy, nvidia-smi and the CUDA 13
 # libraries as pip packages (nvidia-*), as listed in ../shared/GPU.md.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/env.sh"
+root=$ONNXRS_ROOT
 cd "$root"
 bundle="$root/build/gpu-bundle"
 host="$root/build/gpu-host"
 report="${ONNXRS_GPU_REPORT:-$root/build/gpu-report.md}"
-step() { printf '\n== %s\n' "$*"; }
 
 step "what this host has"
 nvidia-smi || { echo "nvidia-smi failed: no usable GPU here"; exit 1; }

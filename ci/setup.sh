@@ -4,7 +4,6 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ONNXRS_ROOT"
-step() { printf '\n== %s\n' "$*"; }
 
 step "system packages"
 need=()
@@ -28,12 +27,6 @@ if ! cmp -s ci/requirements.txt "$stamp" 2>/dev/null; then
 fi
 
 step "tritonserver 2.51 (wheel nvidia-pytriton==0.7.0) and ONNX Runtime $ONNXRS_ORT_VERSION (wheel onnxruntime)"
-mkdir -p "$ONNXRS_DEPS/wheels"
-fetch_wheel() { # name==version, glob
-  ls "$ONNXRS_DEPS"/wheels/$2 >/dev/null 2>&1 ||
-    "$ONNXRS_PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-      -d "$ONNXRS_DEPS/wheels" "$1"
-}
 fetch_wheel nvidia-pytriton==0.7.0 'nvidia_pytriton-0.7.0-*.whl'
 fetch_wheel "onnxruntime==$ONNXRS_ORT_VERSION" "onnxruntime-$ONNXRS_ORT_VERSION-*.whl"
 if [ ! -x "$ONNXRS_TRITONSERVER" ]; then

@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, the Rust unit tests, then the suite that starts real
 # tritonserver processes with the installed backend and checks responses, /stats and /metrics.
-# Installs and builds whatever is missing first (ci/setup.sh).
+# Installs and builds whatever is missing first (ci/setup.sh). Writes only under build/ (and
+# .deps/, target/): the reliability report goes to build/reliability/reliability.md.
+#   bash ci/test.sh [--update-docs] [pytest arguments]
+#     --update-docs   also copy that report to docs/reliability.md
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ONNXRS_ROOT"
+update_docs=0
+pytest_args=()
+for arg in "$@"; do
+  if [ "$arg" = --update-docs ]; then update_docs=1; else pytest_args+=("$arg"); fi
+done
 bash ci/setup.sh
 
-printf '\n== cargo fmt --check, cargo clippy\n'
+step "cargo fmt --check, cargo clippy"
 cargo fmt --check
 cargo clippy -j2 --all-targets --locked -- -D warnings
 
-printf '\n== test models\n'
+step "test models"
 export ONNXRS_TEST_MODELS="$ONNXRS_ROOT/build/test-models"
 "$ONNXRS_PYTHON" tests/models/make_models.py "$ONNXRS_TEST_MODELS"
 
@@ -24,13 +32,13 @@ export ONNXRS_SOAK_CYCLES="${ONNXRS_SOAK_CYCLES:-40}"
 export ONNXRS_LIFECYCLE_CYCLES="${ONNXRS_LIFECYCLE_CYCLES:-6000}"
 export ONNXRS_LIFECYCLE_RELOADS="${ONNXRS_LIFECYCLE_RELOADS:-200}"
 
-printf '\n== Rust tests (unit, ONNX Runtime level, fuzzing: %s executions per target)\n' "$ONNXRS_FUZZ_EXECS"
+step "Rust tests (unit, ONNX Runtime level, fuzzing: $ONNXRS_FUZZ_EXECS executions per target)"
 rm -rf build/reliability
 # The host-fault test loads the debug libtriton_onnxrs.so, which `cargo test` alone does not build.
 cargo build -j2 --locked --lib
 cargo test -j2 --locked
 
-printf '\n== host-side faults under valgrind (leak check)\n'
+step "host-side faults under valgrind (leak check)"
 host_test=$(cargo test -j2 --locked --test host_faults --no-run 2>&1 | grep -o 'target/debug/deps/host_faults-[0-9a-f]*' | head -1)
 valgrind --suppressions=tests/valgrind.supp --leak-check=full --show-leak-kinds=definite \
   --errors-for-leak-kinds=definite --error-exitcode=99 --log-file=build/reliability/valgrind.log \
@@ -39,5 +47,12 @@ summary=$(grep -E "definitely lost|ERROR SUMMARY" build/reliability/valgrind.log
 printf '\nUnder valgrind memcheck (`%s`): %s\n' "tests/valgrind.supp" \
   "${summary:-no errors, no leaks reported}" | tee -a build/reliability/host-faults.md
 
-printf '\n== server tests (real tritonserver, tritonclient over HTTP and gRPC)\n'
-"$ONNXRS_PYTHON" -m pytest -q -ra tests "$@"
+step "server tests (real tritonserver, tritonclient over HTTP and gRPC)"
+"$ONNXRS_PYTHON" -m pytest -q -ra tests "${pytest_args[@]}"
+
+if [ "$update_docs" = 1 ]; then
+  step "docs/reliability.md from this run"
+  report=build/reliability/reliability.md
+  [ -f "$report" ] || { echo "no $report: it is written only when all the reliability tests ran and passed"; exit 1; }
+  cp "$report" docs/reliability.md
+fi

@@ -1,21 +1,42 @@
-"""A real tritonserver process for one test (or one module): free loopback ports, a readiness
-deadline, the log printed when something fails, and a stop by PID that always runs.
+"""The test harness: real tritonserver processes, and the clients every test, benchmark and
+check talks to them with.
 
-Also small readers for what the tests check: `/v2/models/<m>/stats` and the Prometheus text of
-`/metrics`.
+- `TritonServer`: one tritonserver on free loopback ports, a readiness deadline, the log printed
+  when something fails, and a stop by PID that always runs. `make_repo` copies test models,
+  `bare_backend_dir` makes a backend directory without ONNX Runtime.
+- `Rest`: Triton's HTTP/REST API (repository index, load and unload, config, statistics, JSON
+  inference); every `TritonServer` is one, and tests/gpu/gpu_check.py uses it on its own.
+- `Metrics`: the Prometheus text of `/metrics`, parsed.
+- `infer` (tritonclient over HTTP or gRPC), `binary_infer` (plain HTTP with Triton's binary
+  extension; `bytes_elements` packs BYTES data for it) and `json_body` (a plain HTTP JSON
+  request).
+
+Importing it needs only the standard library and numpy: the GPU host that runs gpu_check.py has
+nothing else. tritonclient and requests are there in the test environment (.deps/venv).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-import requests
+import numpy as np
+
+try:
+    import requests
+    import tritonclient.grpc as tgrpc
+    import tritonclient.http as thttp
+except ImportError:  # the GPU host: only `Rest` and `Metrics` are used there
+    requests = tgrpc = thttp = None
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPS = ROOT / ".deps"
@@ -53,7 +74,80 @@ def make_repo(dest: Path, names: list[str]) -> Path:
     return dest
 
 
-class TritonServer:
+def bare_backend_dir(dest: Path) -> Path:
+    """A backend directory holding only libtriton_onnxrs.so, no ONNX Runtime beside it."""
+    (dest / "onnxrs").mkdir(parents=True)
+    shutil.copy(BACKEND_DIR / "onnxrs" / "libtriton_onnxrs.so", dest / "onnxrs")
+    return dest
+
+
+class Rest:
+    """Triton's HTTP/REST API at `url`, over the standard library."""
+
+    def __init__(self, url: str):
+        self._url = url.rstrip("/")
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def request(self, method: str, path: str, body=None, timeout: float = 120) -> tuple[int, bytes]:
+        """The status and body of one call; an HTTP error status is returned, not raised."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def call(self, method: str, path: str, body=None):
+        """The parsed JSON answer of a call that must succeed."""
+        status, text = self.request(method, path, body)
+        if not 200 <= status < 300:
+            raise RuntimeError(f"{method} {path}: {status} {text.decode(errors='replace')}")
+        return json.loads(text) if text else None
+
+    def model_ready(self, model: str, version: str = "") -> bool:
+        v = f"/versions/{version}" if version else ""
+        return self.request("GET", f"/v2/models/{model}{v}/ready", timeout=10)[0] == 200
+
+    def index(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for e in self.call("POST", "/v2/repository/index", {}):
+            out.setdefault(e["name"], []).append(e)
+        return out
+
+    def load(self, model: str) -> None:
+        self.call("POST", f"/v2/repository/models/{model}/load", {})
+
+    def unload(self, model: str) -> None:
+        """Asks for the unload and waits (up to a minute) until the model is no longer ready."""
+        self.call("POST", f"/v2/repository/models/{model}/unload", {})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if all(e.get("state") != "READY" for e in self.index().get(model, [])):
+                return
+            time.sleep(0.2)
+
+    def config(self, model: str) -> dict:
+        return self.call("GET", f"/v2/models/{model}/config")
+
+    def stats(self, model: str, version: str = "") -> dict:
+        """The model's one statistics entry (the given version, or the only one)."""
+        v = f"/versions/{version}" if version else ""
+        entries = self.call("GET", f"/v2/models/{model}{v}/stats")["model_stats"]
+        assert len(entries) == 1, entries
+        return entries[0]
+
+    def infer_json(self, model: str, inputs: dict[str, tuple[np.ndarray, str]]) -> dict[str, np.ndarray]:
+        """One inference as plain HTTP JSON (see `json_body`); the outputs by name."""
+        outs = self.call("POST", f"/v2/models/{model}/infer", json_body(inputs))["outputs"]
+        return {o["name"]: np.array(o["data"], dtype=NUMPY.get(o["datatype"])).reshape(o["shape"]) for o in outs}
+
+
+class TritonServer(Rest):
     """`with TritonServer(repo) as s:` starts tritonserver and waits until it answers; the exit
     stops it (SIGTERM, then SIGKILL) whatever happened."""
 
@@ -125,9 +219,9 @@ class TritonServer:
                 self.fail(f"tritonserver exited with status {self.proc.returncode} before it was live")
             try:
                 # The HTTP endpoint opens only after the initial model loads have finished.
-                if requests.get(f"{self.url}/v2/health/live", timeout=2).status_code == 200:
+                if self.request("GET", "/v2/health/live", timeout=2)[0] == 200:
                     return self
-            except requests.RequestException:
+            except OSError:
                 pass
             if time.monotonic() > deadline:
                 self.fail(f"tritonserver was not live after {READY_DEADLINE_S:.0f} s")
@@ -167,38 +261,9 @@ class TritonServer:
             print(f"----- tritonserver log ({self.log_path}) -----\n{self.log_text()[-20000:]}")
         self.stop()
 
-    # ---- readers
-
-    def model_ready(self, model: str, version: str = "") -> bool:
-        v = f"/versions/{version}" if version else ""
-        return requests.get(f"{self.url}/v2/models/{model}{v}/ready", timeout=10).status_code == 200
-
-    def index(self) -> dict[str, list[dict]]:
-        r = requests.post(f"{self.url}/v2/repository/index", json={}, timeout=10)
-        r.raise_for_status()
-        out: dict[str, list[dict]] = {}
-        for e in r.json():
-            out.setdefault(e["name"], []).append(e)
-        return out
-
-    def config(self, model: str) -> dict:
-        r = requests.get(f"{self.url}/v2/models/{model}/config", timeout=10)
-        r.raise_for_status()
-        return r.json()
-
-    def stats(self, model: str, version: str = "") -> dict:
-        """The model's one statistics entry (the given version, or the only one)."""
-        v = f"/versions/{version}" if version else ""
-        r = requests.get(f"{self.url}/v2/models/{model}{v}/stats", timeout=10)
-        r.raise_for_status()
-        entries = r.json()["model_stats"]
-        assert len(entries) == 1, entries
-        return entries[0]
-
     def metrics(self) -> Metrics:
-        r = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10)
-        r.raise_for_status()
-        return Metrics(r.text)
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return Metrics(r.read().decode())
 
 
 class Metrics:
@@ -220,12 +285,78 @@ class Metrics:
                         labels[k.strip()] = v.strip().strip('"')
             self.samples.append((name, labels, float(value)))
 
+    def values(self, name: str, **labels: str) -> list[float]:
+        """The samples of `name` whose labels include `labels`."""
+        return [v for n, l, v in self.samples if n == name and all(l.get(k) == x for k, x in labels.items())]
+
     def get(self, name: str, **labels: str) -> float:
         """The one sample of `name` whose labels include `labels`."""
-        found = [v for n, l, v in self.samples if n == name and all(l.get(k) == x for k, x in labels.items())]
+        found = self.values(name, **labels)
         if len(found) != 1:
             raise KeyError(f"{len(found)} samples of {name}{labels}")
         return found[0]
 
+    def sum(self, name: str, **labels: str) -> float | None:
+        """The sum of `values` (None: there are none)."""
+        found = self.values(name, **labels)
+        return sum(found) if found else None
+
     def names(self) -> set[str]:
         return {n for n, _, _ in self.samples}
+
+
+# ---- clients
+
+# Triton's datatypes as numpy types, for outputs read back from JSON.
+NUMPY = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_, "BYTES": np.object_}
+CLIENTS = {"http": thttp, "grpc": tgrpc}
+
+
+def json_body(inputs: dict[str, tuple[np.ndarray, str]]) -> dict:
+    """A plain HTTP JSON inference request: input name -> (array, Triton datatype)."""
+    return {
+        "inputs": [
+            {"name": n, "shape": list(np.shape(a)), "datatype": t, "data": np.asarray(a).flatten().tolist()}
+            for n, (a, t) in inputs.items()
+        ]
+    }
+
+
+def infer(server: TritonServer, proto: str, model: str, inputs: dict[str, tuple[np.ndarray, str]], outputs=None,
+          version: str = "", shm_inputs: dict[str, tuple[str, int, str, list[int]]] | None = None):
+    """One inference through tritonclient, `proto` "http" or "grpc"; its InferResult.
+
+    inputs: name -> (array, Triton datatype); shm_inputs: name -> (registered system shared
+    memory region, byte size, datatype, shape); outputs: the names to ask for (None: all)."""
+    mod = CLIENTS[proto]
+    ins = []
+    for name, (array, datatype) in inputs.items():
+        i = mod.InferInput(name, list(array.shape), datatype)
+        i.set_data_from_numpy(array)
+        ins.append(i)
+    for name, (region, size, datatype, shape) in (shm_inputs or {}).items():
+        i = mod.InferInput(name, shape, datatype)
+        i.set_shared_memory(region, size)
+        ins.append(i)
+    outs = [mod.InferRequestedOutput(o) for o in outputs] if outputs else None
+    addr = server.http_addr if proto == "http" else server.grpc_addr
+    # Closed after each use: an open keep-alive connection holds up the server's shutdown.
+    with mod.InferenceServerClient(addr) as c:
+        return c.infer(model, ins, outputs=outs, model_version=version)
+
+
+def binary_infer(server: TritonServer, model: str, header: dict, raw: bytes):
+    """Plain HTTP with Triton's binary extension: the JSON header (inputs declare
+    `binary_data_size`), then the raw bytes. The requests.Response."""
+    head = json.dumps(header).encode()
+    return requests.post(
+        f"{server.url}/v2/models/{model}/infer",
+        data=head + raw,
+        headers={"Inference-Header-Content-Length": str(len(head))},
+        timeout=60,
+    )
+
+
+def bytes_elements(*items: bytes) -> bytes:
+    """BYTES tensor data as Triton carries it: each element's length (u32 LE), then its bytes."""
+    return b"".join(struct.pack("<I", len(i)) + i for i in items)

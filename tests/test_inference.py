@@ -11,31 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-import tritonclient.grpc as tgrpc
-import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
 from make_models import DTYPES, OPTIONAL_DEFAULT_BIAS, mlp_reference
-
-CLIENTS = {"http": thttp, "grpc": tgrpc}
-
-
-def client(server, proto):
-    return CLIENTS[proto].InferenceServerClient(server.http_addr if proto == "http" else server.grpc_addr)
-
-
-def infer_input(proto, name, array, datatype):
-    i = CLIENTS[proto].InferInput(name, list(array.shape), datatype)
-    i.set_data_from_numpy(array)
-    return i
-
-
-def infer(server, proto, model, inputs: dict[str, tuple[np.ndarray, str]], outputs=None, version=""):
-    ins = [infer_input(proto, n, a, t) for n, (a, t) in inputs.items()]
-    outs = [CLIENTS[proto].InferRequestedOutput(o) for o in outputs] if outputs else None
-    # Closed after each use: an open keep-alive connection holds up the server's shutdown.
-    with client(server, proto) as c:
-        return c.infer(model, ins, outputs=outs, model_version=version)
+from server import binary_infer, bytes_elements, infer, json_body
 
 
 @pytest.mark.parametrize("proto", ["http", "grpc"])
@@ -50,23 +29,18 @@ def test_mlp_matches_the_numpy_reference(shared_server, proto):
 def test_mlp_over_plain_http_json_and_binary(shared_server):
     x = np.linspace(-1, 1, 2 * 16, dtype=np.float32).reshape(2, 16)
     url = f"{shared_server.url}/v2/models/mlp_fp32/infer"
-    body = {"inputs": [{"name": "X", "shape": [2, 16], "datatype": "FP32", "data": x.flatten().tolist()}]}
-    r = requests.post(url, json=body, timeout=30)
+    r = requests.post(url, json=json_body({"X": (x, "FP32")}), timeout=30)
     assert r.status_code == 200, r.text
     out = r.json()["outputs"][0]
     assert (out["name"], out["datatype"], out["shape"]) == ("Y", "FP32", [2, 4])
     np.testing.assert_allclose(np.array(out["data"], np.float32).reshape(2, 4), mlp_reference(x), rtol=1e-5, atol=1e-5)
 
     # The binary extension: raw little-endian bytes after the JSON header.
-    header = json.dumps(
-        {
-            "inputs": [{"name": "X", "shape": [2, 16], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}],
-            "outputs": [{"name": "Y", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    r = requests.post(
-        url, data=header + x.tobytes(), headers={"Inference-Header-Content-Length": str(len(header))}, timeout=30
-    )
+    header = {
+        "inputs": [{"name": "X", "shape": [2, 16], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}],
+        "outputs": [{"name": "Y", "parameters": {"binary_data": True}}],
+    }
+    r = binary_infer(shared_server, "mlp_fp32", header, x.tobytes())
     assert r.status_code == 200, r.text
     json_len = int(r.headers["Inference-Header-Content-Length"])
     meta = json.loads(r.content[:json_len])
@@ -132,8 +106,8 @@ def test_bytes_model(shared_server, proto):
 
 
 def test_bytes_over_plain_http_json(shared_server):
-    body = {"inputs": [{"name": "TEXT", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "bb", "\u00e9"]}]}
-    r = requests.post(f"{shared_server.url}/v2/models/string_concat/infer", json=body, timeout=30)
+    text = np.array([["a", "bb", "\u00e9"]])
+    r = requests.post(f"{shared_server.url}/v2/models/string_concat/infer", json=json_body({"TEXT": (text, "BYTES")}), timeout=30)
     assert r.status_code == 200, r.text
     outs = {o["name"]: o for o in r.json()["outputs"]}
     assert outs["OUT"]["data"] == ["a|ok", "bb|ok", "\u00e9|ok"] and outs["OUT"]["shape"] == [1, 3]
@@ -246,23 +220,21 @@ def test_bad_requests_get_clear_errors(shared_server, proto):
     np.testing.assert_allclose(infer(s, proto, "mlp_fp32", {"X": (x, "FP32")}).as_numpy("Y"), mlp_reference(x), rtol=1e-5)
 
 
-def bytes_request(url, raw: bytes, shape):
-    header = json.dumps(
-        {"inputs": [{"name": "TEXT", "shape": shape, "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}]}
-    ).encode()
-    return requests.post(url, data=header + raw, headers={"Inference-Header-Content-Length": str(len(header))}, timeout=30)
+def bytes_request(server, raw: bytes, shape):
+    header = {"inputs": [{"name": "TEXT", "shape": shape, "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}]}
+    return binary_infer(server, "string_concat", header, raw)
 
 
 def test_malformed_bytes_are_refused(shared_server):
-    url = f"{shared_server.url}/v2/models/string_concat/infer"
-    good = struct.pack("<I", 3) + b"abc" + struct.pack("<I", 0)
-    assert bytes_request(url, good, [1, 2]).status_code == 200
+    s = shared_server
+    good = bytes_elements(b"abc", b"")
+    assert bytes_request(s, good, [1, 2]).status_code == 200
     for raw, shape in [
-        (struct.pack("<I", 3) + b"abc" + b"\x05\x00", [1, 2]),  # a cut length prefix
+        (bytes_elements(b"abc") + b"\x05\x00", [1, 2]),  # a cut length prefix
         (struct.pack("<I", 300) + b"abc", [1, 1]),  # a length past the end
-        (good + struct.pack("<I", 1) + b"z", [1, 2]),  # more elements than the shape holds
+        (good + bytes_elements(b"z"), [1, 2]),  # more elements than the shape holds
     ]:
-        r = bytes_request(url, raw, shape)
+        r = bytes_request(s, raw, shape)
         assert r.status_code == 400 and "TEXT" in r.json()["error"], r.text
-    outs = {o["name"]: o["data"] for o in bytes_request(url, good, [1, 2]).json()["outputs"]}
+    outs = {o["name"]: o["data"] for o in bytes_request(s, good, [1, 2]).json()["outputs"]}
     assert outs == {"OUT": ["abc|ok", "|ok"], "ECHO": ["abc", ""]}

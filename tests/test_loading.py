@@ -7,10 +7,9 @@ import shutil
 import subprocess
 
 import numpy as np
-import tritonclient.http as thttp
 
 from make_models import mlp_reference
-from server import BACKEND_DIR, TritonServer, make_repo
+from server import BACKEND_DIR, TritonServer, bare_backend_dir, infer, make_repo
 
 SO = BACKEND_DIR / "onnxrs" / "libtriton_onnxrs.so"
 
@@ -23,10 +22,7 @@ def ort_library():
 
 def mlp_works(server) -> None:
     x = np.linspace(0, 1, 16, dtype=np.float32).reshape(1, 16)
-    i = thttp.InferInput("X", [1, 16], "FP32")
-    i.set_data_from_numpy(x)
-    with thttp.InferenceServerClient(server.http_addr) as c:
-        y = c.infer("mlp_fp32", [i]).as_numpy("Y")
+    y = infer(server, "http", "mlp_fp32", {"X": (x, "FP32")}).as_numpy("Y")
     np.testing.assert_allclose(y, mlp_reference(x), rtol=1e-5, atol=1e-5)
 
 
@@ -64,19 +60,14 @@ def test_clean_unload_at_shutdown(server_for):
 
 def test_ort_library_from_backend_config(server_for, tmp_path):
     # A backend directory holding only our library: ONNX Runtime comes from ort-library.
-    bare = tmp_path / "bare"
-    (bare / "onnxrs").mkdir(parents=True)
-    shutil.copy(SO, bare / "onnxrs")
+    bare = bare_backend_dir(tmp_path / "bare")
     s = server_for(["mlp_fp32"], f"--backend-config=onnxrs,ort-library={ort_library()}", backend_dir=bare)
     mlp_works(s)
     assert f"loaded ONNX Runtime from {ort_library()}" in s.log_text()
 
 
 def test_missing_ort_library_is_a_clear_load_error(server_for, tmp_path):
-    bare = tmp_path / "bare"
-    (bare / "onnxrs").mkdir(parents=True)
-    shutil.copy(SO, bare / "onnxrs")
-    s = server_for(["mlp_fp32"], "--exit-on-error=false", backend_dir=bare)
+    s = server_for(["mlp_fp32"], "--exit-on-error=false", backend_dir=bare_backend_dir(tmp_path / "bare"))
     entry = s.index()["mlp_fp32"][0]
     assert entry["state"] == "UNAVAILABLE"
     assert "ONNX Runtime library not found" in entry["reason"] and "ort-library" in entry["reason"], entry

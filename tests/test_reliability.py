@@ -1,11 +1,10 @@
 """Reliability against a real tritonserver: a matrix of bad inputs (alone and fused into a
 dynamic batch with good requests, over HTTP, gRPC and plain HTTP), models that cannot load or
 cannot run, and a load/unload soak under traffic with an RSS bound. Each test adds its table to
-docs/reliability.md (see report.py)."""
+the reliability report (see report.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -16,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import requests
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
 import tritonclient.utils.shared_memory as shm
@@ -24,9 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 import report
 from make_models import mlp_reference
-from server import TritonServer, make_repo, models_dir
-
-CLIENTS = {"http": thttp, "grpc": tgrpc}
+from server import TritonServer, bare_backend_dir, binary_infer, bytes_elements, infer, make_repo, models_dir
 
 
 # ---- the bad-input matrix
@@ -40,42 +36,23 @@ class Sent:
 
 
 def send(server, transport, model, inputs, outputs, shm_inputs=None) -> Sent:
-    """inputs: [(name, array, datatype, shape or None)]; shm_inputs: [(name, region, size, datatype, shape)]."""
-    mod = CLIENTS[transport]
-    addr = server.http_addr if transport == "http" else server.grpc_addr
-    ins = []
-    for name, arr, dt, shape in inputs:
-        i = mod.InferInput(name, list(shape if shape is not None else arr.shape), dt)
-        i.set_data_from_numpy(arr)
-        ins.append(i)
-    for name, region, size, dt, shape in shm_inputs or []:
-        i = mod.InferInput(name, shape, dt)
-        i.set_shared_memory(region, size)
-        ins.append(i)
+    """`infer` with the error as a value, not raised."""
     try:
-        with mod.InferenceServerClient(addr) as c:
-            r = c.infer(model, ins, outputs=[mod.InferRequestedOutput(o) for o in outputs])
-            return Sent(outputs={o: r.as_numpy(o) for o in outputs})
+        r = infer(server, transport, model, inputs, outputs, shm_inputs=shm_inputs)
+        return Sent(outputs={o: r.as_numpy(o) for o in outputs})
     except InferenceServerException as e:
         return Sent(error=str(e))
 
 
 def send_raw(server, model, header_inputs, raw: bytes) -> Sent:
-    header = json.dumps({"inputs": header_inputs}).encode()
-    r = requests.post(
-        f"{server.url}/v2/models/{model}/infer",
-        data=header + raw,
-        headers={"Inference-Header-Content-Length": str(len(header))},
-        timeout=60,
-    )
+    r = binary_infer(server, model, {"inputs": header_inputs}, raw)
     if r.status_code == 200:
-        return Sent(outputs={o["name"]: o for o in json.loads(r.content)["outputs"]})
+        return Sent(outputs={o["name"]: o for o in r.json()["outputs"]})
     return Sent(error=f"[{r.status_code}] {r.json().get('error', r.text)}")
 
 
-def two_io(a, b, dta="FP32", dtb="INT32", shape_a=None, shape_b=None, extra=()):
-    ins = [("A", a, dta, shape_a), ("B", b, dtb, shape_b)]
-    return ins + list(extra)
+def two_io(a, b, dta="FP32", dtb="INT32", extra=None):
+    return {"A": (a, dta), "B": (b, dtb), **(extra or {})}
 
 
 F32 = np.float32
@@ -86,23 +63,19 @@ GOOD = {
         lambda r: r.outputs is not None and r.outputs["SUM"].tolist() == [[3.0, 3.0, 3.0]],
     ),
     "mlp_batching": (
-        lambda s: send(s, "http", "mlp_batching", [("X", np.ones((1, 16), F32), "FP32", None)], ["Y"]),
+        lambda s: send(s, "http", "mlp_batching", {"X": (np.ones((1, 16), F32), "FP32")}, ["Y"]),
         lambda r: r.outputs is not None
         and np.allclose(r.outputs["Y"], mlp_reference(np.ones((1, 16), F32)), rtol=1e-5, atol=1e-5),
     ),
     "string_concat": (
-        lambda s: send(s, "http", "string_concat", [("TEXT", np.array([[b"ok"]], object), "BYTES", None)], ["OUT"]),
+        lambda s: send(s, "http", "string_concat", {"TEXT": (np.array([[b"ok"]], object), "BYTES")}, ["OUT"]),
         lambda r: r.outputs is not None and r.outputs["OUT"].tolist() == [[b"ok|ok"]],
     ),
     "gather_fail": (
-        lambda s: send(s, "http", "gather_fail", [("IDX", np.array([[1, 2]], np.int64), "INT64", None)], ["Y"]),
+        lambda s: send(s, "http", "gather_fail", {"IDX": (np.array([[1, 2]], np.int64), "INT64")}, ["Y"]),
         lambda r: r.outputs is not None and r.outputs["Y"].tolist() == [[20.0, 30.0]],
     ),
 }
-
-
-def bytes_prefixed(*items: bytes) -> bytes:
-    return b"".join(struct.pack("<I", len(i)) + i for i in items)
 
 
 def build_cases(shm_region: str, shm_size: int):
@@ -120,13 +93,13 @@ def build_cases(shm_region: str, shm_size: int):
         ("wrong rank (A is [1,3,1])", "two_io_dyn", both, "refused", "shape",
          lambda s, t: send(s, t, "two_io_dyn", two_io(ones.reshape(1, 3, 1), i3), ["SUM"])),
         ("wrong dim (X is [1,15])", "mlp_batching", both, "refused", "shape",
-         lambda s, t: send(s, t, "mlp_batching", [("X", np.ones((1, 15), F32), "FP32", None)], ["Y"])),
+         lambda s, t: send(s, t, "mlp_batching", {"X": (np.ones((1, 15), F32), "FP32")}, ["Y"])),
         ("batch above max_batch_size (33 > 32)", "mlp_batching", both, "refused", "batch-size",
-         lambda s, t: send(s, t, "mlp_batching", [("X", np.ones((33, 16), F32), "FP32", None)], ["Y"])),
+         lambda s, t: send(s, t, "mlp_batching", {"X": (np.ones((33, 16), F32), "FP32")}, ["Y"])),
         ("missing input (no B)", "two_io_dyn", both, "refused", "B",
-         lambda s, t: send(s, t, "two_io_dyn", [("A", ones, "FP32", None)], ["SUM"])),
+         lambda s, t: send(s, t, "two_io_dyn", {"A": (ones, "FP32")}, ["SUM"])),
         ("unknown input (C)", "two_io_dyn", both, "refused", "C",
-         lambda s, t: send(s, t, "two_io_dyn", two_io(ones, i3, extra=[("C", ones, "FP32", None)]), ["SUM"])),
+         lambda s, t: send(s, t, "two_io_dyn", two_io(ones, i3, extra={"C": (ones, "FP32")}), ["SUM"])),
         ("A and B of different lengths", "two_io_dyn", both, "backend error", "onnxruntime run failed",
          lambda s, t: send(s, t, "two_io_dyn", two_io(ones, np.full((1, 2), 2, np.int32)), ["SUM"])),
         ("zero-sized tensors ([1,0])", "two_io_dyn", both, "ok",
@@ -138,11 +111,11 @@ def build_cases(shm_region: str, shm_size: int):
         ("non-UTF-8 strings", "string_concat", both, "ok",
          lambda r: r.outputs["OUT"].tolist() == [[b"\xff\xfe\x00z|ok", b"\xc3(|ok"]],
          lambda s, t: send(s, t, "string_concat",
-                           [("TEXT", np.array([[b"\xff\xfe\x00z", b"\xc3("]], object), "BYTES", None)], ["OUT"])),
+                           {"TEXT": (np.array([[b"\xff\xfe\x00z", b"\xc3("]], object), "BYTES")}, ["OUT"])),
         ("BYTES: truncated length prefix", "string_concat", ["plain http"], "refused", "TEXT",
          lambda s, t: send_raw(s, "string_concat", [{"name": "TEXT", "shape": [1, 2], "datatype": "BYTES",
                                                       "parameters": {"binary_data_size": 9}}],
-                               bytes_prefixed(b"abc") + b"\x05\x00")),
+                               bytes_elements(b"abc") + b"\x05\x00")),
         ("BYTES: length prefix past the end", "string_concat", ["plain http"], "backend error", "TEXT",
          lambda s, t: send_raw(s, "string_concat", [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES",
                                                       "parameters": {"binary_data_size": 7}}],
@@ -154,13 +127,13 @@ def build_cases(shm_region: str, shm_size: int):
                                b"\x00" * 16)),
         ("input in system shared memory", "two_io_dyn", both, "ok",
          lambda r: r.outputs["SUM"].tolist() == [[1.0, 3.0, 5.0, 7.0]],
-         lambda s, t: send(s, t, "two_io_dyn", [("B", np.arange(4, dtype=np.int32).reshape(1, 4), "INT32", None)],
-                           ["SUM"], shm_inputs=[("A", shm_region, 16, "FP32", [1, 4])])),
+         lambda s, t: send(s, t, "two_io_dyn", {"B": (np.arange(4, dtype=np.int32).reshape(1, 4), "INT32")},
+                           ["SUM"], shm_inputs={"A": (shm_region, 16, "FP32", [1, 4])})),
         ("shared memory: size beyond the region", "two_io_dyn", both, "refused", "Invalid offset",
-         lambda s, t: send(s, t, "two_io_dyn", [("B", np.arange(4, dtype=np.int32).reshape(1, 4), "INT32", None)],
-                           ["SUM"], shm_inputs=[("A", shm_region, shm_size * 2, "FP32", [1, shm_size // 2])])),
+         lambda s, t: send(s, t, "two_io_dyn", {"B": (np.arange(4, dtype=np.int32).reshape(1, 4), "INT32")},
+                           ["SUM"], shm_inputs={"A": (shm_region, shm_size * 2, "FP32", [1, shm_size // 2])})),
         ("ONNX Runtime fails (gather index 9 of 5)", "gather_fail", both, "backend error", "out of data bounds",
-         lambda s, t: send(s, t, "gather_fail", [("IDX", np.array([[0, 9]], np.int64), "INT64", None)], ["Y"])),
+         lambda s, t: send(s, t, "gather_fail", {"IDX": (np.array([[0, 9]], np.int64), "INT64")}, ["Y"])),
     ]
 
 
@@ -255,21 +228,18 @@ def test_bad_models_fail_clearly_and_the_rest_keeps_serving(server_for, tmp_path
         ok = e["state"] == "UNAVAILABLE" and fragment in e.get("reason", "")
         rows.append([model, "load fails", f"{e['state']}: {e.get('reason', '')[:300]}", "pass" if ok else "FAIL"])
         bad += [] if ok else [rows[-1]]
-    r = send(s, "http", "fails_at_run", [("X", np.ones((2, 4), F32), "FP32", None)], ["Y"])
+    r = send(s, "http", "fails_at_run", {"X": (np.ones((2, 4), F32), "FP32")}, ["Y"])
     ok = r.error is not None and "cannot be reshaped" in r.error and idx["fails_at_run"][0]["state"] == "READY"
     rows.append(["fails_at_run", "loads; the run fails", (r.error or "")[:200], "pass" if ok else "FAIL"])
     bad += [] if ok else [rows[-1]]
     # Missing ONNX Runtime library: a backend directory holding only our library.
-    bare = tmp_path / "bare" / "onnxrs"
-    bare.mkdir(parents=True)
-    shutil.copy(s.backend_dir / "onnxrs" / "libtriton_onnxrs.so", bare)
-    s2 = server_for(["mlp_fp32"], "--exit-on-error=false", backend_dir=bare.parent)
+    s2 = server_for(["mlp_fp32"], "--exit-on-error=false", backend_dir=bare_backend_dir(tmp_path / "bare"))
     e = s2.index()["mlp_fp32"][0]
     ok = e["state"] == "UNAVAILABLE" and "ONNX Runtime library not found" in e.get("reason", "")
     rows.append(["(no ORT library)", "load fails", f"{e['state']}: {e.get('reason', '')[:200]}", "pass" if ok else "FAIL"])
     bad += [] if ok else [rows[-1]]
     x = np.ones((1, 16), F32)
-    r = send(s, "grpc", "mlp_fp32", [("X", x, "FP32", None)], ["Y"])
+    r = send(s, "grpc", "mlp_fp32", {"X": (x, "FP32")}, ["Y"])
     ok = r.outputs is not None and np.allclose(r.outputs["Y"], mlp_reference(x), rtol=1e-5, atol=1e-5)
     rows.append(["mlp_fp32 beside them", "serves", "correct output" if ok else str(r.error), "pass" if ok else "FAIL"])
     bad += [] if ok else [rows[-1]]

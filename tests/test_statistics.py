@@ -7,18 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
 from make_models import GATHER_TABLE, mlp_reference
+from server import infer
 
 
 def gather(server, idx: np.ndarray):
-    i = thttp.InferInput("IDX", list(idx.shape), "INT64")
-    i.set_data_from_numpy(idx)
-    # Closed after each use: an open keep-alive connection holds up the server's shutdown.
-    with thttp.InferenceServerClient(server.http_addr) as c:
-        return c.infer("gather_fail", [i]).as_numpy("Y")
+    return infer(server, "http", "gather_fail", {"IDX": (idx, "INT64")}).as_numpy("Y")
 
 
 def check_stage_consistency(stats: dict) -> None:
@@ -50,10 +46,8 @@ def test_exact_success_and_failure_counts_and_metrics(server_for):
         with pytest.raises(InferenceServerException, match="out of data bounds"):
             gather(s, idx.astype(np.int64))
     # Refused by Triton before the backend: neither a success nor a backend failure.
-    wrong = thttp.InferInput("IDX", [1, 1], "INT32")
-    wrong.set_data_from_numpy(np.zeros((1, 1), np.int32))
-    with thttp.InferenceServerClient(s.http_addr) as c, pytest.raises(InferenceServerException, match="data-type"):
-        c.infer("gather_fail", [wrong])
+    with pytest.raises(InferenceServerException, match="data-type"):
+        infer(s, "http", "gather_fail", {"IDX": (np.zeros((1, 1), np.int32), "INT32")})
 
     n, m = len(good), len(bad)
     rows = [len(g) for g in good]
@@ -88,10 +82,7 @@ def test_dynamic_batching_fuses_requests(server_for):
     xs = [np.full((1, 16), i / 8, np.float32) for i in range(8)]
 
     def one(x):
-        i = thttp.InferInput("X", [1, 16], "FP32")
-        i.set_data_from_numpy(x)
-        with thttp.InferenceServerClient(s.http_addr) as c:
-            return c.infer("mlp_batching", [i]).as_numpy("Y")
+        return infer(s, "http", "mlp_batching", {"X": (x, "FP32")}).as_numpy("Y")
 
     with ThreadPoolExecutor(len(xs)) as pool:
         ys = list(pool.map(one, xs))
@@ -133,11 +124,7 @@ def test_a_failing_request_does_not_fail_its_batch(server_for):
 
 def test_memory_usage_is_reported(server_for):
     s = server_for(["mlp_fp32", "string_concat"])
-    x = np.ones((8, 16), np.float32)
-    i = thttp.InferInput("X", [8, 16], "FP32")
-    i.set_data_from_numpy(x)
-    with thttp.InferenceServerClient(s.http_addr) as c:
-        c.infer("mlp_fp32", [i])
+    infer(s, "http", "mlp_fp32", {"X": (np.ones((8, 16), np.float32), "FP32")})
     sizes = {}
     for model in ("mlp_fp32", "string_concat"):
         mem = s.stats(model)["memory_usage"]

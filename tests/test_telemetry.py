@@ -17,15 +17,17 @@ import pytest
 import requests
 
 from make_models import GATHER_TABLE
-from server import ROOT
+from server import ROOT, json_body
 
 DEPLOY = ROOT / "deploy"
 CHECK = DEPLOY / "onnxrs-check"
 
 
-def gather(s, idx):
-    idx = np.asarray(idx, dtype=np.int64)
-    body = {"inputs": [{"name": "IDX", "shape": list(idx.shape), "datatype": "INT64", "data": idx.flatten().tolist()}]}
+def gather(s, idx, request_id=None):
+    """gather_fail over plain HTTP JSON; the requests.Response."""
+    body = json_body({"IDX": (np.asarray(idx, dtype=np.int64), "INT64")})
+    if request_id is not None:
+        body["id"] = request_id
     return requests.post(f"{s.url}/v2/models/gather_fail/infer", json=body, timeout=30)
 
 
@@ -146,8 +148,7 @@ def test_trace_holds_the_backend_activities(server_for, tmp_path):
 def test_backend_lines_in_tritons_log_in_the_chosen_format(server_for, tmp_path):
     log = tmp_path / "server.log"
     s = server_for(["gather_fail"], "--log-verbose=1", "--log-format=ISO8601", f"--log-file={log}")
-    body = {"id": "req-42", "inputs": [{"name": "IDX", "shape": [1, 2], "datatype": "INT64", "data": [0, 9]}]}
-    assert requests.post(f"{s.url}/v2/models/gather_fail/infer", json=body, timeout=30).status_code == 400
+    assert gather(s, [[0, 9]], request_id="req-42").status_code == 400
     s.stop()
     lines = log.read_text().splitlines()
     ours = [l for l in lines if "onnxrs:" in l]

@@ -19,59 +19,23 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
+TESTS = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(TESTS), str(TESTS / "models")]
 from reference import mlp_reference  # noqa: E402
+from server import Rest  # noqa: E402
 
 
-class Server:
-    def __init__(self, url: str):
-        self.url = url.rstrip("/")
-
-    def call(self, method: str, path: str, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                text = r.read()
-        except urllib.error.HTTPError as e:
-            raise RuntimeError(f"{method} {path}: {e.code} {e.read().decode(errors='replace')}") from None
-        return json.loads(text) if text else None
-
-    def load(self, model: str):
-        self.call("POST", f"/v2/repository/models/{model}/load", {})
-
-    def unload(self, model: str):
-        self.call("POST", f"/v2/repository/models/{model}/unload", {})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            states = {e["name"]: e.get("state") for e in self.call("POST", "/v2/repository/index", {})}
-            if states.get(model) != "READY":
-                return
-            time.sleep(0.2)
-
-    def infer(self, model: str, x: np.ndarray) -> np.ndarray:
-        body = {"inputs": [{"name": "X", "shape": list(x.shape), "datatype": "FP32", "data": x.flatten().tolist()}]}
-        out = self.call("POST", f"/v2/models/{model}/infer", body)["outputs"][0]
-        return np.array(out["data"], dtype=np.float32).reshape(out["shape"])
-
-    def stats(self, model: str) -> dict:
-        return self.call("GET", f"/v2/models/{model}/stats")["model_stats"][0]
-
-    def config(self, model: str) -> dict:
-        return self.call("GET", f"/v2/models/{model}/config")
+def infer(server: Rest, model: str, x: np.ndarray) -> np.ndarray:
+    return server.infer_json(model, {"X": (x, "FP32")})["Y"]
 
 
 def process_gpu_mib(pid: int) -> int | None:
@@ -100,13 +64,13 @@ def device_name() -> str:
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
 
 
-def latency_ms(server: Server, model: str, batch: int, n: int) -> float:
+def latency_ms(server: Rest, model: str, batch: int, n: int) -> float:
     x = np.random.default_rng(batch).standard_normal((batch, 16)).astype(np.float32)
-    server.infer(model, x)  # warm-up
+    infer(server, model, x)  # warm-up
     times = []
     for _ in range(n):
         t = time.perf_counter()
-        server.infer(model, x)
+        infer(server, model, x)
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
 
@@ -121,7 +85,7 @@ def main() -> int:
     ap.add_argument("--cpu", action="store_true", help="no GPU here: check the flow, skip GPU memory")
     ap.add_argument("--requests", type=int, default=20)
     args = ap.parse_args()
-    s = Server(args.url)
+    s = Rest(args.url)
     failures: list[str] = []
     lines = [
         f"# onnxrs GPU validation — {datetime.date.today().isoformat()}",
@@ -147,8 +111,8 @@ def main() -> int:
     for i in range(args.requests):
         rows = 1 + i % both
         x = rng.standard_normal((rows, 16)).astype(np.float32)
-        y = s.infer(args.model, x)
-        y_cpu = s.infer(args.cpu_model, x)
+        y = infer(s, args.model, x)
+        y_cpu = infer(s, args.cpu_model, x)
         ref = mlp_reference(x)
         scale = np.maximum(np.abs(ref), 1e-3)
         worst_ref = max(worst_ref, float(np.max(np.abs(y - ref) / scale)))
@@ -202,7 +166,7 @@ def main() -> int:
 
     # Memory.
     time.sleep(1.5)  # the backend re-reports at most once a second
-    s.infer(args.model, np.zeros((1, 16), np.float32))
+    infer(s, args.model, np.zeros((1, 16), np.float32))
     mem = s.stats(args.model)["memory_usage"]
     lines += ["## Memory", "memory_usage reported for the model:", "", "| type | id | bytes |", "| --- | --- | --- |"]
     lines += [f"| {m['type']} | {m['id']} | {m['byte_size']} |" for m in mem]

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The benchmark: onnxrs against what a user would pick instead, on the same tritonserver 2.51
 and the same model files, in one run. Called by ci/bench.sh (which installs and builds what it
-needs); `python ci/bench.py --report-only` regenerates BENCHMARKS.md and the plots from the
-last results.
+needs, and copies the report into BENCHMARKS.md and docs/ when asked with --update-docs);
+`python bench/bench.py --report-only` regenerates build/bench/BENCHMARKS.md and the plots from
+the last results.
 
 Contenders: onnxrs; Triton's Python backend (from the same nvidia-pytriton wheel) running the
 model with the `onnxruntime` Python package; the official onnxruntime backend when
@@ -294,7 +295,7 @@ def main() -> int:
         RESULTS.write_text(json.dumps(results, indent=1))
     import bench_report
 
-    bench_report.write(json.loads(RESULTS.read_text()))
+    bench_report.write(json.loads(RESULTS.read_text()), BUILD)
     return 0
 
 

@@ -1,43 +1,36 @@
-//! The server side of the ABI, played by this test: it loads `libtriton_onnxrs.so` with dlopen,
-//! provides every TRITONSERVER_/TRITONBACKEND_ function the library imports (exported from this
-//! executable, see build.rs), and injects failures a healthy Triton rarely produces: an output
-//! buffer that cannot be allocated, a response that cannot be sent or created, an input that
-//! cannot be read, a cancelled request. For each, the affected request must get an error (or at
-//! least be counted as failed), the others must get correct outputs, every request must be
-//! released exactly once, and every object the host hands out must be given back (the host
-//! counts them). `ci/test.sh` also runs this binary under valgrind's leak checker.
-//!
-//! Needs `ONNXRS_TEST_MODELS` and `ONNXRS_ORT_LIBRARY` (set by ci/test.sh).
-#![allow(clippy::missing_safety_doc, clippy::expect_used, clippy::unwrap_used, non_camel_case_types)]
+//! Triton's side of the ABI, as far as the backend uses it: every TRITONSERVER_/TRITONBACKEND_
+//! function the library imports, exported from the test executable (see build.rs). The host
+//! objects are plain Rust values; errors, messages, buffer attributes and metric objects are
+//! counted while alive, so a leak shows as a count left above zero. `Faults` says which request
+//! an injected failure hits; `ANSWERS` records what each request got back.
 // Every function here is called by the backend with the pointers this host created.
-#![allow(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+#![allow(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn, non_camel_case_types)]
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char, c_void};
-use std::path::PathBuf;
 use std::ptr;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-type Err = *mut c_void;
+pub type Err = *mut c_void;
 
-static LIVE_ERRORS: AtomicI64 = AtomicI64::new(0);
-static LIVE_MESSAGES: AtomicI64 = AtomicI64::new(0);
-static LIVE_ATTRS: AtomicI64 = AtomicI64::new(0);
-static LIVE_METRIC_OBJECTS: AtomicI64 = AtomicI64::new(0);
-static METRIC_UPDATES: AtomicI64 = AtomicI64::new(0);
+pub static LIVE_ERRORS: AtomicI64 = AtomicI64::new(0);
+pub static LIVE_MESSAGES: AtomicI64 = AtomicI64::new(0);
+pub static LIVE_ATTRS: AtomicI64 = AtomicI64::new(0);
+pub static LIVE_METRIC_OBJECTS: AtomicI64 = AtomicI64::new(0);
+pub static METRIC_UPDATES: AtomicI64 = AtomicI64::new(0);
 
 struct FakeError {
     code: u32,
     msg: CString,
 }
 
-fn error(code: u32, msg: &str) -> Err {
+pub fn error(code: u32, msg: &str) -> Err {
     LIVE_ERRORS.fetch_add(1, Ordering::SeqCst);
     Box::into_raw(Box::new(FakeError { code, msg: CString::new(msg).unwrap() })).cast()
 }
 
 /// Takes back an error the backend returned to the host; its code and message.
-unsafe fn take_error(e: Err) -> Option<(u32, String)> {
+pub unsafe fn take_error(e: Err) -> Option<(u32, String)> {
     if e.is_null() {
         return None;
     }
@@ -49,82 +42,88 @@ unsafe fn take_error(e: Err) -> Option<(u32, String)> {
 // ---- host objects
 
 pub struct Backend {
-    config: CString,
-    artifacts: CString,
-    state: *mut c_void,
+    pub config: CString,
+    pub artifacts: CString,
+    pub state: *mut c_void,
 }
 
 pub struct Model {
-    name: CString,
-    repo: CString,
-    config: CString,
-    backend: *mut Backend,
-    state: *mut c_void,
+    pub name: CString,
+    pub repo: CString,
+    pub config: CString,
+    pub backend: *mut Backend,
+    pub state: *mut c_void,
 }
 
 #[derive(Default)]
 pub struct Stats {
-    request: Vec<(usize, bool, [u64; 4])>,
-    batches: Vec<u64>,
+    pub request: Vec<(usize, bool, [u64; 4])>,
+    pub batches: Vec<u64>,
 }
 
 pub struct Instance {
-    name: CString,
-    model: *mut Model,
-    state: *mut c_void,
-    stats: RefCell<Stats>,
-    memory_reports: RefCell<u32>,
+    pub name: CString,
+    pub model: *mut Model,
+    pub state: *mut c_void,
+    pub stats: RefCell<Stats>,
+    pub memory_reports: RefCell<u32>,
 }
 
 pub struct Input {
-    name: CString,
-    dtype: u32,
-    shape: Vec<i64>,
-    data: Vec<u8>,
+    pub name: CString,
+    pub dtype: u32,
+    pub shape: Vec<i64>,
+    pub data: Vec<u8>,
 }
 
 pub struct Request {
-    index: usize,
-    id: CString,
-    inputs: Vec<Input>,
-    outputs: Vec<CString>,
-    released: RefCell<u32>,
+    pub index: usize,
+    pub id: CString,
+    pub inputs: Vec<Input>,
+    pub outputs: Vec<CString>,
+    pub released: RefCell<u32>,
 }
 
 pub struct Response {
-    request: usize,
+    pub request: usize,
     // Boxed: the backend holds pointers to earlier outputs while later ones are added.
     #[allow(clippy::vec_box)]
-    outputs: Vec<Box<Output>>,
+    pub outputs: Vec<Box<Output>>,
 }
 
 pub struct Output {
-    request: usize,
-    name: String,
-    shape: Vec<i64>,
-    data: Vec<u8>,
+    pub request: usize,
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: Vec<u8>,
 }
 
 /// What the test asks the host to do wrong, by request index.
-#[derive(Default, Clone)]
-struct Faults {
-    output_buffer: Option<usize>,
-    response_send: Option<usize>,
-    response_new: Option<usize>,
-    input_query: Option<usize>,
-    cancelled: Option<usize>,
+#[derive(Clone)]
+pub struct Faults {
+    pub output_buffer: Option<usize>,
+    pub response_send: Option<usize>,
+    pub response_new: Option<usize>,
+    pub input_query: Option<usize>,
+    pub cancelled: Option<usize>,
+}
+
+impl Faults {
+    /// A healthy host.
+    pub const NONE: Faults =
+        Faults { output_buffer: None, response_send: None, response_new: None, input_query: None, cancelled: None };
 }
 
 /// What came back for each request: outputs (name -> bytes, shape) or the error message.
 #[derive(Debug, Clone)]
-enum Answer {
+pub enum Answer {
     Outputs(Vec<(String, Vec<i64>, Vec<u8>)>),
     Error(#[allow(dead_code)] u32, String),
 }
 
 thread_local! {
-    static FAULTS: RefCell<Faults> = RefCell::new(Faults::default());
-    static ANSWERS: RefCell<Vec<(usize, Answer)>> = const { RefCell::new(Vec::new()) };
+    pub static FAULTS: RefCell<Faults> = const { RefCell::new(Faults::NONE) };
+    pub static ANSWERS: RefCell<Vec<(usize, Answer)>> = const { RefCell::new(Vec::new()) };
 }
 
 fn faulty(pick: impl Fn(&Faults) -> Option<usize>, index: usize) -> bool {
@@ -331,7 +330,7 @@ pub unsafe extern "C" fn TRITONBACKEND_BackendConfig(b: *mut Backend, m: *mut *m
     ptr::null_mut()
 }
 thread_local! {
-    static BACKEND_MESSAGES: RefCell<Vec<*mut c_void>> = const { RefCell::new(Vec::new()) };
+    pub static BACKEND_MESSAGES: RefCell<Vec<*mut c_void>> = const { RefCell::new(Vec::new()) };
 }
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn TRITONBACKEND_BackendArtifacts(
@@ -605,258 +604,4 @@ pub unsafe extern "C" fn TRITONBACKEND_ResponseSend(resp: *mut Response, _flags:
         return error(4, "injected: the response cannot be sent");
     }
     ptr::null_mut()
-}
-
-// ---- the test
-
-type EntryFn = unsafe extern "C" fn(*mut c_void) -> Err;
-type ExecFn = unsafe extern "C" fn(*mut c_void, *mut *mut Request, u32) -> Err;
-
-struct Lib {
-    initialize: EntryFn,
-    finalize: EntryFn,
-    model_initialize: EntryFn,
-    model_finalize: EntryFn,
-    instance_initialize: EntryFn,
-    instance_finalize: EntryFn,
-    execute: ExecFn,
-}
-
-fn env_path(key: &str) -> PathBuf {
-    PathBuf::from(std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set: run `bash ci/test.sh`")))
-}
-
-unsafe fn open_backend() -> Lib {
-    // The cdylib cargo built beside this test's deps folder.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|p| p.parent()).unwrap();
-    let path = CString::new(dir.join("libtriton_onnxrs.so").to_string_lossy().as_bytes()).unwrap();
-    let h = libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
-    assert!(
-        !h.is_null(),
-        "dlopen: {} (build the library first: `cargo build --lib`; ci/test.sh does)",
-        CStr::from_ptr(libc::dlerror()).to_string_lossy()
-    );
-    let sym = |name: &CStr| {
-        let p = libc::dlsym(h, name.as_ptr());
-        assert!(!p.is_null(), "missing {name:?}");
-        p
-    };
-    Lib {
-        initialize: std::mem::transmute::<*mut c_void, EntryFn>(sym(c"TRITONBACKEND_Initialize")),
-        finalize: std::mem::transmute::<*mut c_void, EntryFn>(sym(c"TRITONBACKEND_Finalize")),
-        model_initialize: std::mem::transmute::<*mut c_void, EntryFn>(sym(c"TRITONBACKEND_ModelInitialize")),
-        model_finalize: std::mem::transmute::<*mut c_void, EntryFn>(sym(c"TRITONBACKEND_ModelFinalize")),
-        instance_initialize: std::mem::transmute::<*mut c_void, EntryFn>(sym(c"TRITONBACKEND_ModelInstanceInitialize")),
-        instance_finalize: std::mem::transmute::<*mut c_void, EntryFn>(sym(c"TRITONBACKEND_ModelInstanceFinalize")),
-        execute: std::mem::transmute::<*mut c_void, ExecFn>(sym(c"TRITONBACKEND_ModelInstanceExecute")),
-    }
-}
-
-fn gather_request(index: usize, idx: &[i64]) -> Request {
-    Request {
-        index,
-        id: CString::new(format!("req-{index}")).unwrap(),
-        inputs: vec![Input {
-            name: CString::new("IDX").unwrap(),
-            dtype: 9, // INT64
-            shape: vec![1, idx.len() as i64],
-            data: idx.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        }],
-        outputs: vec![CString::new("Y").unwrap()],
-        released: RefCell::new(0),
-    }
-}
-
-fn floats(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
-
-/// Runs one execute with `faults` over three requests (index 0..3, the middle one's data as
-/// given) and returns what each request got, in index order.
-unsafe fn execute_three(lib: &Lib, inst: *mut Instance, faults: Faults, middle: &[i64]) -> Vec<Option<Answer>> {
-    FAULTS.with(|f| *f.borrow_mut() = faults.clone());
-    ANSWERS.with(|a| a.borrow_mut().clear());
-    (*inst).stats.borrow_mut().request.clear();
-    (*inst).stats.borrow_mut().batches.clear();
-    let mut reqs = [gather_request(0, &[0, 1]), gather_request(1, middle), gather_request(2, &[4, 3])];
-    let mut ptrs: Vec<*mut Request> = reqs.iter_mut().map(ptr::from_mut).collect();
-    let e = (lib.execute)(inst.cast(), ptrs.as_mut_ptr(), 3);
-    assert_eq!(take_error(e), None, "execute must return success once it took the requests");
-    for r in &reqs {
-        assert_eq!(*r.released.borrow(), 1, "request {} released {} times", r.index, r.released.borrow());
-    }
-    let stats = (*inst).stats.borrow();
-    for r in &reqs {
-        let n = stats.request.iter().filter(|(i, _, _)| *i == r.index).count();
-        assert_eq!(n, 1, "request {} has {n} statistics records", r.index);
-    }
-    for (_, ok, [a, b, c, d]) in &stats.request {
-        if *ok {
-            assert!(a <= b && b <= c && c <= d, "timestamps out of order: {a} {b} {c} {d}");
-        }
-    }
-    let answers = ANSWERS.with(|a| a.borrow().clone());
-    (0..3)
-        .map(|i| {
-            let mine: Vec<&Answer> = answers.iter().filter(|(r, _)| *r == i).map(|(_, a)| a).collect();
-            assert!(mine.len() <= 1, "request {i} got {} responses", mine.len());
-            mine.first().map(|a| (*a).clone())
-        })
-        .collect()
-}
-
-fn success(stats: &Stats, index: usize) -> bool {
-    stats.request.iter().any(|(i, ok, _)| *i == index && *ok)
-}
-
-fn expect_outputs(a: &Option<Answer>, want: &[f32]) {
-    match a {
-        Some(Answer::Outputs(o)) => {
-            assert_eq!(o.len(), 1);
-            assert_eq!(floats(&o[0].2), want);
-        }
-        other => panic!("expected outputs {want:?}, got {other:?}"),
-    }
-}
-
-fn expect_error(a: &Option<Answer>, fragment: &str) {
-    match a {
-        Some(Answer::Error(_, msg)) => assert!(msg.contains(fragment), "'{fragment}' not in '{msg}'"),
-        other => panic!("expected an error with '{fragment}', got {other:?}"),
-    }
-}
-
-#[test]
-fn injected_host_failures_fail_only_the_affected_request_and_leak_nothing() {
-    let models = env_path("ONNXRS_TEST_MODELS");
-    let ort = env_path("ONNXRS_ORT_LIBRARY");
-    unsafe {
-        let lib = open_backend();
-        let config = format!(r#"{{"cmdline": {{"ort-library": "{}"}}}}"#, ort.display());
-        let backend = Box::into_raw(Box::new(Backend {
-            config: CString::new(config).unwrap(),
-            artifacts: CString::new("/nonexistent").unwrap(),
-            state: ptr::null_mut(),
-        }));
-        assert_eq!(take_error((lib.initialize)(backend.cast())), None);
-        let model = Box::into_raw(Box::new(Model {
-            name: CString::new("gather_fail").unwrap(),
-            repo: CString::new(models.join("gather_fail").to_string_lossy().as_bytes()).unwrap(),
-            config: CString::new(
-                r#"{"name": "gather_fail", "backend": "onnxrs", "max_batch_size": 8,
-                    "input": [{"name": "IDX", "data_type": "TYPE_INT64", "dims": [-1]}],
-                    "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [-1]}],
-                    "dynamic_batching": {}}"#,
-            )
-            .unwrap(),
-            backend,
-            state: ptr::null_mut(),
-        }));
-        assert_eq!(take_error((lib.model_initialize)(model.cast())), None);
-        let inst = Box::into_raw(Box::new(Instance {
-            name: CString::new("gather_fail_0").unwrap(),
-            model,
-            state: ptr::null_mut(),
-            stats: RefCell::new(Stats::default()),
-            memory_reports: RefCell::new(0),
-        }));
-        assert_eq!(take_error((lib.instance_initialize)(inst.cast())), None);
-        assert!(*(*inst).memory_reports.borrow() >= 1, "memory reported at load");
-
-        let good = Faults::default();
-        // Healthy: one fused run of 3 requests.
-        let a = execute_three(&lib, inst, good.clone(), &[2, 0]);
-        expect_outputs(&a[0], &[10.0, 20.0]);
-        expect_outputs(&a[1], &[30.0, 10.0]);
-        expect_outputs(&a[2], &[50.0, 40.0]);
-        assert_eq!((*inst).stats.borrow().batches, vec![3]);
-
-        // ONNX Runtime fails on the middle one: only it fails.
-        let a = execute_three(&lib, inst, good.clone(), &[7, 0]);
-        expect_outputs(&a[0], &[10.0, 20.0]);
-        expect_error(&a[1], "out of data bounds");
-        expect_outputs(&a[2], &[50.0, 40.0]);
-        assert!(!success(&(*inst).stats.borrow(), 1) && success(&(*inst).stats.borrow(), 2));
-
-        // The middle request's input cannot be read.
-        let a = execute_three(&lib, inst, Faults { input_query: Some(1), ..good.clone() }, &[2, 0]);
-        expect_error(&a[1], "input cannot be read");
-        expect_outputs(&a[0], &[10.0, 20.0]);
-        expect_outputs(&a[2], &[50.0, 40.0]);
-
-        // The middle request was cancelled.
-        let a = execute_three(&lib, inst, Faults { cancelled: Some(1), ..good.clone() }, &[2, 0]);
-        expect_error(&a[1], "cancelled");
-        assert!(!success(&(*inst).stats.borrow(), 1));
-        expect_outputs(&a[2], &[50.0, 40.0]);
-
-        // No response can be created for the middle request: it is still released and counted
-        // as failed; the others are answered.
-        let a = execute_three(&lib, inst, Faults { response_new: Some(1), ..good.clone() }, &[2, 0]);
-        assert!(a[1].is_none());
-        assert!(!success(&(*inst).stats.borrow(), 1));
-        expect_outputs(&a[0], &[10.0, 20.0]);
-        expect_outputs(&a[2], &[50.0, 40.0]);
-
-        // Sending the first response fails: the backend logs it, the others are unaffected.
-        let a = execute_three(&lib, inst, Faults { response_send: Some(0), ..good.clone() }, &[2, 0]);
-        expect_outputs(&a[1], &[30.0, 10.0]);
-        expect_outputs(&a[2], &[50.0, 40.0]);
-
-        // The middle request's output buffer cannot be allocated.
-        let a = execute_three(&lib, inst, Faults { output_buffer: Some(1), ..good.clone() }, &[2, 0]);
-        expect_error(&a[1], "output buffer cannot be allocated");
-        assert!(!success(&(*inst).stats.borrow(), 1));
-        expect_outputs(&a[0], &[10.0, 20.0]);
-        expect_outputs(&a[2], &[50.0, 40.0]);
-
-        // And the backend still works.
-        let a = execute_three(&lib, inst, good, &[0, 0]);
-        expect_outputs(&a[1], &[10.0, 10.0]);
-
-        assert_eq!(take_error((lib.instance_finalize)(inst.cast())), None);
-        assert_eq!(take_error((lib.model_finalize)(model.cast())), None);
-        assert_eq!(take_error((lib.finalize)(backend.cast())), None);
-        drop(Box::from_raw(inst));
-        drop(Box::from_raw(model));
-        drop(Box::from_raw(backend));
-        BACKEND_MESSAGES.with(|v| {
-            for m in v.borrow_mut().drain(..) {
-                TRITONSERVER_MessageDelete(m);
-            }
-        });
-    }
-    assert_eq!(LIVE_ERRORS.load(Ordering::SeqCst), 0, "errors not deleted");
-    assert_eq!(LIVE_MESSAGES.load(Ordering::SeqCst), 0, "messages not deleted");
-    assert_eq!(LIVE_ATTRS.load(Ordering::SeqCst), 0, "buffer attributes not deleted");
-    assert_eq!(LIVE_METRIC_OBJECTS.load(Ordering::SeqCst), 0, "metric families, metrics, args or labels not deleted");
-    assert!(METRIC_UPDATES.load(Ordering::SeqCst) > 0, "the backend's metrics were updated");
-
-    // Everything above held: record it for docs/reliability.md (ci/test.sh adds valgrind's line).
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("build/reliability");
-    let _ = std::fs::create_dir_all(&dir);
-    let rows = [
-        ("none (a fused run of 3)", "3 correct outputs, one batch statistic of size 3"),
-        ("ONNX Runtime fails on request 2", "request 2: the ORT error; 1 and 3 correct (rerun one by one)"),
-        ("reading request 2's input fails", "request 2: that error; 1 and 3 correct"),
-        ("request 2 cancelled", "request 2: a 'cancelled' error, counted as a failure; 1 and 3 correct"),
-        ("no response can be created for request 2", "request 2 released and counted as failed; 1 and 3 correct"),
-        ("sending request 1's response fails", "logged; 2 and 3 correct"),
-        (
-            "request 2's output buffer cannot be allocated",
-            "request 2: that error, counted as a failure; 1 and 3 correct",
-        ),
-        ("none, after all of the above", "correct outputs: the backend keeps working"),
-    ];
-    let mut md = String::from(
-        "## Faults from the host side\n\ntests/host_faults.rs plays Triton's side of the ABI around the real \
-         libtriton_onnxrs.so and injects failures. In every case each request was released exactly once and had \
-         exactly one statistics record, and at the end no error, message, buffer-attributes, metric family, \
-         metric, metric-args or label object the host handed out was left undeleted.\n\n| injected fault | observed |\n|---|---|\n",
-    );
-    for (fault, observed) in rows {
-        md.push_str(&format!("| {fault} | {observed} |\n"));
-    }
-    let _ = std::fs::write(dir.join("host-faults.md"), md);
 }

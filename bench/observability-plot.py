@@ -4,7 +4,9 @@ tritonserver with the onnxrs backend on the test models, drives a workload that 
 time (concurrency 1, then 8, then a burst of bad requests, then dynamic batching at 16),
 scrapes /metrics every half second and plots what the Grafana dashboard (deploy/grafana) shows.
 
-    python ci/observability-plot.py [OUT.png]       (ci/test.sh's environment: ONNXRS_TEST_MODELS)
+    python bench/observability-plot.py [OUT.png]    (ci/test.sh's environment: ONNXRS_TEST_MODELS)
+
+OUT.png defaults to build/bench/observability.png; the README shows docs/observability.png.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from server import TritonServer, make_repo  # noqa: E402
+from server import TritonServer, json_body, make_repo  # noqa: E402
 
 PHASES = [("c=1", 1, "mlp_fp32", 6), ("c=8", 8, "mlp_fp32", 6), ("bad requests", 4, "gather_fail", 4), ("batching c=16", 16, "mlp_batching", 6)]
 
@@ -45,13 +47,13 @@ def main(out: Path) -> None:
 
             def client(model, until):
                 sess = requests.Session()
-                x = np.random.default_rng().standard_normal((1, 16)).astype(np.float32).flatten().tolist()
+                x = np.random.default_rng().standard_normal((1, 16)).astype(np.float32)
                 while time.monotonic() < until:
                     if model == "gather_fail":
-                        idx = [0, 9] if np.random.random() < 0.3 else [1, 2]
-                        body = {"inputs": [{"name": "IDX", "shape": [1, 2], "datatype": "INT64", "data": idx}]}
+                        idx = [[0, 9]] if np.random.random() < 0.3 else [[1, 2]]
+                        body = json_body({"IDX": (np.array(idx, np.int64), "INT64")})
                     else:
-                        body = {"inputs": [{"name": "X", "shape": [1, 16], "datatype": "FP32", "data": x}]}
+                        body = json_body({"X": (x, "FP32")})
                     sess.post(f"{s.url}/v2/models/{model}/infer", json=body, timeout=30)
 
             t0 = time.monotonic()
@@ -69,11 +71,6 @@ def main(out: Path) -> None:
     plot(samples, t0, marks, out)
 
 
-def total(m, name, **labels):
-    vals = [v for n, l, v in m.samples if n == name and all(l.get(k) == x for k, x in labels.items())]
-    return sum(vals) if vals else None
-
-
 def plot(samples, t0, marks, out: Path) -> None:
     fig, axes = plt.subplots(3, 2, figsize=(13, 10))
     fig.suptitle("onnxrs: tritonserver /metrics scraped every 0.5 s during a changing workload (2-core machine)")
@@ -83,7 +80,7 @@ def plot(samples, t0, marks, out: Path) -> None:
     def rate(name, **labels):
         out_t, out_v = [], []
         for i in range(len(samples) - 1):
-            a, b = total(samples[i][1], name, **labels), total(samples[i + 1][1], name, **labels)
+            a, b = samples[i][1].sum(name, **labels), samples[i + 1][1].sum(name, **labels)
             if a is not None and b is not None:
                 out_t.append(samples[i + 1][0] - t0)
                 out_v.append((b - a) / dt(i))
@@ -119,7 +116,7 @@ def plot(samples, t0, marks, out: Path) -> None:
     ax = axes[2][1]
     for m in models:
         ts = [tt - t0 for tt, mm in samples]
-        ax.plot(ts, [(total(mm, "onnxrs_memory_bytes", model=m) or 0) / 2**20 for _, mm in samples], label=m)
+        ax.plot(ts, [(mm.sum("onnxrs_memory_bytes", model=m) or 0) / 2**20 for _, mm in samples], label=m)
     ax.set_title("Session memory, CPU (MiB)")
     for row in axes:
         for ax in row:
@@ -135,4 +132,4 @@ def plot(samples, t0, marks, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "docs" / "observability.png")
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "build" / "bench" / "observability.png")
