@@ -74,6 +74,26 @@ def make_repo(dest: Path, names: list[str]) -> Path:
     return dest
 
 
+MALLOC_DEBUG = Path("/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
+
+
+def heap_checker_env(build: Path) -> dict[str, str]:
+    """The environment that makes tritonserver check its heap: glibc's checking allocator
+    (`MALLOC_CHECK_=3`: a bad free aborts at once) and a preloaded thread that walks every free
+    list in a loop (tests/heapcheck/mallinfo_walker.c, built here into `build`), so corruption
+    aborts the server within microseconds instead of minutes later."""
+    lib = build / "libmallinfo_walker.so"
+    src = ROOT / "tests" / "heapcheck" / "mallinfo_walker.c"
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(src), "-lpthread"], check=True)
+    preload = [str(lib)]
+    env = {"ONNXRS_HEAPCHECK_INTERVAL_US": "500"}
+    if MALLOC_DEBUG.is_file():
+        preload.insert(0, str(MALLOC_DEBUG))
+        env["MALLOC_CHECK_"] = "3"
+    env["LD_PRELOAD"] = ":".join(preload)
+    return env
+
+
 def bare_backend_dir(dest: Path) -> Path:
     """A backend directory holding only libtriton_onnxrs.so, no ONNX Runtime beside it."""
     (dest / "onnxrs").mkdir(parents=True)
@@ -260,6 +280,37 @@ class TritonServer(Rest):
         if exc_type is not None and not isinstance(exc, RuntimeError | KeyboardInterrupt):
             print(f"----- tritonserver log ({self.log_path}) -----\n{self.log_text()[-20000:]}")
         self.stop()
+
+    def rss_kib(self) -> int:
+        """The server's resident memory now."""
+        assert self.proc is not None, "the server is not running"
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def backtraces(self) -> str:
+        """The interesting threads' stacks of a server that crashed or stopped answering (gdb,
+        when installed). After a fatal signal Triton's handler prints a raw trace and then parks
+        the process, so the faulting thread can still be read here, with our symbols."""
+        gdb = shutil.which("gdb")
+        if gdb is None or self.proc is None or self.proc.poll() is not None:
+            return "(no backtraces: gdb missing or the server is gone)"
+        r = subprocess.run(
+            [gdb, "-p", str(self.proc.pid), "-batch", "-ex", "thread apply all bt 30"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+        def interesting(t: str) -> bool:
+            # The faulting thread and any thread inside onnxrs or ONNX Runtime; idle pools are not.
+            if "<signal handler called>" in t or "onnxrs" in t or "onnxruntime" in t:
+                return True
+            return "pthread_cond_wait" not in t and "epoll_wait" not in t
+
+        threads = [t for t in r.stdout.split("\nThread ") if interesting(t)]
+        return "\n----- server threads (gdb) -----\nThread " + "\nThread ".join(threads)[-20000:]
 
     def metrics(self) -> Metrics:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ import pytest
 import report
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
-from server import ROOT, Metrics, TritonServer, make_repo
+from server import Metrics, TritonServer, heap_checker_env, make_repo
 from tritonclient.utils import InferenceServerException
 
 CYCLES = int(os.environ.get("ONNXRS_LIFECYCLE_CYCLES", "300"))
@@ -41,35 +40,12 @@ SCRAPE_EVERY = 20
 # during warm-up; a leak of even a few KiB a cycle exceeds this over thousands of cycles).
 RSS_BOUND_MIB = 32
 WARMUP_CYCLES = 100
-MALLOC_DEBUG = Path("/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
 # What glibc and Triton print when the heap is found corrupted or the server aborts.
 ABORT_MARKS = ("Signal (", "malloc(): ", "free(): ", "malloc_consolidate", "int_mallinfo", "corrupted", "double free", "fastbin")
 TIMEOUT_S = 30.0
 EXTRA_ARGS = os.environ.get("ONNXRS_LIFECYCLE_SERVER_ARGS", "").split()
 # With `metrics=0` or `--allow-metrics=false` among them there are no onnxrs series to check.
 METRICS_ON = not any(a.endswith(("metrics=0", "metrics=false")) for a in EXTRA_ARGS)
-
-
-def heap_checker(tmp: Path) -> dict[str, str]:
-    """The environment that makes tritonserver check its heap: the free-list walker (built here
-    with the system C compiler) and glibc's checking allocator."""
-    lib = tmp / "libmallinfo_walker.so"
-    src = ROOT / "tests" / "heapcheck" / "mallinfo_walker.c"
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(src), "-lpthread"], check=True)
-    preload = [str(lib)]
-    env = {"ONNXRS_HEAPCHECK_INTERVAL_US": "500"}
-    if MALLOC_DEBUG.is_file():
-        preload.insert(0, str(MALLOC_DEBUG))
-        env["MALLOC_CHECK_"] = "3"
-    env["LD_PRELOAD"] = ":".join(preload)
-    return env
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def lifecycle_repo(tmp: Path) -> Path:
@@ -103,31 +79,7 @@ def assert_alive(s: TritonServer, where: str) -> None:
     marks = [m for m in ABORT_MARKS if m in s.log_text()]
     if marks:
         time.sleep(3)  # let Triton's handler finish printing its trace
-        s.fail(f"the server log reports heap corruption or an abort ({where}): {marks}{backtraces(s)}")
-
-
-def backtraces(s: TritonServer) -> str:
-    """Every interesting thread's stack of a server that crashed or stopped answering (gdb, when
-    installed). After a fatal signal Triton's handler prints a raw trace and then parks the
-    process, so the faulting thread can still be read here, with our symbols."""
-    gdb = shutil.which("gdb")
-    if gdb is None or s.proc is None or s.proc.poll() is not None:
-        return "(no backtraces: gdb missing or the server is gone)"
-    r = subprocess.run(
-        [gdb, "-p", str(s.proc.pid), "-batch", "-ex", "thread apply all bt 30"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-    def interesting(t: str) -> bool:
-        # The faulting thread, and any thread inside onnxrs or ONNX Runtime; idle pools are not.
-        if "<signal handler called>" in t or "onnxrs" in t or "onnxruntime" in t:
-            return True
-        return "pthread_cond_wait" not in t and "epoll_wait" not in t
-
-    threads = [t for t in r.stdout.split("\nThread ") if interesting(t)]
-    return "\n----- server threads (gdb) -----\nThread " + "\nThread ".join(threads)[-20000:]
+        s.fail(f"the server log reports heap corruption or an abort ({where}): {marks}{s.backtraces()}")
 
 
 def check_metric_labels(m: Metrics, version: str) -> dict[str, float]:
@@ -146,7 +98,7 @@ def check_metric_labels(m: Metrics, version: str) -> dict[str, float]:
 
 def test_load_unload_storm(tmp_path):
     repo = lifecycle_repo(tmp_path)
-    s = TritonServer(repo, "--model-control-mode=explicit", *EXTRA_ARGS, env=heap_checker(tmp_path)).start()
+    s = TritonServer(repo, "--model-control-mode=explicit", *EXTRA_ARGS, env=heap_checker_env(tmp_path)).start()
     outcomes: Counter = Counter()
     refused: list[str] = []
     scrapes = 0
@@ -156,7 +108,7 @@ def test_load_unload_storm(tmp_path):
         rss_warm = 0
         for cycle in range(CYCLES):
             if cycle == WARMUP_CYCLES:
-                rss_warm = rss_kib(s.proc.pid)
+                rss_warm = s.rss_kib()
             if cycle % REFUSED_EVERY == REFUSED_EVERY - 1:
                 with pytest.raises(InferenceServerException) as e:
                     admin.load_model("lifecycle_refused")
@@ -174,7 +126,7 @@ def test_load_unload_storm(tmp_path):
                 admin.unload_model("lifecycle")
             except Exception as e:  # noqa: BLE001 - any failure here is reported with the log
                 assert_alive(s, f"cycle {cycle}")
-                s.fail(f"cycle {cycle}: {type(e).__name__}: {e}{backtraces(s)}")
+                s.fail(f"cycle {cycle}: {type(e).__name__}: {e}{s.backtraces()}")
             if cycle % 50 == 0:
                 assert_alive(s, f"cycle {cycle}")
         storm_s = time.monotonic() - t0
@@ -184,7 +136,7 @@ def test_load_unload_storm(tmp_path):
             assert time.monotonic() < deadline, f"the unloaded model's onnxrs series never went away: {left[:8]}"
             time.sleep(0.2)
         time.sleep(1)
-        rss_end = rss_kib(s.proc.pid)
+        rss_end = s.rss_kib()
         assert_alive(s, "after the storm")
     finally:
         s.stop()
@@ -232,7 +184,7 @@ def test_reloads_under_traffic(tmp_path):
     version that answered it; the memory gauges must equal what the statistics report once an
     old incarnation is gone (the one leaving must not zero or keep its share)."""
     repo = lifecycle_repo(tmp_path)
-    s = TritonServer(repo, "--model-control-mode=explicit", "--load-model=lifecycle", *EXTRA_ARGS, env=heap_checker(tmp_path)).start()
+    s = TritonServer(repo, "--model-control-mode=explicit", "--load-model=lifecycle", *EXTRA_ARGS, env=heap_checker_env(tmp_path)).start()
     stop = threading.Event()
     seen: Counter = Counter()
     lock = threading.Lock()

@@ -12,7 +12,6 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as tgrpc
@@ -258,13 +257,6 @@ SOAK_CYCLES = int(os.environ.get("ONNXRS_SOAK_CYCLES", "12"))
 RSS_BOUND_MIB = 32
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
 def test_lifecycle_soak(tmp_path):
     repo = make_repo(tmp_path / "repo", ["mlp_fp32"])
     src_v1 = models_dir() / "multi_version" / "1"
@@ -320,7 +312,7 @@ def test_lifecycle_soak(tmp_path):
             # not counted as a leak.
             admin.unload_model("cycled")
             admin.load_model("cycled")
-            rss_before = rss_kib(s.proc.pid)
+            rss_before = s.rss_kib()
             threads = [threading.Thread(target=cycled_client) for _ in range(3)] + [threading.Thread(target=steady_client)]
             for t in threads:
                 t.start()
@@ -340,7 +332,7 @@ def test_lifecycle_soak(tmp_path):
             # Idle, then measure: memory given back by unloads must not keep growing.
             admin.unload_model("cycled")
             time.sleep(1)
-            rss_after = rss_kib(s.proc.pid)
+            rss_after = s.rss_kib()
             steady_stats = s.stats("mlp_fp32")["inference_stats"]
     finally:
         stop.set()
