@@ -1,6 +1,4 @@
 //! Tensor element types: Triton's names, ONNX Runtime's, and the mapping between them.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
 
 use ort::value::TensorElementType;
 

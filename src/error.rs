@@ -2,8 +2,6 @@
 //!
 //! Everything below the entry points returns this type; `crate::triton::error` turns it into a
 //! `TRITONSERVER_Error` at the boundary, and turns a server error back into it.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
 
 use std::fmt::Display;
 

@@ -7,8 +7,6 @@
 //! inputs, run ONNX Runtime once, scatter the outputs back, report one batch statistic and answer
 //! the run's requests. When a fused run fails, its requests are run again one by one, so only the
 //! request that makes ONNX Runtime fail gets the error.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
 
 use std::mem;
 

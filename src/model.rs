@@ -1,7 +1,5 @@
 //! A loaded model version: its config (completed and checked against the ONNX graph), the file
 //! its instances load, and the session settings they share.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -22,12 +22,6 @@ pub(crate) struct Model<'a> {
     _life: PhantomData<&'a ()>,
 }
 
-// SAFETY: the server's model object is thread-safe for the calls we make (it is used from every
-// instance's thread by design); the handle is only a pointer.
-unsafe impl Send for Model<'_> {}
-// SAFETY: as above.
-unsafe impl Sync for Model<'_> {}
-
 impl<'a> Model<'a> {
     /// # Safety
     /// `raw` is a model object the server keeps alive for `'a`.

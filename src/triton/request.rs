@@ -93,9 +93,6 @@ pub(crate) struct OwnedRequest {
     raw: NonNull<sys::TRITONBACKEND_Request>,
 }
 
-// SAFETY: a request may be answered and released from any thread; we hold it exclusively.
-unsafe impl Send for OwnedRequest {}
-
 impl OwnedRequest {
     /// # Safety
     /// `raw` is a request passed to TRITONBACKEND_ModelInstanceExecute, and that call will return

@@ -15,9 +15,6 @@ pub(crate) struct Response {
     raw: Option<NonNull<sys::TRITONBACKEND_Response>>,
 }
 
-// SAFETY: a response may be filled and sent from any thread; we hold it exclusively.
-unsafe impl Send for Response {}
-
 /// Where an output's bytes must be written.
 pub(crate) enum OutputBuffer<'r> {
     Host(&'r mut [u8]),
