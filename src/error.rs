@@ -71,14 +71,6 @@ impl Error {
     }
 }
 
-/// ONNX Runtime failures are internal errors unless a caller knows better (a bad request that
-/// ORT rejects is mapped to `InvalidArg` where it is run).
-impl<R> From<ort::Error<R>> for Error {
-    fn from(e: ort::Error<R>) -> Self {
-        Error::internal(format!("onnxruntime: {e}"))
-    }
-}
-
 /// Adds context to any `Result` whose error converts into ours.
 pub trait ResultExt<T> {
     fn context(self, what: impl Display) -> Result<T>;

@@ -20,7 +20,7 @@ use crate::instance::InstanceState;
 use crate::metrics::{ErrorClass, ModelMetrics, RunRecord};
 use crate::model::ModelState;
 use crate::onnx::session::OnnxSession;
-use crate::onnx::tensor::{self, InputTensor, OutputData, OutputView};
+use crate::onnx::tensor::{self, InputTensor, OutputData, OutputView, RunOutputs};
 use crate::triton::instance::Timestamps;
 use crate::triton::request::InputBuffer;
 use crate::triton::response::OutputBuffer;
@@ -406,19 +406,13 @@ fn run_group(
 }
 
 /// Views of the outputs the config exposes, with their config entries.
-fn read_outputs<'o>(
-    ctx: &Ctx<'o>,
-    outputs: &'o ort::session::SessionOutputs<'_>,
-) -> Result<Vec<(&'o TensorConfig, OutputView<'o>)>> {
+fn read_outputs<'o>(ctx: &Ctx<'o>, outputs: &'o RunOutputs<'_>) -> Result<Vec<(&'o TensorConfig, OutputView<'o>)>> {
     ctx.model
         .config
         .outputs
         .iter()
         .map(|tc| {
-            let value = outputs
-                .get(&tc.name)
-                .ok_or_else(|| Error::internal(format!("onnxruntime returned no output '{}'", tc.name)))?;
-            let view = tensor::read_output(value).map_err(|e| e.context(format_args!("output '{}'", tc.name)))?;
+            let view = outputs.read(&tc.name)?;
             if view.data_type != tc.data_type {
                 return Err(Error::internal(format!(
                     "output '{}' is {} but the config says {}",
