@@ -218,7 +218,7 @@ fn read_request<'r>(ctx: &Ctx<'_>, request: Request<'r>) -> Result<CheckedReques
         }
         raw.push(RawInput { name: p.name, data_type: p.data_type, shape: p.shape, parts });
     }
-    inputs::check(&ctx.model.config, raw)
+    inputs::check_request(&ctx.model.config, raw)
 }
 
 /// A run's input, laid out for ONNX Runtime.

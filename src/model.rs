@@ -82,7 +82,7 @@ impl ModelState {
         }
         let mut config = ModelConfig::parse(&json)?;
         check::bind_scalars(&mut config, &io);
-        check::check(&config, &io)?;
+        check::check_against_graph(&config, &io)?;
         let settings = params::session_settings(&config, crate::cpu::available_cpus())?;
         log::info!(
             "onnxrs: model '{name}' version {version}: {} | max_batch_size {} | intra_op {} inter_op {} | {} | optimization {:?} | arena {} mem_pattern {}",

@@ -7,7 +7,7 @@ use std::ptr::{self, NonNull};
 
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::triton::error::{c_string, check};
+use crate::triton::error::{c_string, check_server_error as check};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {

@@ -7,7 +7,7 @@ use std::ptr::{self, NonNull};
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::triton::error::{ServerError, c_string, check};
+use crate::triton::error::{ServerError, c_string, check_server_error};
 use crate::triton::request::Request;
 use crate::triton::{MemoryType, data_type_to_sys};
 
@@ -28,7 +28,7 @@ impl Response {
     pub(crate) fn new(request: Request<'_>) -> Result<Self> {
         let mut raw = ptr::null_mut();
         // SAFETY: live request; the new response is ours until sent.
-        unsafe { check(sys::TRITONBACKEND_ResponseNew(&mut raw, request.ptr()))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ResponseNew(&mut raw, request.ptr()))? };
         let raw = NonNull::new(raw).ok_or_else(|| Error::internal("server returned a null response"))?;
         Ok(Response { raw: Some(raw) })
     }
@@ -52,7 +52,7 @@ impl Response {
         let mut output = ptr::null_mut();
         // SAFETY: live response; `cname` and `shape` outlive the call, which copies them.
         unsafe {
-            check(sys::TRITONBACKEND_ResponseOutput(
+            check_server_error(sys::TRITONBACKEND_ResponseOutput(
                 self.ptr()?,
                 &mut output,
                 cname.as_ptr(),
@@ -70,7 +70,13 @@ impl Response {
         // SAFETY: `output` is owned by the live response; the buffer it returns stays valid until
         // the response is sent or deleted, which `&mut self` prevents while it is borrowed.
         unsafe {
-            check(sys::TRITONBACKEND_OutputBuffer(output, &mut buffer, byte_size as u64, &mut mem, &mut device))?
+            check_server_error(sys::TRITONBACKEND_OutputBuffer(
+                output,
+                &mut buffer,
+                byte_size as u64,
+                &mut mem,
+                &mut device,
+            ))?
         };
         match MemoryType::from_sys(mem)? {
             MemoryType::Gpu => Ok(OutputBuffer::Device { device }),
@@ -98,8 +104,9 @@ fn send_raw(raw: NonNull<sys::TRITONBACKEND_Response>, outcome: Result<()>) -> R
     let err_ptr = err.as_ref().map_or(ptr::null_mut(), ServerError::as_ptr);
     // SAFETY: we own the response and give it up here. The error stays ours (ResponseSend does
     // not take it) and is deleted when `err` drops after the call.
-    let r =
-        unsafe { check(sys::TRITONBACKEND_ResponseSend(raw.as_ptr(), sys::ONNXRS_RESPONSE_COMPLETE_FINAL, err_ptr)) };
+    let r = unsafe {
+        check_server_error(sys::TRITONBACKEND_ResponseSend(raw.as_ptr(), sys::ONNXRS_RESPONSE_COMPLETE_FINAL, err_ptr))
+    };
     drop(err);
     r
 }
