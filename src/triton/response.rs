@@ -39,6 +39,8 @@ impl Response {
 
     /// Adds an output tensor and returns the buffer its data goes into. `preferred` is where we
     /// would like it; the buffer says where the server put it.
+    // The arguments of TRITONBACKEND_ResponseOutput and TRITONBACKEND_OutputBuffer, one for one.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn output_buffer(
         &mut self,
         name: &str,
