@@ -1,4 +1,6 @@
 //! onnxrs: a Triton Inference Server backend that serves ONNX models through ONNX Runtime.
+//! ARCHITECTURE.md at the root of the repository maps the code.
+//!
 //! Layers, from the host inward:
 //! - `sys`: the generated bindings to our declaration of Triton's C API;
 //! - `triton`: safe handles over the server's objects, and the panic guard;
