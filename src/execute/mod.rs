@@ -11,10 +11,10 @@
 //! - `run`: gathering a run's inputs, running ONNX Runtime, scattering the outputs, and running
 //!   the requests of a failed run again one by one, so only the culprit gets the error;
 //! - `respond`: writing one request's outputs into its response;
-//! - `report`: one run's batch statistics, metrics and trace activities.
+//! - `reporting`: one run's batch statistics, metrics and trace activities.
 
 mod read;
-mod report;
+mod reporting;
 mod respond;
 mod run;
 

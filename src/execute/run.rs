@@ -3,7 +3,7 @@
 //! request's rows of the outputs are written into its response. When the fused run fails, its
 //! requests run again one by one, so only the request that makes ONNX Runtime fail gets the error.
 
-use super::{Classify, ExecutionScope, Failure, Outcome, RequestRecord, report, respond};
+use super::{Classify, ExecutionScope, Failure, Outcome, RequestRecord, reporting, respond};
 use crate::batch::{self, Gathered, Signature};
 use crate::clock;
 use crate::config::model_config::ModelConfig;
@@ -60,7 +60,7 @@ pub(super) fn run_and_answer(
         }
     };
     let exec_end = clock::now_ns();
-    let figures = report::RunFigures {
+    let figures = reporting::RunFigures {
         rows: run.rows,
         times: Timestamps {
             exec_start: run_start,
@@ -71,7 +71,7 @@ pub(super) fn run_and_answer(
         input_bytes: run.input_bytes,
         output_bytes: run.written.iter().filter_map(|r| r.as_ref().ok()).sum(),
     };
-    report::report_run(scope.reporter, records, &figures);
+    reporting::report_run(scope.reporter, records, &figures);
     let request_times = Timestamps { exec_start: scope.exec_start, ..figures.times };
     for (record, written) in records.iter_mut().zip(run.written) {
         match written {
