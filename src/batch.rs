@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use crate::error::{Error, Result};
 
-/// What must agree for two requests to run as one batch: every input's shape without the batch
+/// What must agree for two requests to share a run: every input's shape without the batch
 /// dimension, and which inputs are present (optional ones may be absent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
@@ -43,8 +43,8 @@ pub fn can_borrow(parts: &[&[u8]], element_size: usize) -> bool {
     parts.len() == 1 && (parts[0].as_ptr() as usize).is_multiple_of(element_size.max(1))
 }
 
-/// A batch input laid out contiguously: borrowed when one part already is, else copied into an
-/// 8-byte-aligned buffer (enough for every element type).
+/// One input of a run laid out contiguously: borrowed when one part already is, else copied into
+/// an 8-byte-aligned buffer (enough for every element type).
 pub enum Gathered<'a> {
     Borrowed(&'a [u8]),
     Owned(AlignedBytes),
@@ -59,34 +59,38 @@ impl Gathered<'_> {
     }
 }
 
-/// Bytes in `u64` storage so the start is 8-byte aligned.
+/// Bytes whose start is 8-byte aligned: a byte vector 7 bytes longer than needed, viewed from its
+/// first aligned address. Safe Rust: the offset is computed from the address, never assumed.
 pub struct AlignedBytes {
-    words: Vec<u64>,
+    storage: Vec<u8>,
+    offset: usize,
     len: usize,
 }
 
 impl AlignedBytes {
     pub fn zeroed(len: usize) -> Result<Self> {
-        let n = len.div_ceil(8);
-        let mut words = Vec::new();
-        words
-            .try_reserve_exact(n)
-            .map_err(|_| Error::unavailable(format!("cannot allocate {len} bytes to batch an input")))?;
-        words.resize(n, 0);
-        Ok(AlignedBytes { words, len })
+        let too_large = || Error::unavailable(format!("cannot allocate {len} bytes to gather an input"));
+        let n = len.checked_add(ALIGN - 1).ok_or_else(too_large)?;
+        let mut storage = Vec::new();
+        storage.try_reserve_exact(n).map_err(|_| too_large())?;
+        storage.resize(n, 0);
+        // The vector never grows again, so its address, and this offset, stay valid.
+        let address = storage.as_ptr() as usize;
+        let offset = address.next_multiple_of(ALIGN) - address;
+        Ok(AlignedBytes { storage, offset, len })
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: initialized u64 storage is valid as bytes; `len` <= words.len() * 8 and the
-        // borrow is tied to `self`.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+        &self.storage[self.offset..self.offset + self.len]
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and the borrow is exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
+        &mut self.storage[self.offset..self.offset + self.len]
     }
 }
+
+/// Enough for every element type.
+const ALIGN: usize = 8;
 
 /// Lays out the parts of one input across the requests of a run (each request's parts in order,
 /// requests in order). Borrows when there is a single aligned part.

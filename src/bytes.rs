@@ -1,8 +1,6 @@
 //! Triton's BYTES tensor encoding: each element is a 4-byte little-endian length followed by that
 //! many bytes, elements back to back with no padding. ONNX calls these tensors `string`; ONNX
 //! Runtime stores them as byte strings, so non-UTF-8 content passes through unchanged.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
 
 use crate::error::{Error, Result};
 

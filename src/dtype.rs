@@ -1,8 +1,4 @@
-//! Tensor element types: Triton's names, ONNX Runtime's, and the mapping between them.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
-
-use ort::value::TensorElementType;
+//! Tensor element types as Triton names them (`crate::onnx::element` maps them to ONNX Runtime's).
 
 /// The Triton data types that have an ONNX counterpart (all of Triton's but INVALID).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,47 +97,6 @@ impl DataType {
     pub fn from_config_name(name: &str) -> Option<Self> {
         ALL.into_iter().find(|t| t.config_name() == name)
     }
-
-    pub fn from_onnx(t: TensorElementType) -> Option<Self> {
-        use DataType::*;
-        Some(match t {
-            TensorElementType::Bool => Bool,
-            TensorElementType::Uint8 => Uint8,
-            TensorElementType::Uint16 => Uint16,
-            TensorElementType::Uint32 => Uint32,
-            TensorElementType::Uint64 => Uint64,
-            TensorElementType::Int8 => Int8,
-            TensorElementType::Int16 => Int16,
-            TensorElementType::Int32 => Int32,
-            TensorElementType::Int64 => Int64,
-            TensorElementType::Float16 => Fp16,
-            TensorElementType::Float32 => Fp32,
-            TensorElementType::Float64 => Fp64,
-            TensorElementType::String => Bytes,
-            TensorElementType::Bfloat16 => Bf16,
-            _ => return None,
-        })
-    }
-
-    pub fn to_onnx(self) -> TensorElementType {
-        use DataType::*;
-        match self {
-            Bool => TensorElementType::Bool,
-            Uint8 => TensorElementType::Uint8,
-            Uint16 => TensorElementType::Uint16,
-            Uint32 => TensorElementType::Uint32,
-            Uint64 => TensorElementType::Uint64,
-            Int8 => TensorElementType::Int8,
-            Int16 => TensorElementType::Int16,
-            Int32 => TensorElementType::Int32,
-            Int64 => TensorElementType::Int64,
-            Fp16 => TensorElementType::Float16,
-            Fp32 => TensorElementType::Float32,
-            Fp64 => TensorElementType::Float64,
-            Bytes => TensorElementType::String,
-            Bf16 => TensorElementType::Bfloat16,
-        }
-    }
 }
 
 impl std::fmt::Display for DataType {
@@ -158,16 +113,7 @@ mod tests {
     fn names_round_trip() {
         for t in ALL {
             assert_eq!(DataType::from_config_name(t.config_name()), Some(t));
-            assert_eq!(DataType::from_onnx(t.to_onnx()), Some(t));
         }
         assert_eq!(DataType::from_config_name("TYPE_INVALID"), None);
-        assert_eq!(DataType::from_onnx(TensorElementType::Complex64), None);
-    }
-
-    #[test]
-    fn sizes_match_onnx() {
-        for t in ALL {
-            assert_eq!(t.byte_size(), t.to_onnx().byte_size(1), "{t}");
-        }
     }
 }

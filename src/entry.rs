@@ -13,7 +13,7 @@ use crate::instance::InstanceState;
 use crate::model::ModelState;
 use crate::sys;
 use crate::triton::backend::BackendAttribute;
-use crate::triton::error::check;
+use crate::triton::error::check_server_error;
 use crate::triton::guard::{catch, entry};
 use crate::triton::state::Slot;
 use crate::triton::{Backend, Instance, Model, OwnedRequest};
@@ -41,7 +41,7 @@ fn instance_slot<'h>(i: &'h Instance<'h>) -> Slot<'h, Instance<'h>, InstanceStat
 fn check_api_versions() -> Result<()> {
     let (mut major, mut minor) = (0u32, 0u32);
     // SAFETY: plain out-parameters.
-    unsafe { check(sys::TRITONBACKEND_ApiVersion(&mut major, &mut minor))? };
+    unsafe { check_server_error(sys::TRITONBACKEND_ApiVersion(&mut major, &mut minor))? };
     if major != sys::ONNXRS_BACKEND_API_MAJOR || minor < sys::ONNXRS_BACKEND_API_MINOR {
         return Err(Error::unsupported(format!(
             "onnxrs needs TRITONBACKEND API {}.{} or a later 1.x; this server has {major}.{minor}",
@@ -50,7 +50,7 @@ fn check_api_versions() -> Result<()> {
         )));
     }
     // SAFETY: plain out-parameters.
-    unsafe { check(sys::TRITONSERVER_ApiVersion(&mut major, &mut minor))? };
+    unsafe { check_server_error(sys::TRITONSERVER_ApiVersion(&mut major, &mut minor))? };
     if major != sys::ONNXRS_SERVER_API_MAJOR || minor < sys::ONNXRS_SERVER_API_MINOR {
         return Err(Error::unsupported(format!(
             "onnxrs needs TRITONSERVER API {}.{} or a later 1.x; this server has {major}.{minor}",

@@ -2,8 +2,6 @@
 //!
 //! Everything below the entry points returns this type; `crate::triton::error` turns it into a
 //! `TRITONSERVER_Error` at the boundary, and turns a server error back into it.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
 
 use std::fmt::Display;
 
@@ -70,14 +68,6 @@ impl Error {
     /// Prefixes the message with where it happened, keeping the code.
     pub fn context(self, what: impl Display) -> Self {
         Error { kind: self.kind, message: format!("{what}: {}", self.message) }
-    }
-}
-
-/// ONNX Runtime failures are internal errors unless a caller knows better (a bad request that
-/// ORT rejects is mapped to `InvalidArg` where it is run).
-impl<R> From<ort::Error<R>> for Error {
-    fn from(e: ort::Error<R>) -> Self {
-        Error::internal(format!("onnxruntime: {e}"))
     }
 }
 

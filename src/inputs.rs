@@ -4,8 +4,6 @@
 //! Triton already rejects unknown inputs, wrong types and shapes that contradict the config
 //! before a request reaches us; these checks repeat what a run relies on, so a request that
 //! slips through (or a server that checks less) gets a clear error instead of a bad run.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -73,13 +71,13 @@ fn matches_dims(shape: &[i64], dims: &[i64]) -> bool {
 
 /// Checks one input against its config entry; returns the rows it declares and the shape the
 /// model sees without the batch dimension.
-fn check_shape(config: &ModelConfig, tc: &TensorConfig, shape: &[i64]) -> Result<(usize, Vec<i64>)> {
-    let name = &tc.name;
+fn check_shape(config: &ModelConfig, input_config: &TensorConfig, shape: &[i64]) -> Result<(usize, Vec<i64>)> {
+    let name = &input_config.name;
     let (rows, tail) = if config.batching() {
         let Some((&rows, tail)) = shape.split_first() else {
             return Err(Error::invalid_arg(format!(
                 "input '{name}' has shape [] but the model batches: expected {}",
-                expected_text(config, tc.wire_dims())
+                expected_text(config, input_config.wire_dims())
             )));
         };
         let rows = usize::try_from(rows).ok().filter(|&r| r >= 1 && r <= config.max_batch_size).ok_or_else(|| {
@@ -93,14 +91,14 @@ fn check_shape(config: &ModelConfig, tc: &TensorConfig, shape: &[i64]) -> Result
         (1, shape)
     };
     // Triton has already applied a configured reshape: the shape here is the model's.
-    if tail.iter().any(|&d| d < 0) || !matches_dims(tail, tc.wire_dims()) {
+    if tail.iter().any(|&d| d < 0) || !matches_dims(tail, input_config.wire_dims()) {
         return Err(Error::invalid_arg(format!(
             "input '{name}' has shape {}, expected {}",
             dims_text(shape),
-            expected_text(config, tc.wire_dims())
+            expected_text(config, input_config.wire_dims())
         )));
     }
-    Ok((rows, if tc.scalar { Vec::new() } else { tail.to_vec() }))
+    Ok((rows, if input_config.scalar { Vec::new() } else { tail.to_vec() }))
 }
 
 /// "[batch,-1,2]" for a batching model, "[-1,2]" otherwise.
@@ -114,12 +112,12 @@ fn dims_text(dims: &[i64]) -> String {
     format!("[{}]", parts.join(","))
 }
 
-fn check_payload<'a>(tc: &TensorConfig, shape: &[i64], parts: Vec<&'a [u8]>) -> Result<Payload<'a>> {
-    let name = &tc.name;
+fn check_payload<'a>(input_config: &TensorConfig, shape: &[i64], parts: Vec<&'a [u8]>) -> Result<Payload<'a>> {
+    let name = &input_config.name;
     let count = element_count(shape)
         .ok_or_else(|| Error::invalid_arg(format!("input '{name}': shape {} is too large", dims_text(shape))))?;
     let got: usize = parts.iter().map(|p| p.len()).sum();
-    match tc.data_type.byte_size() {
+    match input_config.data_type.byte_size() {
         Some(size) => {
             let expected = count.checked_mul(size).ok_or_else(|| {
                 Error::invalid_arg(format!("input '{name}': shape {} is too large", dims_text(shape)))
@@ -128,7 +126,7 @@ fn check_payload<'a>(tc: &TensorConfig, shape: &[i64], parts: Vec<&'a [u8]>) -> 
                 return Err(Error::invalid_arg(format!(
                     "input '{name}': shape {} of {} needs {expected} bytes, the request holds {got}",
                     dims_text(shape),
-                    tc.data_type
+                    input_config.data_type
                 )));
             }
             Ok(Payload::Fixed(parts))
@@ -149,7 +147,7 @@ fn check_payload<'a>(tc: &TensorConfig, shape: &[i64], parts: Vec<&'a [u8]>) -> 
 }
 
 /// Checks all inputs of one request.
-pub fn check<'a>(config: &ModelConfig, inputs: Vec<RawInput<'a>>) -> Result<CheckedRequest<'a>> {
+pub fn check_request<'a>(config: &ModelConfig, inputs: Vec<RawInput<'a>>) -> Result<CheckedRequest<'a>> {
     let mut found: Vec<Option<(RawInput<'a>, usize)>> = (0..config.inputs.len()).map(|_| None).collect();
     for input in inputs {
         let index = config.inputs.iter().position(|t| t.name == input.name).ok_or_else(|| {
@@ -164,37 +162,37 @@ pub fn check<'a>(config: &ModelConfig, inputs: Vec<RawInput<'a>>) -> Result<Chec
     let mut checked = Vec::with_capacity(found.len());
     let mut signature = Signature { inputs: Vec::with_capacity(found.len()) };
     for (index, slot) in found.into_iter().enumerate() {
-        let tc = &config.inputs[index];
+        let input_config = &config.inputs[index];
         let Some((input, _)) = slot else {
-            if tc.optional {
+            if input_config.optional {
                 continue;
             }
             return Err(Error::invalid_arg(format!(
                 "missing required input '{}' for model '{}'",
-                tc.name, config.name
+                input_config.name, config.name
             )));
         };
         match input.data_type {
-            Some(dt) if dt == tc.data_type => {}
+            Some(dt) if dt == input_config.data_type => {}
             Some(dt) => {
                 return Err(Error::invalid_arg(format!(
                     "input '{}' has data type {dt}, the model expects {}",
-                    tc.name, tc.data_type
+                    input_config.name, input_config.data_type
                 )));
             }
             None => {
-                return Err(Error::invalid_arg(format!("input '{}' has an unsupported data type", tc.name)));
+                return Err(Error::invalid_arg(format!("input '{}' has an unsupported data type", input_config.name)));
             }
         }
-        let (r, model_tail) = check_shape(config, tc, input.shape)?;
+        let (r, model_tail) = check_shape(config, input_config, input.shape)?;
         if let Some(prev) = rows.filter(|&p| p != r) {
             return Err(Error::invalid_arg(format!(
                 "input '{}' has batch size {r}, other inputs of the request have {prev}",
-                tc.name
+                input_config.name
             )));
         }
         rows = Some(r);
-        let payload = check_payload(tc, input.shape, input.parts)?;
+        let payload = check_payload(input_config, input.shape, input.parts)?;
         signature.inputs.push((index, model_tail));
         checked.push(CheckedInput { config_index: index, payload });
     }
@@ -230,7 +228,7 @@ mod tests {
         let x = [0u8; 2 * 3 * 2 * 4];
         let s = strings(&[b"a", b"bc", b"", b"d"]);
         let c = config(4);
-        let r = check(
+        let r = check_request(
             &c,
             vec![
                 RawInput { name: "S", data_type: Some(DataType::Bytes), shape: &[2, 2], parts: vec![&s[..5], &s[5..]] },
@@ -300,7 +298,7 @@ mod tests {
             ),
         ];
         for (inputs, want) in cases {
-            let e = check(&c, inputs).unwrap_err();
+            let e = check_request(&c, inputs).unwrap_err();
             assert!(e.message().contains(want), "got '{e}', want '{want}'");
         }
     }
@@ -317,12 +315,12 @@ mod tests {
                 RawInput { name: "S", data_type: Some(DataType::Bytes), shape: &[2], parts: vec![&s[..]] },
             ]
         };
-        let r = check(&c, base()).unwrap();
+        let r = check_request(&c, base()).unwrap();
         assert_eq!(r.signature.inputs.len(), 2, "absent optional input left out");
         let mut with_o = base();
         // Triton applies the reshape before the backend sees the input: it arrives as [].
         with_o.push(RawInput { name: "O", data_type: Some(DataType::Int64), shape: &[], parts: vec![&o] });
-        let r = check(&c, with_o).unwrap();
+        let r = check_request(&c, with_o).unwrap();
         assert_eq!(r.signature.inputs[2], (2, vec![]));
     }
 }

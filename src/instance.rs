@@ -1,7 +1,5 @@
 //! One model instance: its own ONNX Runtime session (instances share nothing, so they load in
 //! parallel and run concurrently), and the memory it reports.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
 
 use std::sync::Mutex;
 

@@ -1,7 +1,5 @@
 //! A loaded model version: its config (completed and checked against the ONNX graph), the file
 //! its instances load, and the session settings they share.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -87,7 +85,7 @@ impl ModelState {
         }
         let mut config = ModelConfig::parse(&json)?;
         check::bind_scalars(&mut config, &io);
-        check::check(&config, &io)?;
+        check::check_against_graph(&config, &io)?;
         let settings = params::session_settings(&config, crate::cpu::available_cpus())?;
         log::info!(
             "onnxrs: model '{name}' version {version}: {} | max_batch_size {} | intra_op {} inter_op {} | {} | optimization {:?} | arena {} mem_pattern {}",

@@ -213,7 +213,7 @@ fn fuzz_input_validation() {
                 }
             })
             .collect();
-        if let Ok(req) = inputs::check(&config, raw) {
+        if let Ok(req) = inputs::check_request(&config, raw) {
             accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // What is accepted is consistent: rows within limits, every payload the size its
             // shape needs, required inputs present.

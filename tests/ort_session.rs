@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use triton_onnxrs::dtype::DataType;
 use triton_onnxrs::onnx::runtime::{self, Runtime};
 use triton_onnxrs::onnx::session::{OnnxSession, SessionSettings};
-use triton_onnxrs::onnx::tensor::{self, OutputData, read_output};
+use triton_onnxrs::onnx::tensor::{self, OutputData};
 
 fn env_path(key: &str) -> PathBuf {
     let v = std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set: run `bash ci/test.sh`"));
@@ -55,7 +55,7 @@ fn runs_with_borrowed_input_and_reads_output_in_place() {
     let idx: Vec<u8> = [4i64, 0, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
     let t = tensor::from_bytes(DataType::Int64, &[1, 3], &idx).unwrap();
     let out = s.run(&[("IDX", &t)]).unwrap();
-    let view = read_output(&out["Y"]).unwrap();
+    let view = out.read("Y").unwrap();
     assert_eq!(view.shape, vec![1, 3]);
     let OutputData::Fixed(bytes) = view.data else { panic!("float output read as strings") };
     assert_eq!(f32s(bytes), vec![50.0, 10.0, 30.0]);
@@ -72,7 +72,7 @@ fn a_failing_run_is_an_invalid_argument_error_and_the_session_stays_usable() {
     let good: Vec<u8> = 1i64.to_le_bytes().to_vec();
     let t = tensor::from_bytes(DataType::Int64, &[1, 1], &good).unwrap();
     let out = s.run(&[("IDX", &t)]).unwrap();
-    let OutputData::Fixed(bytes) = read_output(&out["Y"]).unwrap().data else { panic!() };
+    let OutputData::Fixed(bytes) = out.read("Y").unwrap().data else { panic!() };
     assert_eq!(f32s(bytes), vec![20.0]);
 }
 
@@ -82,7 +82,7 @@ fn string_tensors_round_trip() {
     let elements: [&[u8]; 3] = [b"", "\u{e9}t\u{e9}".as_bytes(), b"x"];
     let t = tensor::from_strings(&[1, 3], &elements).unwrap();
     let out = s.run(&[("TEXT", &t)]).unwrap();
-    let OutputData::Strings(got) = read_output(&out["OUT"]).unwrap().data else { panic!("strings expected") };
+    let OutputData::Strings(got) = out.read("OUT").unwrap().data else { panic!("strings expected") };
     let got: Vec<&[u8]> = (0..got.len()).map(|i| got.get(i).unwrap()).collect();
     assert_eq!(got, [&b"|ok"[..], "\u{e9}t\u{e9}|ok".as_bytes(), b"x|ok"]);
 }

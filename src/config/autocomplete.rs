@@ -99,7 +99,7 @@ mod tests {
         );
         assert_eq!(c["output"][0], json!({"name": "Y", "data_type": "TYPE_INT64", "dims": [-1, 4]}));
         // What we write must parse back and pass our own check.
-        crate::config::check::check(&ModelConfig::parse(&c).unwrap(), &io).unwrap();
+        crate::config::check::check_against_graph(&ModelConfig::parse(&c).unwrap(), &io).unwrap();
     }
 
     #[test]
@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(c["output"][0]["dims"], json!([2, 4]));
         let mut parsed = ModelConfig::parse(&c).unwrap();
         crate::config::check::bind_scalars(&mut parsed, &io);
-        crate::config::check::check(&parsed, &io).unwrap();
+        crate::config::check::check_against_graph(&parsed, &io).unwrap();
     }
 
     #[test]

@@ -10,19 +10,19 @@ fn names(ts: &[TensorInfo]) -> String {
 }
 
 /// The shape the model sees for a config entry: [-1 for the batch,] reshape or dims.
-fn config_shape(config: &ModelConfig, tc: &TensorConfig) -> Vec<i64> {
+fn config_shape(config: &ModelConfig, tensor_config: &TensorConfig) -> Vec<i64> {
     let mut shape = Vec::new();
     if config.batching() {
         shape.push(-1);
     }
-    if !tc.scalar {
-        shape.extend_from_slice(tc.wire_dims());
+    if !tensor_config.scalar {
+        shape.extend_from_slice(tensor_config.wire_dims());
     }
     shape
 }
 
-fn check_tensor(config: &ModelConfig, kind: &str, tc: &TensorConfig, model: &[TensorInfo]) -> Result<()> {
-    let name = &tc.name;
+fn check_tensor(config: &ModelConfig, kind: &str, tensor_config: &TensorConfig, model: &[TensorInfo]) -> Result<()> {
+    let name = &tensor_config.name;
     let m = model.iter().find(|t| &t.name == name).ok_or_else(|| {
         Error::invalid_arg(format!(
             "model '{}': {kind} '{name}' in the config is not an {kind} of the ONNX model (its {kind}s: {})",
@@ -36,11 +36,11 @@ fn check_tensor(config: &ModelConfig, kind: &str, tc: &TensorConfig, model: &[Te
             config.name, m.type_description
         )));
     };
-    if model_type != tc.data_type {
+    if model_type != tensor_config.data_type {
         return Err(Error::invalid_arg(format!(
             "model '{}': {kind} '{name}' is {} in the config but {} ({}) in the ONNX model",
             config.name,
-            tc.data_type.config_name(),
+            tensor_config.data_type.config_name(),
             model_type.config_name(),
             m.type_description
         )));
@@ -52,14 +52,14 @@ fn check_tensor(config: &ModelConfig, kind: &str, tc: &TensorConfig, model: &[Te
             config.name, config.max_batch_size, m.shape[0], m.shape
         )));
     }
-    let want = config_shape(config, tc);
+    let want = config_shape(config, tensor_config);
     let fits = want.len() == m.shape.len() && want.iter().zip(&m.shape).all(|(&c, &d)| c == -1 || d == -1 || c == d);
     if !fits {
-        let shown = if tc.reshape.is_some() { "reshape" } else { "dims" };
+        let shown = if tensor_config.reshape.is_some() { "reshape" } else { "dims" };
         return Err(Error::invalid_arg(format!(
             "model '{}': {kind} '{name}' has {shown} {:?} in the config{}, but shape {:?} in the ONNX model",
             config.name,
-            tc.reshape.as_deref().unwrap_or(&tc.dims),
+            tensor_config.reshape.as_deref().unwrap_or(&tensor_config.dims),
             if config.batching() { " (plus the batch dimension)" } else { "" },
             m.shape
         )));
@@ -76,8 +76,12 @@ pub fn bind_scalars(config: &mut ModelConfig, io: &ModelIo) {
         return;
     }
     let bind = |tcs: &mut [TensorConfig], model: &[TensorInfo]| {
-        for tc in tcs.iter_mut().filter(|tc| tc.reshape.is_none() && tc.dims.iter().all(|&d| d == 1)) {
-            tc.scalar = model.iter().any(|m| m.name == tc.name && m.shape.is_empty() && m.data_type.is_some());
+        for tensor_config in tcs
+            .iter_mut()
+            .filter(|tensor_config| tensor_config.reshape.is_none() && tensor_config.dims.iter().all(|&d| d == 1))
+        {
+            tensor_config.scalar =
+                model.iter().any(|m| m.name == tensor_config.name && m.shape.is_empty() && m.data_type.is_some());
         }
     };
     bind(&mut config.inputs, &io.inputs);
@@ -86,15 +90,15 @@ pub fn bind_scalars(config: &mut ModelConfig, io: &ModelIo) {
 
 /// Checks every input and output of `config` against `io`, and that every model input the
 /// config leaves out has a default (an initializer).
-pub fn check(config: &ModelConfig, io: &ModelIo) -> Result<()> {
+pub fn check_against_graph(config: &ModelConfig, io: &ModelIo) -> Result<()> {
     if config.outputs.is_empty() {
         return Err(Error::invalid_arg(format!("model '{}': the config lists no outputs", config.name)));
     }
-    for tc in &config.inputs {
-        check_tensor(config, "input", tc, &io.inputs)?;
+    for tensor_config in &config.inputs {
+        check_tensor(config, "input", tensor_config, &io.inputs)?;
     }
-    for tc in &config.outputs {
-        check_tensor(config, "output", tc, &io.outputs)?;
+    for tensor_config in &config.outputs {
+        check_tensor(config, "output", tensor_config, &io.outputs)?;
     }
     for m in &io.inputs {
         if config.input(&m.name).is_none() && !io.overridable.contains(&m.name) {
@@ -139,16 +143,16 @@ mod tests {
         let mut c = cfg(json!({"name": "m",
             "input": [{"name": "S", "data_type": "TYPE_FP32", "dims": [1]}],
             "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1, 1]}]}));
-        assert!(check(&c, &io).is_err(), "without the binding [1] is not a scalar");
+        assert!(check_against_graph(&c, &io).is_err(), "without the binding [1] is not a scalar");
         bind_scalars(&mut c, &io);
         assert!(c.inputs[0].scalar && c.outputs[0].scalar);
-        check(&c, &io).unwrap();
+        check_against_graph(&c, &io).unwrap();
         let mut c = cfg(json!({"name": "m",
             "input": [{"name": "S", "data_type": "TYPE_FP32", "dims": [2]}],
             "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1]}]}));
         bind_scalars(&mut c, &io);
         assert!(!c.inputs[0].scalar, "[2] is not a scalar");
-        assert!(check(&c, &io).is_err());
+        assert!(check_against_graph(&c, &io).is_err());
     }
 
     #[test]
@@ -156,7 +160,7 @@ mod tests {
         let c = cfg(json!({"name": "m", "max_batch_size": 8,
             "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [16]}],
             "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [-1]}]}));
-        check(&c, &io()).unwrap();
+        check_against_graph(&c, &io()).unwrap();
     }
 
     #[test]
@@ -205,7 +209,7 @@ mod tests {
             ),
         ];
         for (c, want) in cases {
-            let e = check(&cfg(c), &io()).unwrap_err();
+            let e = check_against_graph(&cfg(c), &io()).unwrap_err();
             assert!(e.message().contains(want), "got '{e}', want '{want}'");
         }
     }
@@ -217,6 +221,6 @@ mod tests {
         let c = cfg(json!({"name": "m", "max_batch_size": 8,
             "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [16]}],
             "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}));
-        assert!(check(&c, &io).unwrap_err().message().contains("input 'B' is missing from the config"));
+        assert!(check_against_graph(&c, &io).unwrap_err().message().contains("input 'B' is missing from the config"));
     }
 }

@@ -8,13 +8,14 @@ use ort::AsPointer;
 use ort::ep::ArbitrarilyConfigurableExecutionProvider;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{OutputSelector, RunOptions, Session, SessionOutputs};
+use ort::session::{OutputSelector, RunOptions, Session};
 use ort::value::ValueType;
 
 use crate::dtype::DataType;
 use crate::error::{Error, Result, ResultExt};
+use crate::onnx::element;
 use crate::onnx::runtime::Runtime;
-use crate::onnx::tensor::InputTensor;
+use crate::onnx::tensor::{InputTensor, RunOutputs};
 
 /// Graph optimization, in the order ONNX Runtime applies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +103,7 @@ fn describe(name: &str, t: &ValueType) -> TensorInfo {
     match t {
         ValueType::Tensor { ty, shape, .. } => TensorInfo {
             name: name.to_string(),
-            data_type: DataType::from_onnx(*ty),
+            data_type: element::from_onnx(*ty),
             type_description: format!("tensor({ty})"),
             shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
         },
@@ -207,14 +208,14 @@ impl OnnxSession {
     /// Runs the model on `inputs` (name, tensor); unnamed optional inputs take their initializer.
     /// ONNX Runtime's "invalid argument" (a shape or value the graph rejects) becomes INVALID_ARG,
     /// anything else INTERNAL.
-    pub fn run<'s>(&'s mut self, inputs: &[(&str, &InputTensor<'_>)]) -> Result<SessionOutputs<'s>> {
+    pub fn run<'s>(&'s mut self, inputs: &[(&str, &InputTensor<'_>)]) -> Result<RunOutputs<'s>> {
         let values: Vec<(&str, ort::session::SessionInputValue<'_>)> =
             inputs.iter().map(|(n, t)| (*n, t.value().view().into())).collect();
         let r = match &self.run_options {
             Some(o) => self.session.run_with_options(values, o),
             None => self.session.run(values),
         };
-        r.map_err(|e| {
+        r.map(RunOutputs::new).map_err(|e| {
             let msg = format!("onnxruntime run failed: {}", e.message());
             match e.code() {
                 ort::ErrorCode::InvalidArgument => Error::invalid_arg(msg),

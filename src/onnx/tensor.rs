@@ -9,10 +9,12 @@ use std::ptr::{self, NonNull};
 use once_cell::sync::OnceCell;
 use ort::AsPointer;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::SessionOutputs;
 use ort::value::{DynValue, ValueType};
 
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
+use crate::onnx::element;
 
 /// A value for `session.run` whose data may be borrowed for `'a`. The borrow is the lifetime
 /// contract of `CreateTensorWithDataAsOrtValue`: ONNX Runtime keeps the pointer, not a copy.
@@ -22,7 +24,7 @@ pub struct InputTensor<'a> {
 }
 
 impl InputTensor<'_> {
-    pub fn value(&self) -> &DynValue {
+    pub(crate) fn value(&self) -> &DynValue {
         &self.value
     }
 }
@@ -66,7 +68,7 @@ pub fn from_bytes<'a>(data_type: DataType, shape: &[i64], data: &'a [u8]) -> Res
             data.len(),
             shape.as_ptr(),
             shape.len(),
-            data_type.to_onnx().into(),
+            element::to_onnx(data_type).into(),
             &mut raw,
         ))?
     };
@@ -87,7 +89,7 @@ pub fn from_strings(shape: &[i64], elements: &[&[u8]]) -> Result<InputTensor<'st
             allocator.ptr().cast_mut(),
             shape.as_ptr(),
             shape.len(),
-            DataType::Bytes.to_onnx().into(),
+            element::to_onnx(DataType::Bytes).into(),
             &mut raw,
         ))?
     };
@@ -147,12 +149,28 @@ impl Strings {
     }
 }
 
+/// The values one run returned, borrowed from the session until dropped.
+pub struct RunOutputs<'s>(SessionOutputs<'s>);
+
+impl<'s> RunOutputs<'s> {
+    pub(crate) fn new(outputs: SessionOutputs<'s>) -> Self {
+        RunOutputs(outputs)
+    }
+
+    /// The output `name`, viewed in place.
+    pub fn read(&self, name: &str) -> Result<OutputView<'_>> {
+        let value =
+            self.0.get(name).ok_or_else(|| Error::internal(format!("onnxruntime returned no output '{name}'")))?;
+        read_output(value).map_err(|e| e.context(format_args!("output '{name}'")))
+    }
+}
+
 /// Reads an output value: its type, real shape and data. Only CPU-resident tensors.
-pub fn read_output(value: &DynValue) -> Result<OutputView<'_>> {
+fn read_output(value: &DynValue) -> Result<OutputView<'_>> {
     let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
         return Err(Error::unsupported(format!("output is a {:?}, only tensors are supported", value.dtype())));
     };
-    let data_type = DataType::from_onnx(*ty)
+    let data_type = element::from_onnx(*ty)
         .ok_or_else(|| Error::unsupported(format!("output element type {ty} has no Triton equivalent")))?;
     let shape: Vec<i64> = shape.to_vec();
     let count = element_count(&shape)?;

@@ -8,7 +8,7 @@ use std::ptr::{self, NonNull};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::triton::borrowed_str;
-use crate::triton::error::check;
+use crate::triton::error::check_server_error;
 use crate::triton::message::borrowed_json;
 use crate::triton::state::StateHolder;
 
@@ -33,7 +33,7 @@ impl<'a> Backend<'a> {
     pub(crate) fn name(&self) -> Result<&'a str> {
         let mut p: *const c_char = ptr::null();
         // SAFETY: live backend; the name is owned by it and lives as long.
-        unsafe { check(sys::TRITONBACKEND_BackendName(self.ptr(), &mut p))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_BackendName(self.ptr(), &mut p))? };
         // SAFETY: as above.
         unsafe { borrowed_str(p, "backend name") }
     }
@@ -42,7 +42,7 @@ impl<'a> Backend<'a> {
     pub(crate) fn config(&self) -> Result<serde_json::Value> {
         let mut raw = ptr::null_mut();
         // SAFETY: live backend; the message stays owned by the server.
-        unsafe { check(sys::TRITONBACKEND_BackendConfig(self.ptr(), &mut raw))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_BackendConfig(self.ptr(), &mut raw))? };
         // SAFETY: the server keeps the message alive with the backend.
         unsafe { borrowed_json(raw) }
     }
@@ -52,7 +52,7 @@ impl<'a> Backend<'a> {
         let mut kind = sys::TRITONBACKEND_ArtifactType::TRITONBACKEND_ARTIFACT_FILESYSTEM;
         let mut p: *const c_char = ptr::null();
         // SAFETY: live backend; the location string is owned by it.
-        unsafe { check(sys::TRITONBACKEND_BackendArtifacts(self.ptr(), &mut kind, &mut p))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_BackendArtifacts(self.ptr(), &mut kind, &mut p))? };
         // SAFETY: as above.
         Ok(PathBuf::from(unsafe { borrowed_str(p, "backend location") }?))
     }
@@ -62,13 +62,13 @@ impl StateHolder for Backend<'_> {
     fn raw_state(&self) -> Result<*mut c_void> {
         let mut s = ptr::null_mut();
         // SAFETY: live backend.
-        unsafe { check(sys::TRITONBACKEND_BackendState(self.ptr(), &mut s))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_BackendState(self.ptr(), &mut s))? };
         Ok(s)
     }
 
     fn set_raw_state(&self, state: *mut c_void) -> Result<()> {
         // SAFETY: live backend; the server only stores the pointer.
-        unsafe { check(sys::TRITONBACKEND_BackendSetState(self.ptr(), state)) }
+        unsafe { check_server_error(sys::TRITONBACKEND_BackendSetState(self.ptr(), state)) }
     }
 }
 
@@ -90,6 +90,11 @@ impl BackendAttribute<'_> {
     /// they load.
     pub(crate) fn set_parallel_model_instance_loading(&self, enabled: bool) -> Result<()> {
         // SAFETY: live attribute object.
-        unsafe { check(sys::TRITONBACKEND_BackendAttributeSetParallelModelInstanceLoading(self.raw.as_ptr(), enabled)) }
+        unsafe {
+            check_server_error(sys::TRITONBACKEND_BackendAttributeSetParallelModelInstanceLoading(
+                self.raw.as_ptr(),
+                enabled,
+            ))
+        }
     }
 }

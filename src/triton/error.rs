@@ -86,7 +86,7 @@ pub(crate) fn into_raw(r: Result<()>) -> *mut sys::TRITONSERVER_Error {
 ///
 /// # Safety
 /// `raw` is null or an error object returned by a Triton function and not yet deleted.
-pub(crate) unsafe fn check(raw: *mut sys::TRITONSERVER_Error) -> Result<()> {
+pub(crate) unsafe fn check_server_error(raw: *mut sys::TRITONSERVER_Error) -> Result<()> {
     let Some(raw) = NonNull::new(raw) else {
         return Ok(());
     };

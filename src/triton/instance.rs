@@ -6,7 +6,7 @@ use std::ptr::{self, NonNull};
 
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::triton::error::check;
+use crate::triton::error::check_server_error;
 use crate::triton::memory::{MemoryUsage, UsageList};
 use crate::triton::model::Model;
 use crate::triton::request::Request;
@@ -45,7 +45,7 @@ impl<'a> Instance<'a> {
     pub(crate) fn name(&self) -> Result<&'a str> {
         let mut p: *const c_char = ptr::null();
         // SAFETY: live instance; the name is owned by it.
-        unsafe { check(sys::TRITONBACKEND_ModelInstanceName(self.ptr(), &mut p))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelInstanceName(self.ptr(), &mut p))? };
         // SAFETY: as above.
         unsafe { borrowed_str(p, "instance name") }
     }
@@ -54,7 +54,7 @@ impl<'a> Instance<'a> {
         use sys::TRITONSERVER_InstanceGroupKind as K;
         let mut k = K::TRITONSERVER_INSTANCEGROUPKIND_AUTO;
         // SAFETY: live instance.
-        unsafe { check(sys::TRITONBACKEND_ModelInstanceKind(self.ptr(), &mut k))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelInstanceKind(self.ptr(), &mut k))? };
         match k {
             K::TRITONSERVER_INSTANCEGROUPKIND_CPU => Ok(InstanceKind::Cpu),
             K::TRITONSERVER_INSTANCEGROUPKIND_GPU => Ok(InstanceKind::Gpu),
@@ -66,14 +66,14 @@ impl<'a> Instance<'a> {
     pub(crate) fn device_id(&self) -> Result<i32> {
         let mut d = 0i32;
         // SAFETY: live instance.
-        unsafe { check(sys::TRITONBACKEND_ModelInstanceDeviceId(self.ptr(), &mut d))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelInstanceDeviceId(self.ptr(), &mut d))? };
         Ok(d)
     }
 
     pub(crate) fn model(&self) -> Result<Model<'a>> {
         let mut m = ptr::null_mut();
         // SAFETY: live instance; its model outlives it.
-        unsafe { check(sys::TRITONBACKEND_ModelInstanceModel(self.ptr(), &mut m))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelInstanceModel(self.ptr(), &mut m))? };
         // SAFETY: as above.
         unsafe { Model::from_raw(m) }
     }
@@ -83,7 +83,9 @@ impl<'a> Instance<'a> {
         let mut list = UsageList::new(usages)?;
         let (mut ptrs, n) = list.as_mut_ptrs();
         // SAFETY: live instance; `ptrs` holds `n` live attribute objects that the call only reads.
-        unsafe { check(sys::TRITONBACKEND_ModelInstanceReportMemoryUsage(self.ptr(), ptrs.as_mut_ptr(), n)) }
+        unsafe {
+            check_server_error(sys::TRITONBACKEND_ModelInstanceReportMemoryUsage(self.ptr(), ptrs.as_mut_ptr(), n))
+        }
     }
 
     /// One request's outcome; must come before the request is released. For a failure the
@@ -91,7 +93,7 @@ impl<'a> Instance<'a> {
     pub(crate) fn report_statistics(&self, request: Request<'_>, success: bool, t: Timestamps) -> Result<()> {
         // SAFETY: live instance and a request not yet released (the caller holds it).
         unsafe {
-            check(sys::TRITONBACKEND_ModelInstanceReportStatistics(
+            check_server_error(sys::TRITONBACKEND_ModelInstanceReportStatistics(
                 self.ptr(),
                 request.ptr(),
                 success,
@@ -108,7 +110,7 @@ impl<'a> Instance<'a> {
     pub(crate) fn report_batch_statistics(&self, batch_size: u64, t: Timestamps) -> Result<()> {
         // SAFETY: live instance.
         unsafe {
-            check(sys::TRITONBACKEND_ModelInstanceReportBatchStatistics(
+            check_server_error(sys::TRITONBACKEND_ModelInstanceReportBatchStatistics(
                 self.ptr(),
                 batch_size,
                 t.exec_start,
@@ -124,12 +126,12 @@ impl StateHolder for Instance<'_> {
     fn raw_state(&self) -> Result<*mut c_void> {
         let mut s = ptr::null_mut();
         // SAFETY: live instance.
-        unsafe { check(sys::TRITONBACKEND_ModelInstanceState(self.ptr(), &mut s))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelInstanceState(self.ptr(), &mut s))? };
         Ok(s)
     }
 
     fn set_raw_state(&self, state: *mut c_void) -> Result<()> {
         // SAFETY: live instance; the server only stores the pointer.
-        unsafe { check(sys::TRITONBACKEND_ModelInstanceSetState(self.ptr(), state)) }
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelInstanceSetState(self.ptr(), state)) }
     }
 }

@@ -4,7 +4,7 @@
 use std::ffi::CString;
 
 use crate::sys;
-use crate::triton::error::{c_string, check};
+use crate::triton::error::{c_string, check_server_error};
 
 struct TritonLogger;
 
@@ -35,8 +35,14 @@ impl log::Log for TritonLogger {
         let line = record.line().and_then(|l| i32::try_from(l).ok()).unwrap_or(0);
         let msg = c_string(&record.args().to_string());
         // SAFETY: both strings are NUL-terminated and outlive the call, which copies them.
-        let r =
-            unsafe { check(sys::TRITONSERVER_LogMessage(level_of(record.level()), file.as_ptr(), line, msg.as_ptr())) };
+        let r = unsafe {
+            check_server_error(sys::TRITONSERVER_LogMessage(
+                level_of(record.level()),
+                file.as_ptr(),
+                line,
+                msg.as_ptr(),
+            ))
+        };
         // Nowhere else to report a failure to log.
         drop(r);
     }

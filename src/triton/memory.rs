@@ -6,7 +6,7 @@ use std::ptr::{self, NonNull};
 use crate::error::Result;
 use crate::sys;
 use crate::triton::MemoryType;
-use crate::triton::error::check;
+use crate::triton::error::check_server_error;
 
 /// Bytes held in one kind of memory on one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,18 +25,23 @@ impl UsageList {
         for u in usages {
             let mut raw = ptr::null_mut();
             // SAFETY: creates a new object that we own.
-            unsafe { check(sys::TRITONSERVER_BufferAttributesNew(&mut raw))? };
+            unsafe { check_server_error(sys::TRITONSERVER_BufferAttributesNew(&mut raw))? };
             let Some(attr) = NonNull::new(raw) else {
                 continue;
             };
             list.0.push(attr);
             // SAFETY: `attr` is a live object we own.
-            unsafe { check(sys::TRITONSERVER_BufferAttributesSetMemoryType(attr.as_ptr(), u.memory_type.to_sys()))? };
+            unsafe {
+                check_server_error(sys::TRITONSERVER_BufferAttributesSetMemoryType(
+                    attr.as_ptr(),
+                    u.memory_type.to_sys(),
+                ))?
+            };
             // SAFETY: as above.
-            unsafe { check(sys::TRITONSERVER_BufferAttributesSetMemoryTypeId(attr.as_ptr(), u.device))? };
+            unsafe { check_server_error(sys::TRITONSERVER_BufferAttributesSetMemoryTypeId(attr.as_ptr(), u.device))? };
             let bytes = usize::try_from(u.bytes).unwrap_or(usize::MAX);
             // SAFETY: as above.
-            unsafe { check(sys::TRITONSERVER_BufferAttributesSetByteSize(attr.as_ptr(), bytes))? };
+            unsafe { check_server_error(sys::TRITONSERVER_BufferAttributesSetByteSize(attr.as_ptr(), bytes))? };
         }
         Ok(list)
     }
@@ -53,7 +58,7 @@ impl Drop for UsageList {
     fn drop(&mut self) {
         for attr in &self.0 {
             // SAFETY: each object was created by us and not handed over (the report call copies).
-            let _ = unsafe { check(sys::TRITONSERVER_BufferAttributesDelete(attr.as_ptr())) };
+            let _ = unsafe { check_server_error(sys::TRITONSERVER_BufferAttributesDelete(attr.as_ptr())) };
         }
     }
 }

@@ -4,7 +4,7 @@ use std::ptr::{self, NonNull};
 
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::triton::error::check;
+use crate::triton::error::check_server_error;
 
 /// An owned message, deleted on drop.
 pub(crate) struct Message(NonNull<sys::TRITONSERVER_Message>);
@@ -22,7 +22,13 @@ impl Message {
         let text = value.to_string();
         let mut raw = ptr::null_mut();
         // SAFETY: `text` outlives the call and its length is passed; the server copies the bytes.
-        unsafe { check(sys::TRITONSERVER_MessageNewFromSerializedJson(&mut raw, text.as_ptr().cast(), text.len()))? };
+        unsafe {
+            check_server_error(sys::TRITONSERVER_MessageNewFromSerializedJson(
+                &mut raw,
+                text.as_ptr().cast(),
+                text.len(),
+            ))?
+        };
         // SAFETY: on success `raw` is a new message that we own.
         unsafe { Self::from_owned(raw) }
     }
@@ -49,7 +55,7 @@ pub(crate) unsafe fn borrowed_json(raw: *mut sys::TRITONSERVER_Message) -> Resul
     let mut len = 0usize;
     // SAFETY: the message is live (caller's contract); the returned buffer is owned by it and
     // valid while it lives.
-    unsafe { check(sys::TRITONSERVER_MessageSerializeToJson(raw, &mut base, &mut len))? };
+    unsafe { check_server_error(sys::TRITONSERVER_MessageSerializeToJson(raw, &mut base, &mut len))? };
     if base.is_null() {
         return Err(Error::internal("server serialized a message to a null buffer"));
     }
@@ -61,6 +67,6 @@ pub(crate) unsafe fn borrowed_json(raw: *mut sys::TRITONSERVER_Message) -> Resul
 impl Drop for Message {
     fn drop(&mut self) {
         // SAFETY: we own the message; its error return carries nothing we could act on.
-        let _ = unsafe { check(sys::TRITONSERVER_MessageDelete(self.0.as_ptr())) };
+        let _ = unsafe { check_server_error(sys::TRITONSERVER_MessageDelete(self.0.as_ptr())) };
     }
 }

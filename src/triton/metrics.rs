@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::triton::error::{c_string, check};
+use crate::triton::error::{c_string, check_server_error as check};
 
 /// Held around every `TRITONSERVER_MetricNew*` and `TRITONSERVER_MetricDelete`.
 ///

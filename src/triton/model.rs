@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::sys;
 use crate::triton::backend::Backend;
 use crate::triton::borrowed_str;
-use crate::triton::error::check;
+use crate::triton::error::check_server_error;
 use crate::triton::message::Message;
 use crate::triton::state::StateHolder;
 
@@ -21,12 +21,6 @@ pub(crate) struct Model<'a> {
     raw: NonNull<sys::TRITONBACKEND_Model>,
     _life: PhantomData<&'a ()>,
 }
-
-// SAFETY: the server's model object is thread-safe for the calls we make (it is used from every
-// instance's thread by design); the handle is only a pointer.
-unsafe impl Send for Model<'_> {}
-// SAFETY: as above.
-unsafe impl Sync for Model<'_> {}
 
 impl<'a> Model<'a> {
     /// # Safety
@@ -43,7 +37,7 @@ impl<'a> Model<'a> {
     pub(crate) fn name(&self) -> Result<&'a str> {
         let mut p: *const c_char = ptr::null();
         // SAFETY: live model; the name is owned by it.
-        unsafe { check(sys::TRITONBACKEND_ModelName(self.ptr(), &mut p))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelName(self.ptr(), &mut p))? };
         // SAFETY: as above.
         unsafe { borrowed_str(p, "model name") }
     }
@@ -51,7 +45,7 @@ impl<'a> Model<'a> {
     pub(crate) fn version(&self) -> Result<u64> {
         let mut v = 0u64;
         // SAFETY: live model.
-        unsafe { check(sys::TRITONBACKEND_ModelVersion(self.ptr(), &mut v))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelVersion(self.ptr(), &mut v))? };
         Ok(v)
     }
 
@@ -60,7 +54,7 @@ impl<'a> Model<'a> {
         let mut kind = sys::TRITONBACKEND_ArtifactType::TRITONBACKEND_ARTIFACT_FILESYSTEM;
         let mut p: *const c_char = ptr::null();
         // SAFETY: live model; the location is owned by it.
-        unsafe { check(sys::TRITONBACKEND_ModelRepository(self.ptr(), &mut kind, &mut p))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelRepository(self.ptr(), &mut kind, &mut p))? };
         // SAFETY: as above.
         Ok(PathBuf::from(unsafe { borrowed_str(p, "model repository path") }?))
     }
@@ -68,7 +62,7 @@ impl<'a> Model<'a> {
     pub(crate) fn config(&self) -> Result<serde_json::Value> {
         let mut raw = ptr::null_mut();
         // SAFETY: live model; the returned message is ours.
-        unsafe { check(sys::TRITONBACKEND_ModelConfig(self.ptr(), CONFIG_VERSION, &mut raw))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelConfig(self.ptr(), CONFIG_VERSION, &mut raw))? };
         // SAFETY: on success `raw` is a new message we own.
         unsafe { Message::from_owned(raw) }?.to_json()
     }
@@ -76,7 +70,7 @@ impl<'a> Model<'a> {
     pub(crate) fn auto_complete_config(&self) -> Result<bool> {
         let mut b = false;
         // SAFETY: live model.
-        unsafe { check(sys::TRITONBACKEND_ModelAutoCompleteConfig(self.ptr(), &mut b))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelAutoCompleteConfig(self.ptr(), &mut b))? };
         Ok(b)
     }
 
@@ -84,13 +78,13 @@ impl<'a> Model<'a> {
     pub(crate) fn set_config(&self, config: &serde_json::Value) -> Result<()> {
         let msg = Message::from_json(config)?;
         // SAFETY: live model and message; the server does not take the message.
-        unsafe { check(sys::TRITONBACKEND_ModelSetConfig(self.ptr(), CONFIG_VERSION, msg.as_ptr())) }
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelSetConfig(self.ptr(), CONFIG_VERSION, msg.as_ptr())) }
     }
 
     pub(crate) fn backend(&self) -> Result<Backend<'a>> {
         let mut b = ptr::null_mut();
         // SAFETY: live model; the backend outlives all of its models.
-        unsafe { check(sys::TRITONBACKEND_ModelBackend(self.ptr(), &mut b))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelBackend(self.ptr(), &mut b))? };
         // SAFETY: as above.
         unsafe { Backend::from_raw(b) }
     }
@@ -100,12 +94,12 @@ impl StateHolder for Model<'_> {
     fn raw_state(&self) -> Result<*mut c_void> {
         let mut s = ptr::null_mut();
         // SAFETY: live model.
-        unsafe { check(sys::TRITONBACKEND_ModelState(self.ptr(), &mut s))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelState(self.ptr(), &mut s))? };
         Ok(s)
     }
 
     fn set_raw_state(&self, state: *mut c_void) -> Result<()> {
         // SAFETY: live model; the server only stores the pointer.
-        unsafe { check(sys::TRITONBACKEND_ModelSetState(self.ptr(), state)) }
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelSetState(self.ptr(), state)) }
     }
 }

@@ -8,7 +8,7 @@ use std::ptr::{self, NonNull};
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::triton::error::check;
+use crate::triton::error::check_server_error;
 use crate::triton::{MemoryType, borrowed_str, data_type_from_sys};
 
 #[derive(Clone, Copy)]
@@ -26,7 +26,7 @@ impl<'a> Request<'a> {
     pub(crate) fn id(&self) -> Result<&'a str> {
         let mut p: *const c_char = ptr::null();
         // SAFETY: live request; the id is owned by it.
-        unsafe { check(sys::TRITONBACKEND_RequestId(self.ptr(), &mut p))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_RequestId(self.ptr(), &mut p))? };
         if p.is_null() {
             return Ok("");
         }
@@ -37,21 +37,21 @@ impl<'a> Request<'a> {
     pub(crate) fn is_cancelled(&self) -> Result<bool> {
         let mut b = false;
         // SAFETY: live request.
-        unsafe { check(sys::TRITONBACKEND_RequestIsCancelled(self.ptr(), &mut b))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_RequestIsCancelled(self.ptr(), &mut b))? };
         Ok(b)
     }
 
     pub(crate) fn input_count(&self) -> Result<u32> {
         let mut n = 0u32;
         // SAFETY: live request.
-        unsafe { check(sys::TRITONBACKEND_RequestInputCount(self.ptr(), &mut n))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_RequestInputCount(self.ptr(), &mut n))? };
         Ok(n)
     }
 
     pub(crate) fn input(&self, index: u32) -> Result<Input<'a>> {
         let mut raw = ptr::null_mut();
         // SAFETY: live request; the input is owned by it.
-        unsafe { check(sys::TRITONBACKEND_RequestInputByIndex(self.ptr(), index, &mut raw))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_RequestInputByIndex(self.ptr(), index, &mut raw))? };
         let raw = NonNull::new(raw).ok_or_else(|| Error::internal("server returned a null input"))?;
         Ok(Input { raw, _life: PhantomData })
     }
@@ -59,7 +59,7 @@ impl<'a> Request<'a> {
     pub(crate) fn output_count(&self) -> Result<u32> {
         let mut n = 0u32;
         // SAFETY: live request.
-        unsafe { check(sys::TRITONBACKEND_RequestOutputCount(self.ptr(), &mut n))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_RequestOutputCount(self.ptr(), &mut n))? };
         Ok(n)
     }
 
@@ -68,7 +68,7 @@ impl<'a> Request<'a> {
     pub(crate) fn output_name(&self, index: u32) -> Result<&'a str> {
         let mut p: *const c_char = ptr::null();
         // SAFETY: live request; the name is owned by it.
-        unsafe { check(sys::TRITONBACKEND_RequestOutputName(self.ptr(), index, &mut p))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_RequestOutputName(self.ptr(), index, &mut p))? };
         // SAFETY: as above.
         unsafe { borrowed_str(p, "requested output name") }
     }
@@ -78,12 +78,16 @@ impl<'a> Request<'a> {
     pub(crate) fn report_trace_activities(&self, activities: &[(u64, &CStr)]) {
         let mut trace = ptr::null_mut();
         // SAFETY: live request; the trace (if any) is owned by it.
-        if unsafe { check(sys::TRITONBACKEND_RequestTrace(self.ptr(), &mut trace)) }.is_err() || trace.is_null() {
+        if unsafe { check_server_error(sys::TRITONBACKEND_RequestTrace(self.ptr(), &mut trace)) }.is_err()
+            || trace.is_null()
+        {
             return;
         }
         for (ts, name) in activities {
             // SAFETY: live trace of a live request; the name is copied.
-            let _ = unsafe { check(sys::TRITONSERVER_InferenceTraceReportActivity(trace, *ts, name.as_ptr())) };
+            let _ = unsafe {
+                check_server_error(sys::TRITONSERVER_InferenceTraceReportActivity(trace, *ts, name.as_ptr()))
+            };
         }
     }
 }
@@ -92,9 +96,6 @@ impl<'a> Request<'a> {
 pub(crate) struct OwnedRequest {
     raw: NonNull<sys::TRITONBACKEND_Request>,
 }
-
-// SAFETY: a request may be answered and released from any thread; we hold it exclusively.
-unsafe impl Send for OwnedRequest {}
 
 impl OwnedRequest {
     /// # Safety
@@ -112,7 +113,9 @@ impl OwnedRequest {
 impl Drop for OwnedRequest {
     fn drop(&mut self) {
         // SAFETY: we own the request and release it exactly once, here.
-        let r = unsafe { check(sys::TRITONBACKEND_RequestRelease(self.raw.as_ptr(), sys::ONNXRS_REQUEST_RELEASE_ALL)) };
+        let r = unsafe {
+            check_server_error(sys::TRITONBACKEND_RequestRelease(self.raw.as_ptr(), sys::ONNXRS_REQUEST_RELEASE_ALL))
+        };
         if let Err(e) = r {
             log::error!("onnxrs: failed to release a request: {e}");
         }
@@ -155,7 +158,7 @@ impl<'a> Input<'a> {
         let mut buffer_count = 0u32;
         // SAFETY: live input; every out-pointer is valid; returned pointers are owned by the request.
         unsafe {
-            check(sys::TRITONBACKEND_InputProperties(
+            check_server_error(sys::TRITONBACKEND_InputProperties(
                 self.raw.as_ptr(),
                 &mut name,
                 &mut dt,
@@ -185,7 +188,14 @@ impl<'a> Input<'a> {
         let mut device = 0i64;
         // SAFETY: live input; out-pointers valid; the buffer is owned by the request.
         unsafe {
-            check(sys::TRITONBACKEND_InputBuffer(self.raw.as_ptr(), index, &mut base, &mut len, &mut mem, &mut device))?
+            check_server_error(sys::TRITONBACKEND_InputBuffer(
+                self.raw.as_ptr(),
+                index,
+                &mut base,
+                &mut len,
+                &mut mem,
+                &mut device,
+            ))?
         };
         let len = usize::try_from(len).map_err(|_| Error::invalid_arg("input buffer exceeds the address space"))?;
         match MemoryType::from_sys(mem)? {

@@ -7,16 +7,13 @@ use std::ptr::{self, NonNull};
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::triton::error::{ServerError, c_string, check};
+use crate::triton::error::{ServerError, c_string, check_server_error};
 use crate::triton::request::Request;
 use crate::triton::{MemoryType, data_type_to_sys};
 
 pub(crate) struct Response {
     raw: Option<NonNull<sys::TRITONBACKEND_Response>>,
 }
-
-// SAFETY: a response may be filled and sent from any thread; we hold it exclusively.
-unsafe impl Send for Response {}
 
 /// Where an output's bytes must be written.
 pub(crate) enum OutputBuffer<'r> {
@@ -31,7 +28,7 @@ impl Response {
     pub(crate) fn new(request: Request<'_>) -> Result<Self> {
         let mut raw = ptr::null_mut();
         // SAFETY: live request; the new response is ours until sent.
-        unsafe { check(sys::TRITONBACKEND_ResponseNew(&mut raw, request.ptr()))? };
+        unsafe { check_server_error(sys::TRITONBACKEND_ResponseNew(&mut raw, request.ptr()))? };
         let raw = NonNull::new(raw).ok_or_else(|| Error::internal("server returned a null response"))?;
         Ok(Response { raw: Some(raw) })
     }
@@ -42,6 +39,8 @@ impl Response {
 
     /// Adds an output tensor and returns the buffer its data goes into. `preferred` is where we
     /// would like it; the buffer says where the server put it.
+    // The arguments of TRITONBACKEND_ResponseOutput and TRITONBACKEND_OutputBuffer, one for one.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn output_buffer(
         &mut self,
         name: &str,
@@ -55,7 +54,7 @@ impl Response {
         let mut output = ptr::null_mut();
         // SAFETY: live response; `cname` and `shape` outlive the call, which copies them.
         unsafe {
-            check(sys::TRITONBACKEND_ResponseOutput(
+            check_server_error(sys::TRITONBACKEND_ResponseOutput(
                 self.ptr()?,
                 &mut output,
                 cname.as_ptr(),
@@ -73,7 +72,13 @@ impl Response {
         // SAFETY: `output` is owned by the live response; the buffer it returns stays valid until
         // the response is sent or deleted, which `&mut self` prevents while it is borrowed.
         unsafe {
-            check(sys::TRITONBACKEND_OutputBuffer(output, &mut buffer, byte_size as u64, &mut mem, &mut device))?
+            check_server_error(sys::TRITONBACKEND_OutputBuffer(
+                output,
+                &mut buffer,
+                byte_size as u64,
+                &mut mem,
+                &mut device,
+            ))?
         };
         match MemoryType::from_sys(mem)? {
             MemoryType::Gpu => Ok(OutputBuffer::Device { device }),
@@ -101,8 +106,9 @@ fn send_raw(raw: NonNull<sys::TRITONBACKEND_Response>, outcome: Result<()>) -> R
     let err_ptr = err.as_ref().map_or(ptr::null_mut(), ServerError::as_ptr);
     // SAFETY: we own the response and give it up here. The error stays ours (ResponseSend does
     // not take it) and is deleted when `err` drops after the call.
-    let r =
-        unsafe { check(sys::TRITONBACKEND_ResponseSend(raw.as_ptr(), sys::ONNXRS_RESPONSE_COMPLETE_FINAL, err_ptr)) };
+    let r = unsafe {
+        check_server_error(sys::TRITONBACKEND_ResponseSend(raw.as_ptr(), sys::ONNXRS_RESPONSE_COMPLETE_FINAL, err_ptr))
+    };
     drop(err);
     r
 }

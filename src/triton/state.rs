@@ -18,7 +18,9 @@ pub(crate) struct Slot<'h, H: StateHolder, T> {
     _t: PhantomData<T>,
 }
 
-impl<'h, H: StateHolder, T> Slot<'h, H, T> {
+// `Send + Sync`: the server calls a model's instances, and so reads its state, from several
+// threads at once, and finalizes on another thread than the one that initialized.
+impl<'h, H: StateHolder, T: Send + Sync> Slot<'h, H, T> {
     /// # Safety
     /// The holder's slot is null or holds a pointer stored by `Slot<_, T>::put` with this same
     /// `T`, and is not freed (by `take`) while a reference from `get` is alive.
@@ -35,9 +37,9 @@ impl<'h, H: StateHolder, T> Slot<'h, H, T> {
         })
     }
 
-    /// Borrows the value for the duration the server promises it stays (between initialize and
-    /// finalize of its holder).
-    pub(crate) fn get<'s>(&self) -> Result<&'s T> {
+    /// Borrows the value for as long as the holder is borrowed: the server keeps the holder, and
+    /// so the value, alive for the callback that lent it to us (between initialize and finalize).
+    pub(crate) fn get(&self) -> Result<&'h T> {
         let raw = self.holder.raw_state()?.cast::<T>();
         // SAFETY: non-null pointers in the slot come from `put` with this T (constructor's
         // contract) and stay valid until `take`, which the server calls only after every callback

@@ -1,0 +1,190 @@
+//! TRITONBACKEND_ModelInstanceExecute after its commit point: the backend owns the requests and
+//! answers every one of them — a response (outputs or an error), one statistics record, and a
+//! release — whatever happens, a panic included.
+//!
+//! Words: an *execution* is the requests of one execute call; a *run* is one ONNX Runtime call,
+//! over the inputs of one or more requests laid end to end along the *batch* dimension.
+//!
+//! One request's way, one file per step:
+//! - here: the commit point (`Execution`, one `RequestRecord` per request) and the loop;
+//! - `read`: reading a request's inputs from the server and checking them;
+//! - `run`: gathering a run's inputs, running ONNX Runtime, scattering the outputs, and running
+//!   the requests of a failed run again one by one, so only the culprit gets the error;
+//! - `respond`: writing one request's outputs into its response;
+//! - `reporting`: one run's batch statistics, metrics and trace activities.
+
+mod read;
+mod reporting;
+mod respond;
+mod run;
+
+use std::mem;
+
+use crate::clock;
+use crate::config::model_config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::inputs::CheckedRequest;
+use crate::instance::InstanceState;
+use crate::metrics::{ErrorClass, ModelMetrics};
+use crate::model::ModelState;
+use crate::triton::instance::Timestamps;
+use crate::triton::{Instance, OwnedRequest, Request, Response};
+
+/// An error and what kind of failure it is (for `onnxrs_request_errors_total`).
+type Failure = (Error, ErrorClass);
+
+trait Classify<T> {
+    fn class(self, class: ErrorClass) -> std::result::Result<T, Failure>;
+}
+
+impl<T> Classify<T> for Result<T> {
+    fn class(self, class: ErrorClass) -> std::result::Result<T, Failure> {
+        self.map_err(|e| (e, class))
+    }
+}
+
+/// What became of one request.
+enum Outcome {
+    /// Not decided yet.
+    Pending,
+    Succeeded(Timestamps),
+    Failed(Error, ErrorClass),
+    /// Its statistics are reported and its response sent: nothing more may happen to it.
+    Answered,
+}
+
+/// One request of an execution and everything that happens to it on its way.
+struct RequestRecord<'r> {
+    request: Request<'r>,
+    /// `None` when the server could not create one (the outcome then says why).
+    response: Option<Response>,
+    /// Its inputs, once read and checked; a record without them takes part in no run.
+    checked: Option<CheckedRequest<'r>>,
+    outcome: Outcome,
+}
+
+impl<'r> RequestRecord<'r> {
+    fn new(request: Request<'r>) -> Self {
+        let (response, outcome) = match Response::new(request) {
+            Ok(response) => (Some(response), Outcome::Pending),
+            Err(e) => (None, Outcome::Failed(e, ErrorClass::Internal)),
+        };
+        RequestRecord { request, response, checked: None, outcome }
+    }
+
+    fn checked(&self) -> Result<&CheckedRequest<'r>> {
+        self.checked.as_ref().ok_or_else(|| Error::internal("onnxrs: a request in a run was not checked"))
+    }
+
+    /// Reports the request's statistics, then sends its response; once only. Statistics go first
+    /// so that a client that reads /stats right after its response sees its own request counted.
+    fn answer(&mut self, reporter: Reporter<'_>) {
+        let Reporter { instance, metrics, label } = reporter;
+        let (success, timestamps, result) = match mem::replace(&mut self.outcome, Outcome::Answered) {
+            Outcome::Answered => return,
+            Outcome::Succeeded(t) => (true, t, Ok(())),
+            Outcome::Failed(e, class) => {
+                if let Some(m) = metrics {
+                    m.record_error(class);
+                }
+                (false, Timestamps::default(), Err(e))
+            }
+            Outcome::Pending => {
+                if let Some(m) = metrics {
+                    m.record_error(ErrorClass::Internal);
+                }
+                (false, Timestamps::default(), Err(Error::internal("onnxrs: the request was not executed")))
+            }
+        };
+        let request = self.request;
+        if let Err(e) = instance.report_statistics(request, success, timestamps) {
+            log::error!("onnxrs: cannot report statistics for a request: {e}");
+        }
+        if let Err(e) = &result {
+            log::debug!("onnxrs: {label}: request '{}' failed: {e}", request.id().unwrap_or_default());
+        }
+        match self.response.take() {
+            Some(response) => {
+                if let Err(e) = response.send(result) {
+                    log::error!("onnxrs: cannot send a response: {e}");
+                }
+            }
+            None => log::error!("onnxrs: a request has no response to carry its outcome"),
+        }
+    }
+
+    /// Records `failure` as the outcome and answers at once.
+    fn fail(&mut self, (error, class): Failure, reporter: Reporter<'_>) {
+        self.outcome = Outcome::Failed(error, class);
+        self.answer(reporter);
+    }
+}
+
+/// Where a request's outcome goes: Triton's statistics, onnxrs's metrics, the log.
+#[derive(Clone, Copy)]
+struct Reporter<'i> {
+    instance: Instance<'i>,
+    metrics: Option<&'i ModelMetrics>,
+    /// "model 'm' version 1 instance 'm_0'", for log lines.
+    label: &'i str,
+}
+
+/// What every step of one execution shares.
+struct ExecutionScope<'a> {
+    config: &'a ModelConfig,
+    reporter: Reporter<'a>,
+    /// When the execute call began: the start of every request's statistics.
+    exec_start: u64,
+}
+
+/// The commit-point type: one record per request of the execution. Dropping it answers every
+/// request not answered yet (as an internal error): nothing is left unanswered, even when a
+/// panic unwinds through `execute`. The records borrow their requests, which the caller
+/// releases after this is dropped.
+struct Execution<'r> {
+    reporter: Reporter<'r>,
+    records: Vec<RequestRecord<'r>>,
+}
+
+impl Drop for Execution<'_> {
+    fn drop(&mut self) {
+        for record in &mut self.records {
+            record.answer(self.reporter);
+        }
+    }
+}
+
+/// Answers all `requests`. Never fails: every error becomes the answer of the request it
+/// concerns.
+pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &InstanceState, requests: Vec<OwnedRequest>) {
+    let exec_start = clock::now_ns();
+    let reporter = Reporter { instance, metrics: model.metrics.as_ref(), label: &state.label };
+    // `requests` is a parameter, so it outlives `execution` even while a panic unwinds: every
+    // request is answered (by `execution`'s drop) before it is released (by its own).
+    let mut execution =
+        Execution { reporter, records: requests.iter().map(|r| RequestRecord::new(r.view())).collect() };
+    let scope = ExecutionScope { config: &model.config, reporter, exec_start };
+
+    for record in &mut execution.records {
+        read::read(&scope, record);
+    }
+    let runs = run::plan(&mut execution.records, model.config.max_batch_size);
+    match state.session.lock() {
+        Ok(mut session) => {
+            for mut records in runs {
+                run::run_and_answer(&scope, &mut session, &mut records);
+            }
+        }
+        Err(_) => {
+            for record in runs.into_iter().flatten() {
+                record.outcome = Outcome::Failed(
+                    Error::internal("onnxrs: the instance's session is unusable after a panic"),
+                    ErrorClass::Internal,
+                );
+            }
+        }
+    }
+    drop(execution);
+    drop(requests);
+    state.refresh_memory_report(instance);
+}

@@ -1,0 +1,47 @@
+//! Reporting a run that happened: one batch statistic to Triton, one record to onnxrs's metrics,
+//! and the backend's own steps in the trace of each traced request. Each request's own
+//! statistics are reported when it is answered (`RequestRecord::answer`).
+
+use super::{Reporter, RequestRecord};
+use crate::metrics::RunRecord;
+use crate::triton::instance::Timestamps;
+
+/// What one run did.
+#[derive(Clone, Copy)]
+pub(super) struct RunFigures {
+    /// Rows along the batch dimension, all requests together.
+    pub(super) rows: u64,
+    /// exec_start: the run began gathering; compute_start/end: around ONNX Runtime's call;
+    /// exec_end: the last output was written.
+    pub(super) times: Timestamps,
+    pub(super) input_bytes: u64,
+    pub(super) output_bytes: u64,
+}
+
+pub(super) fn report_run(reporter: Reporter<'_>, records: &[&mut RequestRecord<'_>], figures: &RunFigures) {
+    let RunFigures { rows, times, input_bytes, output_bytes } = *figures;
+    if let Err(e) = reporter.instance.report_batch_statistics(rows, times) {
+        log::error!("onnxrs: cannot report batch statistics: {e}");
+    }
+    if let Some(m) = reporter.metrics {
+        m.record_run(&RunRecord {
+            rows,
+            gather_ns: times.compute_start.saturating_sub(times.exec_start),
+            run_ns: times.compute_end.saturating_sub(times.compute_start),
+            scatter_ns: times.exec_end.saturating_sub(times.compute_end),
+            input_bytes,
+            output_bytes,
+        });
+    }
+    // The backend's own steps, in the trace of each traced request (Triton's trace file or
+    // OpenTelemetry export shows them next to its own activities).
+    let activities = [
+        (times.exec_start, c"ONNXRS_GATHER_START"),
+        (times.compute_start, c"ONNXRS_ORT_RUN_START"),
+        (times.compute_end, c"ONNXRS_ORT_RUN_END"),
+        (times.exec_end, c"ONNXRS_SCATTER_END"),
+    ];
+    for record in records {
+        record.request.report_trace_activities(&activities);
+    }
+}
