@@ -106,12 +106,14 @@ fn model_finalize(raw: *mut sys::TRITONBACKEND_Model) -> Result<()> {
     let model = unsafe { Model::from_raw(raw) }?;
     let state = model_slot(&model).take()?;
     let (name, version) = (model.name()?, model.version()?);
-    let handover = &backend_slot(&model.backend()?).get()?.handover;
+    let backend = model.backend()?;
+    let slot = backend_slot(&backend);
+    let handover = &slot.get()?.handover;
     // A state that was never stored (a failed load) has no ticket: its own arrival is the
     // latest one unless a successor came already.
-    let ticket = state.as_ref().map_or_else(|| handover.latest(name, version), |s| s.ticket);
+    let ticket = state.as_ref().map_or_else(|| handover.latest(name, version), |s| s.ticket.clone());
     drop(state);
-    handover.await_successor(name, version, ticket, handover::GRACE);
+    handover.await_successor(&ticket, handover::GRACE);
     Ok(())
 }
 

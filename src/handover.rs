@@ -38,9 +38,24 @@ impl std::fmt::Debug for Handover {
     }
 }
 
-/// An incarnation's place in its model version's line: the arrival count when it arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ticket(u64);
+/// One incarnation: its model version, and its place in that version's line (the arrival
+/// count when it arrived).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    model: String,
+    version: u64,
+    arrival: u64,
+}
+
+impl Ticket {
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}
 
 impl Handover {
     /// Called when an incarnation enters `ModelInitialize`: wakes a predecessor that waits.
@@ -48,7 +63,7 @@ impl Handover {
         let mut arrivals = self.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
         let n = arrivals.entry((model.to_string(), version)).or_insert(0);
         *n += 1;
-        let ticket = Ticket(*n);
+        let ticket = Ticket { model: model.to_string(), version, arrival: *n };
         drop(arrivals);
         self.arrived.notify_all();
         ticket
@@ -57,17 +72,18 @@ impl Handover {
     /// The ticket of the latest incarnation that arrived (for one whose state was never stored).
     pub fn latest(&self, model: &str, version: u64) -> Ticket {
         let arrivals = self.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
-        Ticket(arrivals.get(&(model.to_string(), version)).copied().unwrap_or(0))
+        let arrival = arrivals.get(&(model.to_string(), version)).copied().unwrap_or(0);
+        Ticket { model: model.to_string(), version, arrival }
     }
 
-    /// Called at the end of `ModelFinalize`: returns once an incarnation arrived after `ticket`,
-    /// or after `grace`. Returns whether a successor arrived.
-    pub fn await_successor(&self, model: &str, version: u64, ticket: Ticket, grace: Duration) -> bool {
+    /// Called at the end of `ModelFinalize`: returns once an incarnation of the same version
+    /// arrived after `ticket`, or after `grace`. Returns whether a successor arrived.
+    pub fn await_successor(&self, ticket: &Ticket, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
-        let key = (model.to_string(), version);
+        let key = (ticket.model.clone(), ticket.version);
         let mut arrivals = self.arrivals.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if arrivals.get(&key).is_some_and(|&n| n > ticket.0) {
+            if arrivals.get(&key).is_some_and(|&n| n > ticket.arrival) {
                 return true;
             }
             let now = Instant::now();
@@ -90,20 +106,22 @@ mod tests {
         let first = h.arrive("m", 1);
         // No successor: the wait ends at the grace.
         let t = Instant::now();
-        assert!(!h.await_successor("m", 1, first, Duration::from_millis(30)));
+        assert!(!h.await_successor(&first, Duration::from_millis(30)));
         assert!(t.elapsed() >= Duration::from_millis(30));
         // Another model or version is no successor.
         h.arrive("m", 2);
         h.arrive("other", 1);
-        assert!(!h.await_successor("m", 1, first, Duration::from_millis(1)));
+        assert!(!h.await_successor(&first, Duration::from_millis(1)));
         // A successor arriving while we wait releases the wait.
         let h2 = Arc::clone(&h);
-        let waiter = std::thread::spawn(move || h2.await_successor("m", 1, first, Duration::from_secs(60)));
+        let waiting = first.clone();
+        let waiter = std::thread::spawn(move || h2.await_successor(&waiting, Duration::from_secs(60)));
         std::thread::sleep(Duration::from_millis(20));
         let second = h.arrive("m", 1);
         assert!(waiter.join().unwrap());
         // One that arrived before the wait began counts too (a reload while the old one served).
-        assert!(h.await_successor("m", 1, first, Duration::ZERO));
-        assert!(!h.await_successor("m", 1, second, Duration::ZERO));
+        assert!(h.await_successor(&first, Duration::ZERO));
+        assert!(!h.await_successor(&second, Duration::ZERO));
+        assert_eq!(h.latest("m", 1), second);
     }
 }

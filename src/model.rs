@@ -54,19 +54,20 @@ fn read_io(runtime: &Runtime, path: &Path) -> Result<ModelIo> {
 }
 
 impl ModelState {
+    /// `ticket` names the incarnation (model, version) and its place among that version's.
     pub(crate) fn initialize(model: Model<'_>, backend: &BackendState, ticket: Ticket) -> Result<Self> {
-        let name = model.name()?.to_string();
-        let version = model.version()?;
+        let (name, version) = (ticket.model().to_string(), ticket.version());
         let context = |e: Error| e.context(format_args!("onnxrs: model '{name}' version {version}"));
         let start = crate::clock::now_ns();
-        let state = Self::load(model, backend, &name, version, ticket).map_err(context)?;
+        let state = Self::load(model, backend, ticket).map_err(context)?;
         if let Some(m) = &state.metrics {
             m.set_load_ms(crate::clock::now_ns().saturating_sub(start) as f64 / 1e6);
         }
         Ok(state)
     }
 
-    fn load(model: Model<'_>, backend: &BackendState, name: &str, version: u64, ticket: Ticket) -> Result<Self> {
+    fn load(model: Model<'_>, backend: &BackendState, ticket: Ticket) -> Result<Self> {
+        let (name, version) = (ticket.model(), ticket.version());
         let mut json = model.config()?;
         let first = ModelConfig::parse(&json)?;
         let model_path = model_file(&model.repository()?, version, &first.default_model_filename)?;
