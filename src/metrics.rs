@@ -12,8 +12,6 @@
 //!
 //! Off for the whole backend with `--backend-config=onnxrs,metrics=0`, or for one model with the
 //! config parameter `metrics: "0"`.
-// Safe Rust only: unsafe code lives in crate::triton, crate::onnx and the small OS modules.
-#![deny(unsafe_code)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

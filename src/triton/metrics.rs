@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::triton::error::{c_string, check_server_error as check};
+use crate::triton::error::{c_string, check_server_error};
 
 /// Held around every `TRITONSERVER_MetricNew*` and `TRITONSERVER_MetricDelete`.
 ///
@@ -58,7 +58,7 @@ impl Family {
         let mut raw = ptr::null_mut();
         let _serialized = lifecycle_lock();
         // SAFETY: valid C strings for the call; the server copies them.
-        unsafe { check(sys::TRITONSERVER_MetricFamilyNew(&mut raw, k, n.as_ptr(), h.as_ptr()))? };
+        unsafe { check_server_error(sys::TRITONSERVER_MetricFamilyNew(&mut raw, k, n.as_ptr(), h.as_ptr()))? };
         NonNull::new(raw).map(Family).ok_or_else(|| Error::internal(format!("metric family '{name}' was not created")))
     }
 }
@@ -67,7 +67,7 @@ impl Drop for Family {
     fn drop(&mut self) {
         let _serialized = lifecycle_lock();
         // SAFETY: ours, and every metric of it is gone (owners drop metrics first).
-        let _ = unsafe { check(sys::TRITONSERVER_MetricFamilyDelete(self.0.as_ptr())) };
+        let _ = unsafe { check_server_error(sys::TRITONSERVER_MetricFamilyDelete(self.0.as_ptr())) };
     }
 }
 
@@ -120,12 +120,14 @@ impl Metric {
         let mut args = ptr::null_mut();
         if let Some(b) = buckets {
             // SAFETY: creates an args object we own and delete below.
-            unsafe { check(sys::TRITONSERVER_MetricArgsNew(&mut args))? };
+            unsafe { check_server_error(sys::TRITONSERVER_MetricArgsNew(&mut args))? };
             // SAFETY: `args` is live; `b` is valid for its length during the call (copied).
-            let r = unsafe { check(sys::TRITONSERVER_MetricArgsSetHistogram(args, b.as_ptr(), b.len() as u64)) };
+            let r = unsafe {
+                check_server_error(sys::TRITONSERVER_MetricArgsSetHistogram(args, b.as_ptr(), b.len() as u64))
+            };
             if let Err(e) = r {
                 // SAFETY: ours, not handed over.
-                let _ = unsafe { check(sys::TRITONSERVER_MetricArgsDelete(args)) };
+                let _ = unsafe { check_server_error(sys::TRITONSERVER_MetricArgsDelete(args)) };
                 return Err(e);
             }
         }
@@ -133,7 +135,7 @@ impl Metric {
         let serialized = lifecycle_lock();
         // SAFETY: the family is live; labels and args are valid for the call and copied by it.
         let r = unsafe {
-            check(sys::TRITONSERVER_MetricNewWithArgs(
+            check_server_error(sys::TRITONSERVER_MetricNewWithArgs(
                 &mut raw,
                 family.0.as_ptr(),
                 label_ptrs.as_ptr().cast_mut(),
@@ -144,7 +146,7 @@ impl Metric {
         drop(serialized);
         if !args.is_null() {
             // SAFETY: ours; the metric copied what it needed.
-            let _ = unsafe { check(sys::TRITONSERVER_MetricArgsDelete(args)) };
+            let _ = unsafe { check_server_error(sys::TRITONSERVER_MetricArgsDelete(args)) };
         }
         r?;
         NonNull::new(raw).map(Metric).ok_or_else(|| Error::internal("metric was not created"))
@@ -152,17 +154,17 @@ impl Metric {
 
     pub(crate) fn increment(&self, v: f64) {
         // SAFETY: a live metric. A failed update only loses a sample: not worth failing a request.
-        let _ = unsafe { check(sys::TRITONSERVER_MetricIncrement(self.0.as_ptr(), v)) };
+        let _ = unsafe { check_server_error(sys::TRITONSERVER_MetricIncrement(self.0.as_ptr(), v)) };
     }
 
     pub(crate) fn set(&self, v: f64) {
         // SAFETY: as above.
-        let _ = unsafe { check(sys::TRITONSERVER_MetricSet(self.0.as_ptr(), v)) };
+        let _ = unsafe { check_server_error(sys::TRITONSERVER_MetricSet(self.0.as_ptr(), v)) };
     }
 
     pub(crate) fn observe(&self, v: f64) {
         // SAFETY: as above.
-        let _ = unsafe { check(sys::TRITONSERVER_MetricObserve(self.0.as_ptr(), v)) };
+        let _ = unsafe { check_server_error(sys::TRITONSERVER_MetricObserve(self.0.as_ptr(), v)) };
     }
 }
 
@@ -170,6 +172,6 @@ impl Drop for Metric {
     fn drop(&mut self) {
         let _serialized = lifecycle_lock();
         // SAFETY: ours; its family outlives it.
-        let _ = unsafe { check(sys::TRITONSERVER_MetricDelete(self.0.as_ptr())) };
+        let _ = unsafe { check_server_error(sys::TRITONSERVER_MetricDelete(self.0.as_ptr())) };
     }
 }
