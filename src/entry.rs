@@ -94,26 +94,24 @@ fn model_initialize(raw: *mut sys::TRITONBACKEND_Model) -> Result<()> {
     let backend = model.backend()?;
     let backend_state = backend_slot(&backend).get()?;
     // First, before anything can fail: a predecessor waiting in its finalize may go now.
-    let ticket = backend_state.handover.arrive(model.name()?, model.version()?);
+    let ticket = backend_state.handover.register(model.name()?, model.version()?);
     let state = ModelState::initialize(model, backend_state, ticket)?;
     model_slot(&model).put(Box::new(state))
 }
 
 /// Frees the model's state, then holds the server's teardown of this incarnation until a
-/// successor of the same version has started, or a short grace has passed (`handover`).
+/// successor of the same version has reached its instances, or a short grace has passed
+/// (`handover`). A load that failed in `ModelInitialize` never made a metric reporter (the server
+/// makes it after that call), so it has nothing to hand over.
 fn model_finalize(raw: *mut sys::TRITONBACKEND_Model) -> Result<()> {
     // SAFETY: the server passes a live model for the duration of the call.
     let model = unsafe { Model::from_raw(raw) }?;
-    let state = model_slot(&model).take()?;
-    let (name, version) = (model.name()?, model.version()?);
+    let Some(state) = model_slot(&model).take()? else { return Ok(()) };
+    let ticket = state.ticket.clone();
+    drop(state);
     let backend = model.backend()?;
     let slot = backend_slot(&backend);
-    let handover = &slot.get()?.handover;
-    // A state that was never stored (a failed load) has no ticket: its own arrival is the
-    // latest one unless a successor came already.
-    let ticket = state.as_ref().map_or_else(|| handover.latest(name, version), |s| s.ticket.clone());
-    drop(state);
-    handover.await_successor(&ticket, handover::GRACE);
+    slot.get()?.handover.await_successor(&ticket, handover::GRACE);
     Ok(())
 }
 
@@ -121,7 +119,13 @@ fn instance_initialize(raw: *mut sys::TRITONBACKEND_ModelInstance) -> Result<()>
     // SAFETY: the server passes a live instance for the duration of the call.
     let instance = unsafe { Instance::from_raw(raw) }?;
     let model = instance.model()?;
-    let state = InstanceState::initialize(instance, model_slot(&model).get()?)?;
+    let model_slot = model_slot(&model);
+    let model_state = model_slot.get()?;
+    // First, before anything can fail: the server made this incarnation's metric reporter before
+    // its instances, so a predecessor waiting in its finalize may go now (`handover`).
+    let backend = model.backend()?;
+    backend_slot(&backend).get()?.handover.ready(&model_state.ticket);
+    let state = InstanceState::initialize(instance, model_state)?;
     instance_slot(&instance).put(Box::new(state))
 }
 

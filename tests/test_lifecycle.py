@@ -99,6 +99,15 @@ def assert_alive(s: TritonServer, where: str) -> None:
         s.fail(f"the server log reports heap corruption or an abort ({where}): {marks}{s.backtraces()}")
 
 
+def onnxrs_series(m: Metrics, model: str, version: str | None = None) -> list:
+    """onnxrs's own samples of `model` (optionally one version): none may outlive an unload."""
+    return [
+        (n, lbl, v)
+        for n, lbl, v in m.samples
+        if n.startswith("onnxrs_") and lbl.get("model") == model and version in (None, lbl.get("version"))
+    ]
+
+
 def check_metric_labels(m: Metrics, version: str) -> dict[str, float]:
     """The onnxrs series of `lifecycle` at `version`: each exactly once, with the model's and its
     two instances' labels. Returns the memory gauges by instance."""
@@ -149,8 +158,9 @@ def test_load_unload_storm(tmp_path):
         storm_s = time.monotonic() - t0
         # Settle, then nothing of the model may remain in /metrics or memory.
         deadline = time.monotonic() + TIMEOUT_S
-        while METRICS_ON and (left := [(n, lbl, v) for n, lbl, v in s.metrics().samples if n.startswith("onnxrs_") and lbl.get("model") == "lifecycle"]):
-            assert time.monotonic() < deadline, f"the unloaded model's onnxrs series never went away: {left[:8]}"
+        while METRICS_ON and (left := onnxrs_series(s.metrics(), "lifecycle")):
+            if time.monotonic() > deadline:
+                s.fail(f"the unloaded model's onnxrs series never went away: {left[:4]}{s.backtraces()}")
             time.sleep(0.2)
         time.sleep(1)
         rss_end = s.rss_kib()
@@ -271,11 +281,9 @@ def test_reloads_under_traffic(tmp_path):
             t.join(timeout=TIMEOUT_S)
         # Version 1 is gone: none of its series may remain.
         deadline = time.monotonic() + TIMEOUT_S
-        while any(
-            n.startswith("onnxrs_") and lbl.get("model") == "lifecycle" and lbl.get("version") == "1"
-            for n, lbl, _ in s.metrics().samples
-        ):
-            assert time.monotonic() < deadline, "version 1's series outlived it"
+        while onnxrs_series(s.metrics(), "lifecycle", "1"):
+            if time.monotonic() > deadline:
+                s.fail(f"version 1's onnxrs series outlived it{s.backtraces()}")
             time.sleep(0.2)
         assert_alive(s, "after the reloads")
     finally:
