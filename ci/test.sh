@@ -28,8 +28,8 @@ export ONNXRS_TEST_MODELS="$ONNXRS_ROOT/build/test-models"
 export ONNXRS_FUZZ_EXECS="${ONNXRS_FUZZ_EXECS:-1000000}"
 export ONNXRS_SOAK_CYCLES="${ONNXRS_SOAK_CYCLES:-40}"
 # Load/unload cycles under the heap checker (tests/test_lifecycle.py): before the metric race was
-# fixed the server died within 1,600 cycles in every run; CI runs several times that.
-export ONNXRS_LIFECYCLE_CYCLES="${ONNXRS_LIFECYCLE_CYCLES:-6000}"
+# fixed the server died within 1,600 cycles in every run; CI runs three times that.
+export ONNXRS_LIFECYCLE_CYCLES="${ONNXRS_LIFECYCLE_CYCLES:-5000}"
 export ONNXRS_LIFECYCLE_RELOADS="${ONNXRS_LIFECYCLE_RELOADS:-200}"
 
 step "Rust tests (unit, ONNX Runtime level, fuzzing: $ONNXRS_FUZZ_EXECS executions per target)"
