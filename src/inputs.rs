@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::batch::{Signature, contiguous};
-use crate::config::model_config::{ModelConfig, TensorConfig};
+use crate::config::model_config::{ModelConfig, Role, TensorConfig};
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 
@@ -133,7 +133,12 @@ fn check_payload<'a>(input_config: &TensorConfig, shape: &[i64], parts: Vec<&'a 
         }
         None => {
             let data = contiguous(&parts);
-            let elements = crate::bytes::decode(&data, count)
+            // A control input's buffer is the server's own, padded after its element.
+            let decoded = match input_config.role {
+                Role::Control => crate::bytes::decode_leading(&data, count).map(|(elements, _padding)| elements),
+                Role::Config | Role::State => crate::bytes::decode(&data, count),
+            };
+            let elements = decoded
                 .map_err(|e| e.context(format_args!("input '{name}'")))?
                 .into_iter()
                 .map(|e| {

@@ -5,3 +5,4 @@ pub mod autocomplete;
 pub mod check;
 pub mod model_config;
 pub mod params;
+pub mod sequence;

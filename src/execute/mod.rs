@@ -17,6 +17,7 @@ mod read;
 mod reporting;
 mod respond;
 mod run;
+mod sequence;
 
 use std::mem;
 

@@ -3,7 +3,8 @@
 //! request's rows of the outputs are written into its response. When the fused run fails, its
 //! requests run again one by one, so only the request that makes ONNX Runtime fail gets the error.
 
-use super::{Classify, ExecutionScope, Failure, Outcome, RequestRecord, reporting, respond};
+use super::respond::RowShare;
+use super::{Classify, ExecutionScope, Failure, Outcome, RequestRecord, reporting, respond, sequence};
 use crate::batch::{self, Gathered, Signature};
 use crate::clock;
 use crate::config::model_config::ModelConfig;
@@ -138,11 +139,11 @@ fn run_once(
     let written = records
         .iter_mut()
         .enumerate()
-        .map(|(position, record)| match &views {
-            Ok(views) => {
-                respond::write_outputs(scope.config, views, respond::RowShare { rows: &rows, position }, record)
-            }
-            Err(e) => Err((e.clone(), ErrorClass::Internal)),
+        .map(|(position, record)| {
+            let views = views.as_ref().map_err(|e| (e.clone(), ErrorClass::Internal))?;
+            let written = respond::write_outputs(scope.config, views, RowShare { rows: &rows, position }, record)?;
+            sequence::write_states(scope.config, &outputs, RowShare { rows: &rows, position }, record)?;
+            Ok(written)
         })
         .collect();
     Ok(CompletedRun { rows: rows.iter().map(|&r| r as u64).sum(), compute_start, compute_end, input_bytes, written })
