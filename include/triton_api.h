@@ -134,6 +134,9 @@ typedef enum TRITONBACKEND_artifacttype_enum {
 /* Flags for TRITONBACKEND_RequestRelease and TRITONBACKEND_ResponseSend. */
 #define ONNXRS_REQUEST_RELEASE_ALL 1u
 #define ONNXRS_RESPONSE_COMPLETE_FINAL 1u
+/* TRITONSERVER_RequestFlag: the request starts / ends its sequence. */
+#define ONNXRS_REQUEST_FLAG_SEQUENCE_START 1u
+#define ONNXRS_REQUEST_FLAG_SEQUENCE_END 2u
 
 /* ---- TRITONSERVER: errors, messages, logging, buffer attributes, parameters ---- */
 extern uint32_t TRITONSERVER_DataTypeByteSize(TRITONSERVER_DataType datatype);
@@ -288,7 +291,12 @@ extern TRITONSERVER_Error* TRITONBACKEND_OutputBuffer(
     TRITONBACKEND_Output* output, void** buffer, const uint64_t buffer_byte_size,
     TRITONSERVER_MemoryType* memory_type, int64_t* memory_type_id);
 
-/* ---- TRITONBACKEND: a sequence's implicit state ---- */
+/* ---- TRITONBACKEND: a request's flags and its sequence's implicit state ---- */
+extern TRITONSERVER_Error* TRITONBACKEND_RequestFlags(TRITONBACKEND_Request* request, uint32_t* flags);
+/* Fails when the request's correlation id is a string; the String form fails when it is not. */
+extern TRITONSERVER_Error* TRITONBACKEND_RequestCorrelationId(TRITONBACKEND_Request* request, uint64_t* id);
+extern TRITONSERVER_Error* TRITONBACKEND_RequestCorrelationIdString(
+    TRITONBACKEND_Request* request, const char** id);
 /* The state named after the state's output, with the shape (batch included) it now has. */
 extern TRITONSERVER_Error* TRITONBACKEND_StateNew(
     TRITONBACKEND_State** state, TRITONBACKEND_Request* request, const char* name,

@@ -108,7 +108,9 @@ impl ModelState {
             }
         }
         let metrics = match (&backend.metrics, params::metrics_enabled(&config)?) {
-            (Some(families), true) => Some(ModelMetrics::new(families.clone(), name, version)?),
+            (Some(families), true) => {
+                Some(ModelMetrics::new(families.clone(), name, version, config.sequence_batching)?)
+            }
             _ => None,
         };
         Ok(ModelState {

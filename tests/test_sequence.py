@@ -55,6 +55,11 @@ def stats_of(server, model):
     return st["inference_stats"], st["batch_stats"], st
 
 
+def steps_metric(server, model):
+    m = server.metrics()
+    return {p: m.get("onnxrs_sequence_steps_total", model=model, position=p) for p in ("start", "middle", "end")}
+
+
 @pytest.mark.parametrize("corrid", list(CORRID_TYPES))
 def test_control_inputs_every_kind_batching_and_not(server_for, corrid):
     models = [f"seq_ctl_{corrid.lower()}", f"seq_ctl_nobatch_{corrid.lower()}"]
@@ -73,6 +78,9 @@ def test_control_inputs_every_kind_batching_and_not(server_for, corrid):
         assert sum(b["batch_size"] * b["compute_infer"]["count"] for b in batches) == total, batches
         if "nobatch" in model:
             assert st["execution_count"] == total
+        # One-request sequences count as start; every other sequence has one start and one end.
+        starts, ends = len(lengths), sum(1 for n in lengths if n > 1)
+        assert steps_metric(s, model) == {"start": starts, "middle": total - starts - ends, "end": ends}
 
 
 def test_control_inputs_direct_strategy_and_its_null_requests(server_for):
@@ -91,12 +99,18 @@ def test_control_inputs_direct_strategy_and_its_null_requests(server_for):
     inf, batches, _ = stats_of(s, "seq_ctl_direct")
     assert inf["success"]["count"] == 5 and inf["fail"]["count"] == 0, inf
     assert {b["batch_size"]: b["compute_infer"]["count"] for b in batches} == {1: 2, 2: 3}, batches
+    assert steps_metric(s, "seq_ctl_direct") == {"start": 2, "middle": 1, "end": 2}
+    # The null requests' rows ran, so they are in the run's figures, as in batch_stats.
+    m = s.metrics()
+    assert m.get("nv_inference_request_success", model="seq_ctl_direct", version="1") == 5
+    assert m.get("onnxrs_batch_size_sum", model="seq_ctl_direct", version="1") == 1 * 2 + 2 * 3
     # Steps of three sequences interleaved: every output still the sequence's own.
     jobs = [(lambda sid=sid, j=j: run_echo_sequence(s, "grpc", "seq_ctl_direct", sid, [1.0 + j, 2.0, 3.0 * j], "UINT64"))
             for j, sid in enumerate([7, 8, 9])]
     assert sum(interleave(jobs)) == 9
     inf, _, _ = stats_of(s, "seq_ctl_direct")
     assert inf["success"]["count"] == 5 + 9 and inf["fail"]["count"] == 0, inf
+    assert steps_metric(s, "seq_ctl_direct") == {"start": 5, "middle": 4, "end": 5}
 
 
 def accumulate(server, proto, model, sid, steps, batching=True):
@@ -148,6 +162,12 @@ def test_implicit_state_fused_over_sequence_slots_with_a_failing_middle_step(ser
     assert max(b["batch_size"] for b in batches) > 1, batches
     m = s.metrics()
     assert m.get("onnxrs_request_errors_total", model="seq_acc", kind="ort_failure") == 1
+    assert steps_metric(s, "seq_acc") == {"start": 4, "middle": 4 * 3 - 1, "end": 4}
+    runs = sum(b["compute_infer"]["count"] for b in batches)
+    assert m.get("nv_inference_request_success", model="seq_acc", version="1") == total - 1
+    assert m.get("nv_inference_request_failure", model="seq_acc", version="1", reason="BACKEND") == 1
+    assert m.get("onnxrs_batch_size_count", model="seq_acc", version="1") == runs
+    assert m.get("onnxrs_batch_size_sum", model="seq_acc", version="1") == total - 1
 
 
 @pytest.mark.parametrize("proto", ["http", "grpc"])

@@ -16,6 +16,7 @@ pub(super) fn read(scope: &ExecutionScope<'_>, record: &mut RequestRecord<'_>) {
         record.answer(scope.reporter);
         return;
     }
+    record.position = super::sequence::position(scope.config, record.request);
     match read_request(scope, record.request) {
         Ok(checked) => record.checked = Some(checked),
         Err(e) => {

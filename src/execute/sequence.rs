@@ -9,9 +9,30 @@ use super::{Classify, Failure, RequestRecord};
 use crate::bytes;
 use crate::config::model_config::ModelConfig;
 use crate::error::Error;
-use crate::metrics::ErrorClass;
+use crate::metrics::{ErrorClass, SequencePosition};
 use crate::onnx::tensor::{OutputData, RunOutputs};
+use crate::triton::Request;
 use crate::triton::sequence_state::{StateTensor, update_state};
+
+/// Where the request lies in its sequence, for a model with sequence_batching; `None` for a
+/// null request (one Triton adds to fill an empty slot of a Direct batch: it has no correlation
+/// id, and no client waits for it), which is no step of any sequence.
+pub(super) fn position(config: &ModelConfig, request: Request<'_>) -> Option<SequencePosition> {
+    if !config.sequence_batching {
+        return None;
+    }
+    let read = || -> crate::error::Result<Option<SequencePosition>> {
+        if !request.has_correlation_id()? {
+            return Ok(None);
+        }
+        let (start, end) = request.sequence_flags()?;
+        Ok(Some(SequencePosition::from_flags(start, end)))
+    };
+    read().unwrap_or_else(|e| {
+        log::warn!("onnxrs: cannot read where a request lies in its sequence: {e}");
+        None
+    })
+}
 
 /// Hands the record's rows of every state output to the server as its sequence's new state.
 pub(super) fn write_states(
