@@ -48,6 +48,8 @@ pub struct CheckedInput<'a> {
     /// Index of the input in the model config.
     pub config_index: usize,
     pub payload: Payload<'a>,
+    /// Its shape as the model sees it, without the batch dimension.
+    pub dims: Vec<i64>,
 }
 
 /// A request ready to be batched.
@@ -198,8 +200,9 @@ pub fn check_request<'a>(config: &ModelConfig, inputs: Vec<RawInput<'a>>) -> Res
         }
         rows = Some(r);
         let payload = check_payload(input_config, input.shape, input.parts)?;
-        signature.inputs.push((index, model_tail));
-        checked.push(CheckedInput { config_index: index, payload });
+        // A ragged input's shape may differ between the requests of a run: not in the signature.
+        signature.inputs.push((index, if input_config.ragged { Vec::new() } else { model_tail.clone() }));
+        checked.push(CheckedInput { config_index: index, payload, dims: model_tail });
     }
     let rows = rows.ok_or_else(|| Error::invalid_arg(format!("request for model '{}' has no inputs", config.name)))?;
     Ok(CheckedRequest { rows, inputs: checked, signature })

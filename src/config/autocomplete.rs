@@ -60,11 +60,13 @@ pub fn complete(config: &Value, io: &ModelIo, default_max_batch_size: usize) -> 
         }
     }
     if parsed.inputs.is_empty() {
-        // Control and state inputs come from sequence_batching: Triton adds them to each request.
+        // Control and state inputs come from sequence_batching: Triton adds them to each request;
+        // batch inputs are computed by the backend for each run.
         let inputs: Vec<Value> = io
             .inputs
             .iter()
             .filter(|t| !parsed.sequence.is_implicit_input(&t.name))
+            .filter(|t| !parsed.batch_inputs.iter().any(|b| b.target_name == t.name))
             .filter_map(|t| entry(t, batching, io.overridable.contains(&t.name)))
             .collect();
         out["input"] = Value::Array(inputs);

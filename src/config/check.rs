@@ -11,6 +11,10 @@ fn names(ts: &[TensorInfo]) -> String {
 
 /// The shape the model sees for a config entry: [-1 for the batch,] reshape or dims.
 fn config_shape(config: &ModelConfig, tensor_config: &TensorConfig) -> Vec<i64> {
+    if tensor_config.ragged {
+        // The requests' elements end to end: one dimension, no batch dimension.
+        return vec![-1];
+    }
     let mut shape = Vec::new();
     if config.batching() {
         shape.push(-1);
@@ -110,16 +114,49 @@ pub fn check_against_graph(config: &ModelConfig, io: &ModelIo) -> Result<()> {
             reshape: None,
             optional: false,
             scalar: false,
+            ragged: false,
             role: Role::State,
         };
         check_tensor(config, "output", &output, &io.outputs)?;
     }
+    check_batch_inputs(config, io)?;
     for m in &io.inputs {
-        if config.input(&m.name).is_none() && !io.overridable.contains(&m.name) {
+        let batch_input = config.batch_inputs.iter().any(|b| b.target_name == m.name);
+        if config.input(&m.name).is_none() && !batch_input && !io.overridable.contains(&m.name) {
             return Err(Error::invalid_arg(format!(
                 "model '{}': the ONNX model's input '{}' is missing from the config (and has no default value)",
                 config.name, m.name
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Each `batch_input` feeds an ONNX input of its type and rank, from an input of the config, in a
+/// model that batches.
+fn check_batch_inputs(config: &ModelConfig, io: &ModelIo) -> Result<()> {
+    for b in &config.batch_inputs {
+        let name = &b.target_name;
+        let fail =
+            |what: String| Err(Error::invalid_arg(format!("model '{}': batch_input '{name}' {what}", config.name)));
+        if !config.batching() {
+            return fail("needs a model that batches (max_batch_size > 0)".into());
+        }
+        if config.input(&b.source_input).is_none() {
+            return fail(format!("has source_input '{}', which is not an input of the config", b.source_input));
+        }
+        let Some(m) = io.inputs.iter().find(|m| &m.name == name) else {
+            return fail(format!("is not an input of the ONNX model (its inputs: {})", names(&io.inputs)));
+        };
+        if m.data_type != Some(b.data_type) {
+            return fail(format!(
+                "is {} in the config but {} in the ONNX model",
+                b.data_type.config_name(),
+                m.type_description
+            ));
+        }
+        if m.shape.len() != b.kind.rank() {
+            return fail(format!("{:?} needs rank {}, the ONNX model has shape {:?}", b.kind, b.kind.rank(), m.shape));
         }
     }
     Ok(())
@@ -236,6 +273,25 @@ mod tests {
             "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [16]}],
             "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}));
         assert!(check_against_graph(&c, &io).unwrap_err().message().contains("input 'B' is missing from the config"));
+    }
+
+    #[test]
+    fn ragged_and_batch_inputs_are_checked_against_the_graph() {
+        let io = |acc: DataType, ragged_shape: &[i64]| ModelIo {
+            inputs: vec![info("X", DataType::Fp32, ragged_shape), info("ACC", acc, &[-1])],
+            outputs: vec![info("Y", DataType::Fp32, &[-1, 1])],
+            overridable: Default::default(),
+        };
+        let c = cfg(json!({"name": "m", "max_batch_size": 4,
+            "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [-1], "allow_ragged_batch": true}],
+            "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1]}],
+            "batch_input": [{"kind": "BATCH_ACCUMULATED_ELEMENT_COUNT", "target_name": ["ACC"],
+                             "data_type": "TYPE_INT32", "source_input": ["X"]}]}));
+        check_against_graph(&c, &io(DataType::Int32, &[-1])).unwrap();
+        let e = check_against_graph(&c, &io(DataType::Fp32, &[-1])).unwrap_err();
+        assert!(e.message().contains("batch_input 'ACC' is TYPE_INT32 in the config"), "{e}");
+        let e = check_against_graph(&c, &io(DataType::Int32, &[-1, 3])).unwrap_err();
+        assert!(e.message().contains("input 'X' has dims [-1] in the config"), "{e}");
     }
 
     #[test]

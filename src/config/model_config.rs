@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::config::ragged::{self, BatchInput};
 use crate::config::sequence::Sequence;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
@@ -26,6 +27,9 @@ pub struct TensorConfig {
     /// An ONNX scalar in a model that does not batch, carried by Triton as all-ones `dims`
     /// (see `check::bind_scalars`): the backend, not Triton, turns it into rank 0 and back.
     pub scalar: bool,
+    /// `allow_ragged_batch`: requests' shapes may differ; a run lays this input's elements end to
+    /// end as one 1-D tensor.
+    pub ragged: bool,
     /// Where the entry comes from: `input`/`output`, or `sequence_batching` (control and state
     /// inputs, which Triton adds to each request of a sequence).
     pub role: Role,
@@ -85,6 +89,8 @@ pub struct ModelConfig {
     /// `sequence_batching`'s control inputs and state. Their inputs join `inputs` only through
     /// `add_implicit_inputs`, after auto-complete has seen the config as written.
     pub sequence: Sequence,
+    /// `batch_input`: tensors computed per run from the requests' shapes.
+    pub batch_inputs: Vec<BatchInput>,
 }
 
 pub(crate) fn as_i64(v: &Value) -> Option<i64> {
@@ -122,7 +128,8 @@ fn tensor(v: &Value, kind: &str) -> Result<TensorConfig> {
         _ => None,
     };
     let optional = v.get("optional").and_then(Value::as_bool).unwrap_or(false);
-    Ok(TensorConfig { name, data_type, dims, reshape, optional, scalar: false, role: Role::Config })
+    let ragged = v.get("allow_ragged_batch").and_then(Value::as_bool).unwrap_or(false);
+    Ok(TensorConfig { name, data_type, dims, reshape, optional, scalar: false, ragged, role: Role::Config })
 }
 
 fn tensors(config: &Value, key: &str, kind: &str) -> Result<Vec<TensorConfig>> {
@@ -188,6 +195,7 @@ impl ModelConfig {
             dynamic_batching: config.get("dynamic_batching").is_some_and(Value::is_object),
             sequence_batching: config.get("sequence_batching").is_some_and(Value::is_object),
             sequence: Sequence::parse(config)?,
+            batch_inputs: ragged::batch_inputs(config)?,
         })
     }
 

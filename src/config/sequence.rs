@@ -144,6 +144,7 @@ impl Sequence {
             reshape: None,
             optional: false,
             scalar: false,
+            ragged: false,
             role,
         };
         let mut inputs: Vec<TensorConfig> = Vec::new();
