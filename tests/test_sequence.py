@@ -85,9 +85,9 @@ def test_control_inputs_every_kind_batching_and_not(server_for, corrid):
 
 def test_control_inputs_direct_strategy_and_its_null_requests(server_for):
     s = server_for(["seq_ctl_direct"])
-    # Sequence 1 takes slot 0, sequence 2 slot 1. While 1 is idle, Triton runs 2's steps in a
-    # batch of two whose slot 0 holds a null request (READY false, no client): it ran, but it is
-    # no request of anyone's.
+    # Sequence 1 takes slot 0, sequence 2 slot 1. While 1 is idle, Triton sends 2's steps in a
+    # batch of two whose slot 0 holds a null request (no client, uninitialized inputs): the
+    # backend answers it without running it.
     for sid, values in ((1, [1.0]), (2, [2.0, 3.0, 4.0])):
         for k, v in enumerate(values):
             x = np.array([[v]], np.float32)
@@ -98,12 +98,12 @@ def test_control_inputs_direct_strategy_and_its_null_requests(server_for):
     assert r.as_numpy("OUT_END").tolist() == [[1.0]] and r.as_numpy("OUT_START").tolist() == [[0]]
     inf, batches, _ = stats_of(s, "seq_ctl_direct")
     assert inf["success"]["count"] == 5 and inf["fail"]["count"] == 0, inf
-    assert {b["batch_size"]: b["compute_infer"]["count"] for b in batches} == {1: 2, 2: 3}, batches
+    assert {b["batch_size"]: b["compute_infer"]["count"] for b in batches} == {1: 5}, batches
     assert steps_metric(s, "seq_ctl_direct") == {"start": 2, "middle": 1, "end": 2}
-    # The null requests' rows ran, so they are in the run's figures, as in batch_stats.
     m = s.metrics()
     assert m.get("nv_inference_request_success", model="seq_ctl_direct", version="1") == 5
-    assert m.get("onnxrs_batch_size_sum", model="seq_ctl_direct", version="1") == 1 * 2 + 2 * 3
+    assert m.get("onnxrs_batch_size_sum", model="seq_ctl_direct", version="1") == 5
+    assert m.sum("onnxrs_request_errors_total", model="seq_ctl_direct", version="1") == 0
     # Steps of three sequences interleaved: every output still the sequence's own.
     jobs = [(lambda sid=sid, j=j: run_echo_sequence(s, "grpc", "seq_ctl_direct", sid, [1.0 + j, 2.0, 3.0 * j], "UINT64"))
             for j, sid in enumerate([7, 8, 9])]
@@ -168,6 +168,24 @@ def test_implicit_state_fused_over_sequence_slots_with_a_failing_middle_step(ser
     assert m.get("nv_inference_request_failure", model="seq_acc", version="1", reason="BACKEND") == 1
     assert m.get("onnxrs_batch_size_count", model="seq_acc", version="1") == runs
     assert m.get("onnxrs_batch_size_sum", model="seq_acc", version="1") == total - 1
+
+
+def test_implicit_state_with_direct_and_null_requests(server_for):
+    # Sequence 1 (slot 0) idles while sequence 2 (slot 1) steps: Triton pads slot 0 with null
+    # requests, whose garbage inputs never run, so sequence 1's state and 2's run stay intact.
+    s = server_for(["seq_acc_direct"])
+    steps = [(1, [1, 1], 0, True, False), (2, [5, 5], 1, True, False), (2, [0, 0], 1, False, True),
+             (1, [0, 0], 2, False, True)]
+    acc = {1: np.zeros(2, np.float32), 2: np.zeros(2, np.float32)}
+    for sid, x, idx, start, end in steps:
+        ins = {"INPUT": (np.array([x], np.float32), "FP32"), "IDX": (np.array([[idx]], np.int64), "INT64")}
+        r = infer(s, "grpc", "seq_acc_direct", ins, sequence=(sid, start, end))
+        acc[sid] = acc[sid] + np.array(x, np.float32) + ACC_TABLE[idx]
+        np.testing.assert_array_equal(r.as_numpy("OUTPUT"), [acc[sid]])
+    inf, batches, _ = stats_of(s, "seq_acc_direct")
+    assert inf["success"]["count"] == 4 and inf["fail"]["count"] == 0, inf
+    assert {b["batch_size"]: b["compute_infer"]["count"] for b in batches} == {1: 4}, batches
+    assert s.metrics().sum("onnxrs_request_errors_total", model="seq_acc_direct", version="1") == 0
 
 
 @pytest.mark.parametrize("proto", ["http", "grpc"])

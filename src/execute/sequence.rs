@@ -3,35 +3,49 @@
 //! each request); after the run, each request's rows of every state output are handed back to
 //! the server as its sequence's new state (`TRITONBACKEND_StateUpdate`), so the next request of
 //! that sequence carries them as its state input. The state lives in the server, not here.
+//! Null requests (Direct's padding) are answered without a run.
 
 use super::respond::{RowShare, own_elements};
-use super::{Classify, Failure, RequestRecord};
+use super::{Classify, ExecutionScope, Failure, Outcome, RequestRecord};
 use crate::bytes;
+use crate::clock;
 use crate::config::model_config::ModelConfig;
 use crate::error::Error;
 use crate::metrics::{ErrorClass, SequencePosition};
 use crate::onnx::tensor::{OutputData, RunOutputs};
 use crate::triton::Request;
+use crate::triton::instance::Timestamps;
 use crate::triton::sequence_state::{StateTensor, update_state};
 
-/// Where the request lies in its sequence, for a model with sequence_batching; `None` for a
-/// null request (one Triton adds to fill an empty slot of a Direct batch: it has no correlation
-/// id, and no client waits for it), which is no step of any sequence.
+/// Whether the request is a null request: one Triton adds to fill an empty slot below a busy one
+/// in a Direct batch. It has no correlation id (a client's request of a sequence always has
+/// one), its inputs are uninitialized memory, and nobody reads its response.
+pub(super) fn is_null_request(config: &ModelConfig, request: Request<'_>) -> bool {
+    config.sequence_batching && matches!(request.has_correlation_id(), Ok(false))
+}
+
+/// Answers a null request without running it. An ONNX model keeps nothing from run to run (its
+/// state is Triton's, per sequence), so the slot a row sits in means nothing to it, and running
+/// the garbage could only fail the run of the real requests beside it.
+pub(super) fn answer_null_request(scope: &ExecutionScope<'_>, record: &mut RequestRecord<'_>) {
+    let now = clock::now_ns();
+    let times = Timestamps { exec_start: scope.exec_start, compute_start: now, compute_end: now, exec_end: now };
+    record.outcome = Outcome::Succeeded(times);
+    record.answer(scope.reporter);
+}
+
+/// Where the request lies in its sequence, for a model with sequence_batching.
 pub(super) fn position(config: &ModelConfig, request: Request<'_>) -> Option<SequencePosition> {
     if !config.sequence_batching {
         return None;
     }
-    let read = || -> crate::error::Result<Option<SequencePosition>> {
-        if !request.has_correlation_id()? {
-            return Ok(None);
+    match request.sequence_flags() {
+        Ok((start, end)) => Some(SequencePosition::from_flags(start, end)),
+        Err(e) => {
+            log::warn!("onnxrs: cannot read where a request lies in its sequence: {e}");
+            None
         }
-        let (start, end) = request.sequence_flags()?;
-        Ok(Some(SequencePosition::from_flags(start, end)))
-    };
-    read().unwrap_or_else(|e| {
-        log::warn!("onnxrs: cannot read where a request lies in its sequence: {e}");
-        None
-    })
+    }
 }
 
 /// Hands the record's rows of every state output to the server as its sequence's new state.

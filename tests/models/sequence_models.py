@@ -149,6 +149,12 @@ def sequence_models() -> dict[str, tuple[dict[int, onnx.ModelProto], str]]:
         {1: accumulator(True)},
         _config("seq_acc", acc_in, [_io("OUTPUT", "FP32", [2])], 4, f"{_state('ACC_IN', 'ACC_OUT', [2], [2])}\n{OLDEST}"),
     )
+    # Direct with batching: Triton pads a batch with null requests, whose state must stay alone.
+    m["seq_acc_direct"] = (
+        {1: accumulator(True)},
+        _config("seq_acc_direct", acc_in, [_io("OUTPUT", "FP32", [2])], 4,
+                f"{_state('ACC_IN', 'ACC_OUT', [2], [2])}\ndirect {{ }}\n{IDLE}"),
+    )
     # The state output is also an ordinary output; no batching.
     m["seq_acc_nobatch"] = (
         {1: accumulator(False)},
