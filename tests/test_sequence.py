@@ -237,3 +237,21 @@ def test_contradicting_control_and_state_configs_fail_the_load_naming_the_tensor
         idx = s.index()
         assert "control input 'CORRID' is TYPE_INT64 in the config but TYPE_UINT64" in idx["bad_ctl"][0]["reason"]
         assert "state input 'ACC_IN' has dims [3]" in idx["bad_state"][0]["reason"], idx["bad_state"]
+
+
+def test_auto_complete_leaves_control_and_state_tensors_out(tmp_path):
+    repo = make_repo(tmp_path / "repo", ["seq_acc"])
+    shutil.move(repo / "seq_acc", repo / "seq_auto")
+    cfg = (repo / "seq_auto" / "config.pbtxt").read_text()
+    # Only sequence_batching (without `oldest`: Triton checks its preferred batch size against
+    # max_batch_size before the backend completes it): input, output and max_batch_size come
+    # from the model.
+    sequence = "\n".join(l for l in cfg[cfg.index("sequence_batching"):].splitlines() if not l.startswith("oldest"))
+    (repo / "seq_auto" / "config.pbtxt").write_text('name: "seq_auto"\nbackend: "onnxrs"\n' + sequence + "\n")
+    with TritonServer(repo) as s:
+        c = s.config("seq_auto")
+        assert c["max_batch_size"] == 4, c
+        assert sorted(i["name"] for i in c["input"]) == ["IDX", "INPUT"], c["input"]
+        assert [o["name"] for o in c["output"]] == ["OUTPUT"], c["output"]
+        seen = accumulate(s, "http", "seq_auto", "auto-1", [([1, 2], 0), ([3, 4], 3), ([0, 1], 1)])
+        assert seen[-1] == [1 + 3 + 0 + 1 + 1000 + 10, 2 + 4 + 1 + 2 + 2000 + 20]
