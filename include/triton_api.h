@@ -61,6 +61,7 @@ typedef struct TRITONBACKEND_Request TRITONBACKEND_Request;
 typedef struct TRITONBACKEND_Response TRITONBACKEND_Response;
 typedef struct TRITONBACKEND_Input TRITONBACKEND_Input;
 typedef struct TRITONBACKEND_Output TRITONBACKEND_Output;
+typedef struct TRITONBACKEND_State TRITONBACKEND_State;
 
 /* ---- Enumerations (values are part of the ABI) ---- */
 typedef enum TRITONSERVER_datatype_enum {
@@ -133,6 +134,9 @@ typedef enum TRITONBACKEND_artifacttype_enum {
 /* Flags for TRITONBACKEND_RequestRelease and TRITONBACKEND_ResponseSend. */
 #define ONNXRS_REQUEST_RELEASE_ALL 1u
 #define ONNXRS_RESPONSE_COMPLETE_FINAL 1u
+/* TRITONSERVER_RequestFlag: the request starts / ends its sequence. */
+#define ONNXRS_REQUEST_FLAG_SEQUENCE_START 1u
+#define ONNXRS_REQUEST_FLAG_SEQUENCE_END 2u
 
 /* ---- TRITONSERVER: errors, messages, logging, buffer attributes, parameters ---- */
 extern uint32_t TRITONSERVER_DataTypeByteSize(TRITONSERVER_DataType datatype);
@@ -286,6 +290,23 @@ extern TRITONSERVER_Error* TRITONBACKEND_ResponseSend(
 extern TRITONSERVER_Error* TRITONBACKEND_OutputBuffer(
     TRITONBACKEND_Output* output, void** buffer, const uint64_t buffer_byte_size,
     TRITONSERVER_MemoryType* memory_type, int64_t* memory_type_id);
+
+/* ---- TRITONBACKEND: a request's flags and its sequence's implicit state ---- */
+extern TRITONSERVER_Error* TRITONBACKEND_RequestFlags(TRITONBACKEND_Request* request, uint32_t* flags);
+/* Fails when the request's correlation id is a string; the String form fails when it is not. */
+extern TRITONSERVER_Error* TRITONBACKEND_RequestCorrelationId(TRITONBACKEND_Request* request, uint64_t* id);
+extern TRITONSERVER_Error* TRITONBACKEND_RequestCorrelationIdString(
+    TRITONBACKEND_Request* request, const char** id);
+/* The state named after the state's output, with the shape (batch included) it now has. */
+extern TRITONSERVER_Error* TRITONBACKEND_StateNew(
+    TRITONBACKEND_State** state, TRITONBACKEND_Request* request, const char* name,
+    const TRITONSERVER_DataType datatype, const int64_t* shape, const uint32_t dims_count);
+/* Where the state's bytes go; the memory type is the preferred one in, the actual one out. */
+extern TRITONSERVER_Error* TRITONBACKEND_StateBuffer(
+    TRITONBACKEND_State* state, void** buffer, const uint64_t buffer_byte_size,
+    TRITONSERVER_MemoryType* memory_type, int64_t* memory_type_id);
+/* Hands the filled state to the server: the next request of the sequence reads it. */
+extern TRITONSERVER_Error* TRITONBACKEND_StateUpdate(TRITONBACKEND_State* state);
 
 /* ---- Entry points this backend implements (exported from libtriton_onnxrs.so) ---- */
 TRITONSERVER_Error* TRITONBACKEND_Initialize(TRITONBACKEND_Backend* backend);

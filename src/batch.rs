@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use crate::config::ragged::BatchInputKind;
+use crate::dtype::DataType;
 use crate::error::{Error, Result};
 
 /// What must agree for two requests to share a run: every input's shape without the batch
@@ -140,9 +142,66 @@ pub fn split_rows(total_rows: usize, row_len: usize, rows: &[usize]) -> Result<V
         .collect())
 }
 
+/// A batch input's tensor for a run: its shape and values, from each request's source input as
+/// (rows, shape without the batch dimension), in run order.
+pub fn batch_input(kind: BatchInputKind, items: &[(usize, &[i64])]) -> (Vec<i64>, Vec<i64>) {
+    let count = |(rows, dims): &(usize, &[i64])| *rows as i64 * dims.iter().product::<i64>();
+    let running = items.iter().scan(0i64, |sum, item| {
+        *sum += count(item);
+        Some(*sum)
+    });
+    let item_shapes = || items.iter().flat_map(|(rows, dims)| (0..*rows).flat_map(move |_| dims.iter().copied()));
+    let n = items.len() as i64;
+    let rows: i64 = items.iter().map(|(rows, _)| *rows as i64).sum();
+    let rank = items.first().map_or(0, |(_, dims)| dims.len()) as i64;
+    match kind {
+        BatchInputKind::ElementCount => (vec![n], items.iter().map(count).collect()),
+        BatchInputKind::AccumulatedElementCount => (vec![n], running.collect()),
+        BatchInputKind::AccumulatedElementCountWithZero => (vec![n + 1], std::iter::once(0).chain(running).collect()),
+        BatchInputKind::MaxElementCountAsShape => {
+            let max = items.iter().map(count).max().unwrap_or(0);
+            (vec![max], vec![0; max.max(0) as usize])
+        }
+        BatchInputKind::ItemShape => (vec![rows, rank], item_shapes().collect()),
+        BatchInputKind::ItemShapeFlatten => (vec![rows * rank], item_shapes().collect()),
+    }
+}
+
+/// `values` as a tensor of `data_type` (TYPE_FP32 or TYPE_INT32, what a batch input may be).
+pub fn batch_input_bytes(values: &[i64], data_type: DataType) -> Result<Gathered<'static>> {
+    let mut out = AlignedBytes::zeroed(values.len() * 4)?;
+    for (chunk, &v) in out.as_mut_slice().chunks_exact_mut(4).zip(values) {
+        let bytes = match data_type {
+            DataType::Fp32 => (v as f32).to_le_bytes(),
+            DataType::Int32 => i32::try_from(v)
+                .map_err(|_| Error::invalid_arg(format!("a batch input value {v} does not fit TYPE_INT32")))?
+                .to_le_bytes(),
+            other => return Err(Error::internal(format!("a batch input of type {other}"))),
+        };
+        chunk.copy_from_slice(&bytes);
+    }
+    Ok(Gathered::Owned(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_inputs_of_every_kind() {
+        use BatchInputKind::*;
+        // Three requests: one row of 3 elements, two rows of 2x1, one row of 1.
+        let items: [(usize, &[i64]); 3] = [(1, &[3]), (2, &[2]), (1, &[1])];
+        assert_eq!(batch_input(ElementCount, &items), (vec![3], vec![3, 4, 1]));
+        assert_eq!(batch_input(AccumulatedElementCount, &items), (vec![3], vec![3, 7, 8]));
+        assert_eq!(batch_input(AccumulatedElementCountWithZero, &items), (vec![4], vec![0, 3, 7, 8]));
+        assert_eq!(batch_input(MaxElementCountAsShape, &items), (vec![4], vec![0; 4]));
+        assert_eq!(batch_input(ItemShape, &items), (vec![4, 1], vec![3, 2, 2, 1]));
+        assert_eq!(batch_input(ItemShapeFlatten, &items), (vec![4], vec![3, 2, 2, 1]));
+        let b = batch_input_bytes(&[1, -2], DataType::Int32).unwrap();
+        assert_eq!(b.bytes(), [1, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff]);
+        assert_eq!(batch_input_bytes(&[3], DataType::Fp32).unwrap().bytes(), 3.0f32.to_le_bytes());
+    }
 
     fn sig(tail: &[i64]) -> Signature {
         Signature { inputs: vec![(0, tail.to_vec())] }

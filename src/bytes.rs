@@ -11,6 +11,19 @@ const PREFIX: usize = 4;
 /// Every malformed input is an error that says where it went wrong: a length prefix cut short, an
 /// element longer than what remains, or bytes left over after the last element.
 pub fn decode(data: &[u8], expected: usize) -> Result<Vec<&[u8]>> {
+    let (out, rest) = decode_leading(data, expected)?;
+    if !rest.is_empty() {
+        return Err(Error::invalid_arg(format!(
+            "BYTES tensor holds {} bytes after its {expected} elements",
+            rest.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// The first `expected` elements of `data`, and what follows them. Triton gives a string
+/// CONTROL_SEQUENCE_CORRID tensor a buffer larger than its one element, padded after it.
+pub fn decode_leading(data: &[u8], expected: usize) -> Result<(Vec<&[u8]>, &[u8])> {
     // Each element needs at least its prefix, so a huge `expected` cannot make us reserve more
     // than the data could describe.
     let mut out = Vec::with_capacity(expected.min(data.len() / PREFIX));
@@ -34,13 +47,7 @@ pub fn decode(data: &[u8], expected: usize) -> Result<Vec<&[u8]>> {
         out.push(element);
         rest = tail;
     }
-    if !rest.is_empty() {
-        return Err(Error::invalid_arg(format!(
-            "BYTES tensor holds {} bytes after its {expected} elements",
-            rest.len()
-        )));
-    }
-    Ok(out)
+    Ok((out, rest))
 }
 
 /// The serialized size of `elements`.

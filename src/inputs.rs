@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use crate::batch::{Signature, contiguous};
-use crate::config::model_config::{ModelConfig, TensorConfig};
+use crate::config::model_config::{ModelConfig, Role, TensorConfig};
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 
@@ -48,6 +48,8 @@ pub struct CheckedInput<'a> {
     /// Index of the input in the model config.
     pub config_index: usize,
     pub payload: Payload<'a>,
+    /// Its shape as the model sees it, without the batch dimension.
+    pub dims: Vec<i64>,
 }
 
 /// A request ready to be batched.
@@ -133,7 +135,12 @@ fn check_payload<'a>(input_config: &TensorConfig, shape: &[i64], parts: Vec<&'a 
         }
         None => {
             let data = contiguous(&parts);
-            let elements = crate::bytes::decode(&data, count)
+            // A control input's buffer is the server's own, padded after its element.
+            let decoded = match input_config.role {
+                Role::Control => crate::bytes::decode_leading(&data, count).map(|(elements, _padding)| elements),
+                Role::Config | Role::State => crate::bytes::decode(&data, count),
+            };
+            let elements = decoded
                 .map_err(|e| e.context(format_args!("input '{name}'")))?
                 .into_iter()
                 .map(|e| {
@@ -193,8 +200,9 @@ pub fn check_request<'a>(config: &ModelConfig, inputs: Vec<RawInput<'a>>) -> Res
         }
         rows = Some(r);
         let payload = check_payload(input_config, input.shape, input.parts)?;
-        signature.inputs.push((index, model_tail));
-        checked.push(CheckedInput { config_index: index, payload });
+        // A ragged input's shape may differ between the requests of a run: not in the signature.
+        signature.inputs.push((index, if input_config.ragged { Vec::new() } else { model_tail.clone() }));
+        checked.push(CheckedInput { config_index: index, payload, dims: model_tail });
     }
     let rows = rows.ok_or_else(|| Error::invalid_arg(format!("request for model '{}' has no inputs", config.name)))?;
     Ok(CheckedRequest { rows, inputs: checked, signature })

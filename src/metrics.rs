@@ -69,6 +69,7 @@ pub struct Families {
     model_load_ms: Family,
     instance_load_ms: Family,
     memory_bytes: Family,
+    sequence_steps: Family,
 }
 
 impl std::fmt::Debug for Families {
@@ -123,6 +124,11 @@ impl Families {
                 "onnxrs_memory_bytes",
                 "Bytes the instance's ONNX Runtime session holds, per device (cpu, gpu0, ...)",
             )?,
+            sequence_steps: Family::new(
+                Counter,
+                "onnxrs_sequence_steps_total",
+                "Requests of sequences a stateful model answered with success, by position in the sequence (start, middle, end; a one-request sequence counts as start)",
+            )?,
         }))
     }
 }
@@ -137,9 +143,41 @@ pub struct ModelMetrics {
     output_bytes: Metric,
     errors: Vec<(ErrorClass, Metric)>,
     load_ms: Metric,
+    /// Only for a model with sequence_batching: (position, counter).
+    sequence_steps: Vec<(SequencePosition, Metric)>,
     model: String,
     version: String,
     families: Arc<Families>,
+}
+
+/// Where a request lies in its sequence (the `position` label of `onnxrs_sequence_steps_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequencePosition {
+    /// The first request (also when it is the only one).
+    Start,
+    Middle,
+    End,
+}
+
+impl SequencePosition {
+    const ALL: [SequencePosition; 3] = [Self::Start, Self::Middle, Self::End];
+
+    /// From the request's flags.
+    pub fn from_flags(start: bool, end: bool) -> Self {
+        match (start, end) {
+            (true, _) => Self::Start,
+            (false, true) => Self::End,
+            (false, false) => Self::Middle,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Middle => "middle",
+            Self::End => "end",
+        }
+    }
 }
 
 /// What one run did, for the metrics.
@@ -154,7 +192,8 @@ pub struct RunRecord {
 }
 
 impl ModelMetrics {
-    pub fn new(families: Arc<Families>, model: &str, version: u64) -> Result<Self> {
+    /// `sequences`: the model has sequence_batching (it gets `onnxrs_sequence_steps_total`).
+    pub fn new(families: Arc<Families>, model: &str, version: u64, sequences: bool) -> Result<Self> {
         let v = version.to_string();
         let labels = [("model", model), ("version", v.as_str())];
         let f = &families;
@@ -167,6 +206,17 @@ impl ModelMetrics {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
+        let sequence_steps = if sequences {
+            SequencePosition::ALL
+                .iter()
+                .map(|&p| {
+                    let labels = [("model", model), ("version", v.as_str()), ("position", p.label())];
+                    Ok((p, Metric::new(&f.sequence_steps, &labels, None)?))
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         Ok(ModelMetrics {
             run_us: Metric::new(&f.run_us, &labels, Some(&RUN_BUCKETS_US))?,
             batch_size: Metric::new(&f.batch_size, &labels, Some(&BATCH_BUCKETS))?,
@@ -176,6 +226,7 @@ impl ModelMetrics {
             output_bytes: Metric::new(&f.output_bytes, &labels, None)?,
             errors,
             load_ms: Metric::new(&f.model_load_ms, &labels, None)?,
+            sequence_steps,
             model: model.to_string(),
             version: v,
             families,
@@ -193,6 +244,12 @@ impl ModelMetrics {
 
     pub fn record_error(&self, class: ErrorClass) {
         if let Some((_, m)) = self.errors.iter().find(|(c, _)| *c == class) {
+            m.increment(1.0);
+        }
+    }
+
+    pub fn record_sequence_step(&self, position: SequencePosition) {
+        if let Some((_, m)) = self.sequence_steps.iter().find(|(p, _)| *p == position) {
             m.increment(1.0);
         }
     }

@@ -85,6 +85,7 @@ impl ModelState {
             log::info!("onnxrs: model '{name}': completed the config from the ONNX model");
         }
         let mut config = ModelConfig::parse(&json)?;
+        config.add_implicit_inputs()?;
         check::bind_scalars(&mut config, &io);
         check::check_against_graph(&config, &io)?;
         let settings = params::session_settings(&config, crate::cpu::available_cpus())?;
@@ -99,9 +100,17 @@ impl ModelState {
             settings.mem_arena,
             settings.mem_pattern,
         );
-        let output_names = config.outputs.iter().map(|o| o.name.clone()).collect();
+        // The outputs runs compute: the config's, and the state outputs handed back to Triton.
+        let mut output_names: Vec<String> = config.outputs.iter().map(|o| o.name.clone()).collect();
+        for state in &config.sequence.states {
+            if !output_names.contains(&state.output_name) {
+                output_names.push(state.output_name.clone());
+            }
+        }
         let metrics = match (&backend.metrics, params::metrics_enabled(&config)?) {
-            (Some(families), true) => Some(ModelMetrics::new(families.clone(), name, version)?),
+            (Some(families), true) => {
+                Some(ModelMetrics::new(families.clone(), name, version, config.sequence_batching)?)
+            }
             _ => None,
         };
         Ok(ModelState {

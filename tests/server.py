@@ -374,11 +374,13 @@ def json_body(inputs: dict[str, tuple[np.ndarray, str]]) -> dict:
 
 
 def infer(server: TritonServer, proto: str, model: str, inputs: dict[str, tuple[np.ndarray, str]], outputs=None,
-          version: str = "", shm_inputs: dict[str, tuple[str, int, str, list[int]]] | None = None):
+          version: str = "", shm_inputs: dict[str, tuple[str, int, str, list[int]]] | None = None,
+          sequence: tuple[int | str, bool, bool] | None = None):
     """One inference through tritonclient, `proto` "http" or "grpc"; its InferResult.
 
     inputs: name -> (array, Triton datatype); shm_inputs: name -> (registered system shared
-    memory region, byte size, datatype, shape); outputs: the names to ask for (None: all)."""
+    memory region, byte size, datatype, shape); outputs: the names to ask for (None: all);
+    sequence: (correlation id, integer or string; starts the sequence; ends it)."""
     mod = CLIENTS[proto]
     ins = []
     for name, (array, datatype) in inputs.items():
@@ -393,7 +395,11 @@ def infer(server: TritonServer, proto: str, model: str, inputs: dict[str, tuple[
     addr = server.http_addr if proto == "http" else server.grpc_addr
     # Closed after each use: an open keep-alive connection holds up the server's shutdown.
     with mod.InferenceServerClient(addr) as c:
-        return c.infer(model, ins, outputs=outs, model_version=version)
+        if sequence is None:
+            return c.infer(model, ins, outputs=outs, model_version=version)
+        sequence_id, start, end = sequence
+        return c.infer(model, ins, outputs=outs, model_version=version, sequence_id=sequence_id,
+                       sequence_start=start, sequence_end=end)
 
 
 def binary_infer(server: TritonServer, model: str, header: dict, raw: bytes):

@@ -60,13 +60,25 @@ pub fn complete(config: &Value, io: &ModelIo, default_max_batch_size: usize) -> 
         }
     }
     if parsed.inputs.is_empty() {
-        let inputs: Vec<Value> =
-            io.inputs.iter().filter_map(|t| entry(t, batching, io.overridable.contains(&t.name))).collect();
+        // Control and state inputs come from sequence_batching: Triton adds them to each request;
+        // batch inputs are computed by the backend for each run.
+        let inputs: Vec<Value> = io
+            .inputs
+            .iter()
+            .filter(|t| !parsed.sequence.is_implicit_input(&t.name))
+            .filter(|t| !parsed.batch_inputs.iter().any(|b| b.target_name == t.name))
+            .filter_map(|t| entry(t, batching, io.overridable.contains(&t.name)))
+            .collect();
         out["input"] = Value::Array(inputs);
         changed = true;
     }
     if parsed.outputs.is_empty() {
-        let outputs: Vec<Value> = io.outputs.iter().filter_map(|t| entry(t, batching, false)).collect();
+        let outputs: Vec<Value> = io
+            .outputs
+            .iter()
+            .filter(|t| !parsed.sequence.is_state_output(&t.name))
+            .filter_map(|t| entry(t, batching, false))
+            .collect();
         out["output"] = Value::Array(outputs);
         changed = true;
     }
@@ -116,6 +128,28 @@ mod tests {
         assert_eq!(c["output"][0]["dims"], json!([2, 4]));
         let mut parsed = ModelConfig::parse(&c).unwrap();
         crate::config::check::bind_scalars(&mut parsed, &io);
+        crate::config::check::check_against_graph(&parsed, &io).unwrap();
+    }
+
+    #[test]
+    fn control_and_state_tensors_are_left_out() {
+        let io = ModelIo {
+            inputs: vec![
+                info("X", DataType::Fp32, &[-1, 2]),
+                info("START", DataType::Int32, &[-1, 1]),
+                info("S_IN", DataType::Fp32, &[-1, 2]),
+            ],
+            outputs: vec![info("Y", DataType::Fp32, &[-1, 2]), info("S_OUT", DataType::Fp32, &[-1, 2])],
+            overridable: Default::default(),
+        };
+        let c = json!({"name": "m", "max_batch_size": 4, "sequence_batching": {
+            "control_input": [{"name": "START", "control": [{"kind": "CONTROL_SEQUENCE_START", "int32_false_true": [0, 1]}]}],
+            "state": [{"input_name": "S_IN", "output_name": "S_OUT", "data_type": "TYPE_FP32", "dims": [2]}]}});
+        let c = complete(&c, &io, 4).unwrap().unwrap();
+        assert_eq!(c["input"], json!([{"name": "X", "data_type": "TYPE_FP32", "dims": [2]}]));
+        assert_eq!(c["output"], json!([{"name": "Y", "data_type": "TYPE_FP32", "dims": [2]}]));
+        let mut parsed = ModelConfig::parse(&c).unwrap();
+        parsed.add_implicit_inputs().unwrap();
         crate::config::check::check_against_graph(&parsed, &io).unwrap();
     }
 

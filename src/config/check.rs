@@ -1,7 +1,7 @@
 //! Checking a model config against the ONNX model it serves. A config that contradicts the model
 //! fails the load with a message naming the tensor, instead of failing every request later.
 
-use crate::config::model_config::{ModelConfig, TensorConfig};
+use crate::config::model_config::{ModelConfig, Role, TensorConfig};
 use crate::error::{Error, Result};
 use crate::onnx::session::{ModelIo, TensorInfo};
 
@@ -11,6 +11,10 @@ fn names(ts: &[TensorInfo]) -> String {
 
 /// The shape the model sees for a config entry: [-1 for the batch,] reshape or dims.
 fn config_shape(config: &ModelConfig, tensor_config: &TensorConfig) -> Vec<i64> {
+    if tensor_config.ragged {
+        // The requests' elements end to end: one dimension, no batch dimension.
+        return vec![-1];
+    }
     let mut shape = Vec::new();
     if config.batching() {
         shape.push(-1);
@@ -23,22 +27,24 @@ fn config_shape(config: &ModelConfig, tensor_config: &TensorConfig) -> Vec<i64> 
 
 fn check_tensor(config: &ModelConfig, kind: &str, tensor_config: &TensorConfig, model: &[TensorInfo]) -> Result<()> {
     let name = &tensor_config.name;
+    // "input", or "control input" / "state input" for those of sequence_batching.
+    let label = format!("{}{kind}", tensor_config.role.prefix());
     let m = model.iter().find(|t| &t.name == name).ok_or_else(|| {
         Error::invalid_arg(format!(
-            "model '{}': {kind} '{name}' in the config is not an {kind} of the ONNX model (its {kind}s: {})",
+            "model '{}': {label} '{name}' in the config is not an {kind} of the ONNX model (its {kind}s: {})",
             config.name,
             names(model)
         ))
     })?;
     let Some(model_type) = m.data_type else {
         return Err(Error::unsupported(format!(
-            "model '{}': {kind} '{name}' is a {} in the ONNX model, which Triton cannot carry",
+            "model '{}': {label} '{name}' is a {} in the ONNX model, which Triton cannot carry",
             config.name, m.type_description
         )));
     };
     if model_type != tensor_config.data_type {
         return Err(Error::invalid_arg(format!(
-            "model '{}': {kind} '{name}' is {} in the config but {} ({}) in the ONNX model",
+            "model '{}': {label} '{name}' is {} in the config but {} ({}) in the ONNX model",
             config.name,
             tensor_config.data_type.config_name(),
             model_type.config_name(),
@@ -47,7 +53,7 @@ fn check_tensor(config: &ModelConfig, kind: &str, tensor_config: &TensorConfig, 
     }
     if config.batching() && m.shape.first().is_some_and(|&d| d != -1) {
         return Err(Error::invalid_arg(format!(
-            "model '{}': max_batch_size is {} but {kind} '{name}' has the fixed first dimension {:?} in the ONNX model \
+            "model '{}': max_batch_size is {} but {label} '{name}' has the fixed first dimension {:?} in the ONNX model \
              (shape {:?}); use max_batch_size: 0 or a model with a dynamic batch dimension",
             config.name, config.max_batch_size, m.shape[0], m.shape
         )));
@@ -57,7 +63,7 @@ fn check_tensor(config: &ModelConfig, kind: &str, tensor_config: &TensorConfig, 
     if !fits {
         let shown = if tensor_config.reshape.is_some() { "reshape" } else { "dims" };
         return Err(Error::invalid_arg(format!(
-            "model '{}': {kind} '{name}' has {shown} {:?} in the config{}, but shape {:?} in the ONNX model",
+            "model '{}': {label} '{name}' has {shown} {:?} in the config{}, but shape {:?} in the ONNX model",
             config.name,
             tensor_config.reshape.as_deref().unwrap_or(&tensor_config.dims),
             if config.batching() { " (plus the batch dimension)" } else { "" },
@@ -100,12 +106,57 @@ pub fn check_against_graph(config: &ModelConfig, io: &ModelIo) -> Result<()> {
     for tensor_config in &config.outputs {
         check_tensor(config, "output", tensor_config, &io.outputs)?;
     }
+    for state in &config.sequence.states {
+        let output = TensorConfig {
+            name: state.output_name.clone(),
+            data_type: state.data_type,
+            dims: state.dims.clone(),
+            reshape: None,
+            optional: false,
+            scalar: false,
+            ragged: false,
+            role: Role::State,
+        };
+        check_tensor(config, "output", &output, &io.outputs)?;
+    }
+    check_batch_inputs(config, io)?;
     for m in &io.inputs {
-        if config.input(&m.name).is_none() && !io.overridable.contains(&m.name) {
+        let batch_input = config.batch_inputs.iter().any(|b| b.target_name == m.name);
+        if config.input(&m.name).is_none() && !batch_input && !io.overridable.contains(&m.name) {
             return Err(Error::invalid_arg(format!(
                 "model '{}': the ONNX model's input '{}' is missing from the config (and has no default value)",
                 config.name, m.name
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Each `batch_input` feeds an ONNX input of its type and rank, from an input of the config, in a
+/// model that batches.
+fn check_batch_inputs(config: &ModelConfig, io: &ModelIo) -> Result<()> {
+    for b in &config.batch_inputs {
+        let name = &b.target_name;
+        let fail =
+            |what: String| Err(Error::invalid_arg(format!("model '{}': batch_input '{name}' {what}", config.name)));
+        if !config.batching() {
+            return fail("needs a model that batches (max_batch_size > 0)".into());
+        }
+        if config.input(&b.source_input).is_none() {
+            return fail(format!("has source_input '{}', which is not an input of the config", b.source_input));
+        }
+        let Some(m) = io.inputs.iter().find(|m| &m.name == name) else {
+            return fail(format!("is not an input of the ONNX model (its inputs: {})", names(&io.inputs)));
+        };
+        if m.data_type != Some(b.data_type) {
+            return fail(format!(
+                "is {} in the config but {} in the ONNX model",
+                b.data_type.config_name(),
+                m.type_description
+            ));
+        }
+        if m.shape.len() != b.kind.rank() {
+            return fail(format!("{:?} needs rank {}, the ONNX model has shape {:?}", b.kind, b.kind.rank(), m.shape));
         }
     }
     Ok(())
@@ -222,5 +273,52 @@ mod tests {
             "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [16]}],
             "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [4]}]}));
         assert!(check_against_graph(&c, &io).unwrap_err().message().contains("input 'B' is missing from the config"));
+    }
+
+    #[test]
+    fn ragged_and_batch_inputs_are_checked_against_the_graph() {
+        let io = |acc: DataType, ragged_shape: &[i64]| ModelIo {
+            inputs: vec![info("X", DataType::Fp32, ragged_shape), info("ACC", acc, &[-1])],
+            outputs: vec![info("Y", DataType::Fp32, &[-1, 1])],
+            overridable: Default::default(),
+        };
+        let c = cfg(json!({"name": "m", "max_batch_size": 4,
+            "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [-1], "allow_ragged_batch": true}],
+            "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1]}],
+            "batch_input": [{"kind": "BATCH_ACCUMULATED_ELEMENT_COUNT", "target_name": ["ACC"],
+                             "data_type": "TYPE_INT32", "source_input": ["X"]}]}));
+        check_against_graph(&c, &io(DataType::Int32, &[-1])).unwrap();
+        let e = check_against_graph(&c, &io(DataType::Fp32, &[-1])).unwrap_err();
+        assert!(e.message().contains("batch_input 'ACC' is TYPE_INT32 in the config"), "{e}");
+        let e = check_against_graph(&c, &io(DataType::Int32, &[-1, 3])).unwrap_err();
+        assert!(e.message().contains("input 'X' has dims [-1] in the config"), "{e}");
+    }
+
+    #[test]
+    fn control_and_state_inputs_are_checked_against_the_graph() {
+        let io = |start: DataType, state_shape: &[i64]| ModelIo {
+            inputs: vec![
+                info("X", DataType::Fp32, &[-1, 1]),
+                info("START", start, &[-1, 1]),
+                info("S_IN", DataType::Fp32, state_shape),
+            ],
+            outputs: vec![info("Y", DataType::Fp32, &[-1, 1]), info("S_OUT", DataType::Fp32, state_shape)],
+            overridable: Default::default(),
+        };
+        let mut c = cfg(json!({"name": "m", "max_batch_size": 4,
+            "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [1]}],
+            "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1]}],
+            "sequence_batching": {
+                "control_input": [{"name": "START", "control": [{"kind": "CONTROL_SEQUENCE_START", "int32_false_true": [0, 1]}]}],
+                "state": [{"input_name": "S_IN", "output_name": "S_OUT", "data_type": "TYPE_FP32", "dims": [2]}]}}));
+        let e = check_against_graph(&c, &io(DataType::Int32, &[-1, 2])).unwrap_err();
+        assert!(e.message().contains("input 'START' is missing from the config"), "{e}");
+        c.add_implicit_inputs().unwrap();
+        check_against_graph(&c, &io(DataType::Int32, &[-1, 2])).unwrap();
+        let e = check_against_graph(&c, &io(DataType::Fp32, &[-1, 2])).unwrap_err();
+        assert!(e.message().contains("control input 'START' is TYPE_INT32 in the config but TYPE_FP32"), "{e}");
+        let e = check_against_graph(&c, &io(DataType::Int32, &[-1, 3])).unwrap_err();
+        assert!(e.message().contains("state input 'S_IN' has dims [2]"), "{e}");
+        assert!(c.add_implicit_inputs().unwrap_err().message().contains("also listed under 'input'"));
     }
 }

@@ -5,3 +5,5 @@ pub mod autocomplete;
 pub mod check;
 pub mod model_config;
 pub mod params;
+pub mod ragged;
+pub mod sequence;

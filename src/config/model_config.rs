@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::config::ragged::{self, BatchInput};
+use crate::config::sequence::Sequence;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 
@@ -25,6 +27,34 @@ pub struct TensorConfig {
     /// An ONNX scalar in a model that does not batch, carried by Triton as all-ones `dims`
     /// (see `check::bind_scalars`): the backend, not Triton, turns it into rank 0 and back.
     pub scalar: bool,
+    /// `allow_ragged_batch`: requests' shapes may differ; a run lays this input's elements end to
+    /// end as one 1-D tensor.
+    pub ragged: bool,
+    /// Where the entry comes from: `input`/`output`, or `sequence_batching` (control and state
+    /// inputs, which Triton adds to each request of a sequence).
+    pub role: Role,
+}
+
+/// Where a tensor's config entry comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `input` or `output`.
+    Config,
+    /// A `sequence_batching.control_input`.
+    Control,
+    /// The input of a `sequence_batching.state`.
+    State,
+}
+
+impl Role {
+    /// How an error names a tensor of this role ("control input 'START'").
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Role::Config => "",
+            Role::Control => "control ",
+            Role::State => "state ",
+        }
+    }
 }
 
 impl TensorConfig {
@@ -56,6 +86,11 @@ pub struct ModelConfig {
     pub cuda_graphs: bool,
     pub dynamic_batching: bool,
     pub sequence_batching: bool,
+    /// `sequence_batching`'s control inputs and state. Their inputs join `inputs` only through
+    /// `add_implicit_inputs`, after auto-complete has seen the config as written.
+    pub sequence: Sequence,
+    /// `batch_input`: tensors computed per run from the requests' shapes.
+    pub batch_inputs: Vec<BatchInput>,
 }
 
 pub(crate) fn as_i64(v: &Value) -> Option<i64> {
@@ -66,7 +101,7 @@ pub(crate) fn as_i64(v: &Value) -> Option<i64> {
     }
 }
 
-fn dims_of(v: Option<&Value>, what: &str) -> Result<Vec<i64>> {
+pub(crate) fn dims_of(v: Option<&Value>, what: &str) -> Result<Vec<i64>> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let arr = v.as_array().ok_or_else(|| Error::invalid_arg(format!("{what} is not a list")))?;
     arr.iter()
@@ -93,7 +128,8 @@ fn tensor(v: &Value, kind: &str) -> Result<TensorConfig> {
         _ => None,
     };
     let optional = v.get("optional").and_then(Value::as_bool).unwrap_or(false);
-    Ok(TensorConfig { name, data_type, dims, reshape, optional, scalar: false })
+    let ragged = v.get("allow_ragged_batch").and_then(Value::as_bool).unwrap_or(false);
+    Ok(TensorConfig { name, data_type, dims, reshape, optional, scalar: false, ragged, role: Role::Config })
 }
 
 fn tensors(config: &Value, key: &str, kind: &str) -> Result<Vec<TensorConfig>> {
@@ -158,6 +194,8 @@ impl ModelConfig {
             cuda_graphs,
             dynamic_batching: config.get("dynamic_batching").is_some_and(Value::is_object),
             sequence_batching: config.get("sequence_batching").is_some_and(Value::is_object),
+            sequence: Sequence::parse(config)?,
+            batch_inputs: ragged::batch_inputs(config)?,
         })
     }
 
@@ -167,6 +205,23 @@ impl ModelConfig {
 
     pub fn output(&self, name: &str) -> Option<&TensorConfig> {
         self.outputs.iter().find(|t| t.name == name)
+    }
+
+    /// Adds the control and state inputs to `inputs`, so requests' control and state tensors are
+    /// read and checked like any input. A name that is also under `input` fails.
+    pub fn add_implicit_inputs(&mut self) -> Result<()> {
+        for implicit in self.sequence.implicit_inputs() {
+            if self.input(&implicit.name).is_some() {
+                return Err(Error::invalid_arg(format!(
+                    "model '{}': {}input '{}' of sequence_batching is also listed under 'input'",
+                    self.name,
+                    implicit.role.prefix(),
+                    implicit.name
+                )));
+            }
+            self.inputs.push(implicit);
+        }
+        Ok(())
     }
 
     pub fn batching(&self) -> bool {

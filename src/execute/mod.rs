@@ -17,6 +17,7 @@ mod read;
 mod reporting;
 mod respond;
 mod run;
+mod sequence;
 
 use std::mem;
 
@@ -25,7 +26,7 @@ use crate::config::model_config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::inputs::CheckedRequest;
 use crate::instance::InstanceState;
-use crate::metrics::{ErrorClass, ModelMetrics};
+use crate::metrics::{ErrorClass, ModelMetrics, SequencePosition};
 use crate::model::ModelState;
 use crate::triton::instance::Timestamps;
 use crate::triton::{Instance, OwnedRequest, Request, Response};
@@ -60,6 +61,8 @@ struct RequestRecord<'r> {
     response: Option<Response>,
     /// Its inputs, once read and checked; a record without them takes part in no run.
     checked: Option<CheckedRequest<'r>>,
+    /// For a model with sequence_batching: where the request lies in its sequence.
+    position: Option<SequencePosition>,
     outcome: Outcome,
 }
 
@@ -69,7 +72,7 @@ impl<'r> RequestRecord<'r> {
             Ok(response) => (Some(response), Outcome::Pending),
             Err(e) => (None, Outcome::Failed(e, ErrorClass::Internal)),
         };
-        RequestRecord { request, response, checked: None, outcome }
+        RequestRecord { request, response, checked: None, position: None, outcome }
     }
 
     fn checked(&self) -> Result<&CheckedRequest<'r>> {
@@ -82,7 +85,12 @@ impl<'r> RequestRecord<'r> {
         let Reporter { instance, metrics, label } = reporter;
         let (success, timestamps, result) = match mem::replace(&mut self.outcome, Outcome::Answered) {
             Outcome::Answered => return,
-            Outcome::Succeeded(t) => (true, t, Ok(())),
+            Outcome::Succeeded(t) => {
+                if let (Some(m), Some(position)) = (metrics, self.position) {
+                    m.record_sequence_step(position);
+                }
+                (true, t, Ok(()))
+            }
             Outcome::Failed(e, class) => {
                 if let Some(m) = metrics {
                     m.record_error(class);

@@ -16,6 +16,11 @@ pub(super) fn read(scope: &ExecutionScope<'_>, record: &mut RequestRecord<'_>) {
         record.answer(scope.reporter);
         return;
     }
+    if super::sequence::is_null_request(scope.config, record.request) {
+        super::sequence::answer_null_request(scope, record);
+        return;
+    }
+    record.position = super::sequence::position(scope.config, record.request);
     match read_request(scope, record.request) {
         Ok(checked) => record.checked = Some(checked),
         Err(e) => {

@@ -1,6 +1,8 @@
 //! Writing one request's outputs into its response: the rows of each output it asked for, with
 //! the shape it gets back.
 
+use std::ops::Range;
+
 use super::{Classify, Failure, RequestRecord};
 use crate::batch;
 use crate::bytes;
@@ -51,9 +53,9 @@ pub(super) fn write_outputs(
     let request = record.request;
     let response =
         record.response.as_mut().ok_or_else(|| Error::internal("no response")).class(ErrorClass::Internal)?;
-    let RowShare { rows, position } = share;
-    let own_rows = rows
-        .get(position)
+    let own_rows = share
+        .rows
+        .get(share.position)
         .copied()
         .ok_or_else(|| Error::internal("a request outside its run"))
         .class(ErrorClass::Internal)?;
@@ -67,27 +69,7 @@ pub(super) fn write_outputs(
             .ok_or_else(|| Error::invalid_arg(format!("requested output '{name}' is not an output of this model")))
             .class(ErrorClass::BadInput)?;
         // The request's rows of the output, and the shape it gets back.
-        let (first, tail) = match (batching, view.shape.split_first()) {
-            (true, Some((&n, tail))) => (n, tail),
-            (true, None) => {
-                return Err((Error::internal(format!("output '{name}' has no batch dimension")), ErrorClass::Internal));
-            }
-            (false, _) => (1, &view.shape[..]),
-        };
-        let row_len: usize = tail.iter().map(|&d| d.max(0) as usize).product();
-        let range = if batching {
-            let total = usize::try_from(first)
-                .map_err(|_| Error::internal("negative batch dimension"))
-                .class(ErrorClass::Internal)?;
-            let ranges = batch::split_rows(total, row_len, rows).class(ErrorClass::Internal)?;
-            ranges
-                .get(position)
-                .cloned()
-                .ok_or_else(|| Error::internal("a request outside its run"))
-                .class(ErrorClass::Internal)?
-        } else {
-            0..row_len
-        };
+        let (range, tail) = own_elements(batching, name, &view.shape, &share).class(ErrorClass::Internal)?;
         // A configured reshape is Triton's to undo (it maps the shape reported here to `dims`);
         // a bound scalar is ours.
         let out_tail = if output_config.scalar { output_config.dims.clone() } else { tail.to_vec() };
@@ -130,6 +112,29 @@ pub(super) fn write_outputs(
         }
     }
     Ok(written)
+}
+
+/// The elements of an output of shape `shape` that belong to the request of `share`, and the
+/// output's shape without the batch dimension.
+pub(super) fn own_elements<'s>(
+    batching: bool,
+    name: &str,
+    shape: &'s [i64],
+    share: &RowShare<'_>,
+) -> Result<(Range<usize>, &'s [i64])> {
+    let (first, tail) = match (batching, shape.split_first()) {
+        (true, Some((&n, tail))) => (n, tail),
+        (true, None) => return Err(Error::internal(format!("output '{name}' has no batch dimension"))),
+        (false, _) => (1, shape),
+    };
+    let row_len: usize = tail.iter().map(|&d| d.max(0) as usize).product();
+    if !batching {
+        return Ok((0..row_len, tail));
+    }
+    let total = usize::try_from(first).map_err(|_| Error::internal("negative batch dimension"))?;
+    let ranges = batch::split_rows(total, row_len, share.rows)?;
+    let range = ranges.get(share.position).cloned().ok_or_else(|| Error::internal("a request outside its run"))?;
+    Ok((range, tail))
 }
 
 /// The buffer as bytes the CPU can write, or why it is not.

@@ -3,12 +3,13 @@
 //! request's rows of the outputs are written into its response. When the fused run fails, its
 //! requests run again one by one, so only the request that makes ONNX Runtime fail gets the error.
 
-use super::{Classify, ExecutionScope, Failure, Outcome, RequestRecord, reporting, respond};
+use super::respond::RowShare;
+use super::{Classify, ExecutionScope, Failure, Outcome, RequestRecord, reporting, respond, sequence};
 use crate::batch::{self, Gathered, Signature};
 use crate::clock;
 use crate::config::model_config::ModelConfig;
 use crate::dtype::DataType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::inputs::{CheckedRequest, Payload};
 use crate::metrics::ErrorClass;
 use crate::onnx::session::OnnxSession;
@@ -138,11 +139,11 @@ fn run_once(
     let written = records
         .iter_mut()
         .enumerate()
-        .map(|(position, record)| match &views {
-            Ok(views) => {
-                respond::write_outputs(scope.config, views, respond::RowShare { rows: &rows, position }, record)
-            }
-            Err(e) => Err((e.clone(), ErrorClass::Internal)),
+        .map(|(position, record)| {
+            let views = views.as_ref().map_err(|e| (e.clone(), ErrorClass::Internal))?;
+            let written = respond::write_outputs(scope.config, views, RowShare { rows: &rows, position }, record)?;
+            sequence::write_states(scope.config, &outputs, RowShare { rows: &rows, position }, record)?;
+            Ok(written)
         })
         .collect();
     Ok(CompletedRun { rows: rows.iter().map(|&r| r as u64).sum(), compute_start, compute_end, input_bytes, written })
@@ -162,10 +163,16 @@ fn gather_inputs<'a>(config: &'a ModelConfig, requests: &[&'a CheckedRequest<'a>
     for (k, (config_index, tail)) in first.signature.inputs.iter().enumerate() {
         let input_config = &config.inputs[*config_index];
         let mut shape = Vec::with_capacity(tail.len() + 1);
-        if config.batching() {
-            shape.push(rows as i64);
+        if input_config.ragged {
+            // The requests' elements end to end, whatever their shapes.
+            let dims = requests.iter().map(|r| (r.rows, r.inputs[k].dims.as_slice()));
+            shape.push(dims.map(|(rows, dims)| rows as i64 * dims.iter().product::<i64>()).sum());
+        } else {
+            if config.batching() {
+                shape.push(rows as i64);
+            }
+            shape.extend_from_slice(tail);
         }
-        shape.extend_from_slice(tail);
         let payloads = requests.iter().map(|r| &r.inputs[k].payload);
         let name = input_config.name.as_str();
         match input_config.data_type.byte_size() {
@@ -187,6 +194,24 @@ fn gather_inputs<'a>(config: &'a ModelConfig, requests: &[&'a CheckedRequest<'a>
                 inputs.push(RunInput::Strings { name, tensor, bytes });
             }
         }
+    }
+    for b in &config.batch_inputs {
+        let items = requests
+            .iter()
+            .map(|r| {
+                let source = r.inputs.iter().find(|i| config.inputs[i.config_index].name == b.source_input);
+                let source = source.ok_or_else(|| {
+                    Error::invalid_arg(format!(
+                        "batch_input '{}': the request has no input '{}'",
+                        b.target_name, b.source_input
+                    ))
+                })?;
+                Ok((r.rows, source.dims.as_slice()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (shape, values) = batch::batch_input(b.kind, &items);
+        let data = batch::batch_input_bytes(&values, b.data_type)?;
+        inputs.push(RunInput::Fixed { name: b.target_name.as_str(), shape, data, data_type: b.data_type });
     }
     Ok(inputs)
 }

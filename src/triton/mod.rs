@@ -15,6 +15,7 @@ pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod request;
 pub(crate) mod response;
+pub(crate) mod sequence_state;
 pub(crate) mod state;
 
 use std::ffi::{CStr, c_char};

@@ -41,6 +41,30 @@ impl<'a> Request<'a> {
         Ok(b)
     }
 
+    /// Where the request lies in its sequence: (starts it, ends it).
+    pub(crate) fn sequence_flags(&self) -> Result<(bool, bool)> {
+        let mut flags = 0u32;
+        // SAFETY: live request.
+        unsafe { check_server_error(sys::TRITONBACKEND_RequestFlags(self.ptr(), &mut flags))? };
+        Ok((flags & sys::ONNXRS_REQUEST_FLAG_SEQUENCE_START != 0, flags & sys::ONNXRS_REQUEST_FLAG_SEQUENCE_END != 0))
+    }
+
+    /// Whether the request carries a correlation id: a non-zero integer or a non-empty string.
+    /// Clients cannot send a sequence's request without one; the null requests Triton adds to
+    /// fill the empty slots of a Direct batch have none.
+    pub(crate) fn has_correlation_id(&self) -> Result<bool> {
+        let mut id = 0u64;
+        // SAFETY: live request.
+        if unsafe { check_server_error(sys::TRITONBACKEND_RequestCorrelationId(self.ptr(), &mut id)) }.is_ok() {
+            return Ok(id != 0);
+        }
+        let mut p: *const c_char = ptr::null();
+        // SAFETY: live request; the string is owned by it.
+        unsafe { check_server_error(sys::TRITONBACKEND_RequestCorrelationIdString(self.ptr(), &mut p))? };
+        // SAFETY: null, or a NUL-terminated string the request owns while it is borrowed.
+        Ok(!p.is_null() && !unsafe { CStr::from_ptr(p) }.to_bytes().is_empty())
+    }
+
     pub(crate) fn input_count(&self) -> Result<u32> {
         let mut n = 0u32;
         // SAFETY: live request.

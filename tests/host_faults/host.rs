@@ -605,3 +605,44 @@ pub unsafe extern "C" fn TRITONBACKEND_ResponseSend(resp: *mut Response, _flags:
     }
     ptr::null_mut()
 }
+
+// Sequences: the fake host serves no stateful model; a request has no flags and no states.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_RequestFlags(_r: *mut Request, flags: *mut u32) -> Err {
+    *flags = 0;
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_StateNew(
+    _state: *mut *mut c_void,
+    _r: *mut Request,
+    _name: *const c_char,
+    _dt: u32,
+    _shape: *const i64,
+    _dims: u32,
+) -> Err {
+    error(3, "the fake host keeps no sequence state")
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_StateBuffer(
+    _state: *mut c_void,
+    _buffer: *mut *mut c_void,
+    _size: u64,
+    _mt: *mut u32,
+    _id: *mut i64,
+) -> Err {
+    error(3, "the fake host keeps no sequence state")
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_StateUpdate(_state: *mut c_void) -> Err {
+    error(3, "the fake host keeps no sequence state")
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_RequestCorrelationId(_r: *mut Request, id: *mut u64) -> Err {
+    *id = 0;
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_RequestCorrelationIdString(_r: *mut Request, _id: *mut *const c_char) -> Err {
+    error(3, "the fake host's correlation ids are integers")
+}

@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from reference import mlp_reference, mlp_weights
+from ragged_models import ragged_models
+from sequence_models import sequence_models
 
 OPSET = 21
 IR_VERSION = 10
@@ -368,6 +370,8 @@ def models() -> dict[str, tuple[dict[int, onnx.ModelProto], str]]:
         {1: mlp()},
         config("mismatch_config", [io("X", "INT32", [16])], [io("Y", "FP32", [4])], 8, CPU1),
     )
+    m.update(sequence_models())
+    m.update(ragged_models())
     return m
 
 
