@@ -89,6 +89,16 @@ impl ModelState {
         check::bind_scalars(&mut config, &io);
         check::check_against_graph(&config, &io)?;
         let settings = params::session_settings(&config, crate::cpu::available_cpus())?;
+        let unknown = params::unknown_parameters(&config)?;
+        if !unknown.is_empty() {
+            log::warn!(
+                "onnxrs: model '{name}' version {version}: parameters onnxrs does not know, ignored: {}",
+                unknown.join(", ")
+            );
+        }
+        if let Some((_, devices)) = settings.run_config_entries.iter().find(|(k, _)| k == params::ARENA_SHRINKAGE) {
+            log::info!("onnxrs: model '{name}' version {version}: arena shrinkage after every run on {devices}");
+        }
         log::info!(
             "onnxrs: model '{name}' version {version}: {} | max_batch_size {} | intra_op {} inter_op {} | {} | optimization {:?} | arena {} mem_pattern {}",
             model_path.display(),

@@ -9,6 +9,7 @@
 //! | `enable_mem_arena` | 0 / 1 | 1 |
 //! | `enable_mem_pattern` | 0 / 1 | 1 |
 //! | `session.<key>` | any ONNX Runtime session config entry, passed through | — |
+//! | `memory.enable_memory_arena_shrinkage` | devices whose arena gives back its free memory after every run: `cpu:0`, `gpu:0`, `cpu:0;gpu:1` (an ONNX Runtime run option) | off |
 //! | `optimization { graph { level } }` | -1 basic, 0 all, 1 extended, 2 none (as the official backend) | all |
 //!
 //! and for KIND_GPU instances, the CUDA execution provider's options (`cuda_options`), again with
@@ -24,6 +25,27 @@
 //! | `gpu_execution_accelerator [ { name: "cuda" parameters {...} } ]` | any CUDA provider option, passed through | — |
 
 use std::collections::BTreeMap;
+
+/// The run option that makes the named devices' arenas free what they hold after each run.
+pub const ARENA_SHRINKAGE: &str = "memory.enable_memory_arena_shrinkage";
+
+/// Every parameter onnxrs reads. Others are named in a warning at load (the official backend
+/// ignores them silently, so a misspelt key would change nothing without anyone knowing); an
+/// unknown `memory.*` key fails the load, since memory settings that do nothing are the ones an
+/// operator counts on most.
+const KNOWN: [&str; 11] = [
+    "intra_op_thread_count",
+    "inter_op_thread_count",
+    "execution_mode",
+    "enable_mem_arena",
+    "enable_mem_pattern",
+    ARENA_SHRINKAGE,
+    "cudnn_conv_algo_search",
+    "gpu_mem_limit",
+    "arena_extend_strategy",
+    "do_copy_in_default_stream",
+    "metrics",
+];
 
 use crate::config::model_config::ModelConfig;
 use crate::error::{Error, Result};
@@ -85,6 +107,10 @@ pub fn session_settings(config: &ModelConfig, default_threads: usize) -> Result<
     };
     let config_entries =
         p.iter().filter(|(k, _)| k.starts_with("session.")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let run_config_entries = match p.get(ARENA_SHRINKAGE) {
+        Some(v) => vec![(ARENA_SHRINKAGE.to_string(), shrinkage_devices(v)?)],
+        None => Vec::new(),
+    };
     Ok(SessionSettings {
         intra_op_threads: intra,
         inter_op_threads: inter,
@@ -93,8 +119,54 @@ pub fn session_settings(config: &ModelConfig, default_threads: usize) -> Result<
         mem_pattern: bool_param(p, "enable_mem_pattern", true)?,
         optimization,
         config_entries,
+        run_config_entries,
         ..SessionSettings::default()
     })
+}
+
+/// Checks `cpu:0;gpu:1`-style device lists (what ONNX Runtime's run option accepts) and returns
+/// the list as ONNX Runtime wants it.
+fn shrinkage_devices(value: &str) -> Result<String> {
+    let bad = || {
+        Error::invalid_arg(format!(
+            "parameter '{ARENA_SHRINKAGE}' must list devices as 'cpu:0' or 'gpu:N', separated by ';', got '{value}'"
+        ))
+    };
+    let devices: Vec<String> = value
+        .split(';')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            let (kind, id) = d.split_once(':').ok_or_else(bad)?;
+            let id: u32 = id.trim().parse().map_err(|_| bad())?;
+            match kind.trim().to_ascii_lowercase().as_str() {
+                k @ ("cpu" | "gpu") => Ok(format!("{k}:{id}")),
+                _ => Err(bad()),
+            }
+        })
+        .collect::<Result<_>>()?;
+    if devices.is_empty() {
+        return Err(bad());
+    }
+    Ok(devices.join(";"))
+}
+
+/// The parameters onnxrs does not know: an unknown `memory.*` key is an error; the others are
+/// returned for a warning. `session.*` keys are ONNX Runtime's own and pass through.
+pub fn unknown_parameters(config: &ModelConfig) -> Result<Vec<String>> {
+    let unknown: Vec<String> = config
+        .parameters
+        .keys()
+        .filter(|k| !k.starts_with("session.") && !KNOWN.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if let Some(k) = unknown.iter().find(|k| k.starts_with("memory.")) {
+        return Err(Error::invalid_arg(format!(
+            "parameter '{k}' is not a memory setting onnxrs knows (it knows '{ARENA_SHRINKAGE}'); \
+             it would change nothing, so the load is refused"
+        )));
+    }
+    Ok(unknown)
 }
 
 /// The CUDA execution provider's options for `config` (device id excluded: the instance sets it).
@@ -164,6 +236,29 @@ pub fn metrics_enabled(config: &ModelConfig) -> Result<bool> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn arena_shrinkage_and_unknown_keys() {
+        let s = session_settings(&cfg(json!({ARENA_SHRINKAGE: {"string_value": " CPU:0 ; gpu:1"}}), None), 2).unwrap();
+        assert_eq!(s.run_config_entries, vec![(ARENA_SHRINKAGE.to_string(), "cpu:0;gpu:1".to_string())]);
+        assert!(session_settings(&cfg(json!({}), None), 2).unwrap().run_config_entries.is_empty());
+        for bad in ["", "cpu", "cpu:x", "tpu:0", ";"] {
+            let e = session_settings(&cfg(json!({ARENA_SHRINKAGE: {"string_value": bad}}), None), 2).unwrap_err();
+            assert!(e.message().contains("must list devices"), "{bad}: {e}");
+        }
+        let c = cfg(
+            json!({"intra_op_thread_count": {"string_value": "1"}, "session.x": {"string_value": "1"},
+                           "TRITON_SOMETHING": {"string_value": "1"}, "intra_op_threads": {"string_value": "1"}}),
+            None,
+        );
+        assert_eq!(
+            unknown_parameters(&c).unwrap(),
+            vec!["TRITON_SOMETHING".to_string(), "intra_op_threads".to_string()]
+        );
+        let e = unknown_parameters(&cfg(json!({"memory.enable_arena_shrinkage": {"string_value": "cpu:0"}}), None))
+            .unwrap_err();
+        assert!(e.message().contains("'memory.enable_arena_shrinkage' is not a memory setting"), "{e}");
+    }
 
     fn cfg(params: serde_json::Value, level: Option<i64>) -> ModelConfig {
         let mut c = json!({"name": "m", "parameters": params});

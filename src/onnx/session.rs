@@ -49,6 +49,8 @@ pub struct SessionSettings {
     pub optimization: GraphOptimization,
     /// Extra `session.*` configuration entries, passed through as given.
     pub config_entries: Vec<(String, String)>,
+    /// Run option entries set on every run (e.g. `memory.enable_memory_arena_shrinkage`).
+    pub run_config_entries: Vec<(String, String)>,
     pub device: Device,
 }
 
@@ -62,6 +64,7 @@ impl Default for SessionSettings {
             mem_pattern: true,
             optimization: GraphOptimization::All,
             config_entries: Vec::new(),
+            run_config_entries: Vec::new(),
             device: Device::Cpu,
         }
     }
@@ -191,10 +194,16 @@ impl OnnxSession {
             outputs: session.outputs().iter().map(|o| describe(o.name(), o.dtype())).collect(),
             overridable: overridable.iter().map(|i| i.name().to_string()).collect(),
         };
+        // Sessions that serve requests always name their outputs; the probe session that only
+        // reads the graph never runs, so it needs no run options.
         let run_options = match outputs {
             Some(names) => {
                 let selector = names.iter().fold(OutputSelector::no_default(), |s, n| s.with(n.clone()));
-                Some(RunOptions::new()?.with_outputs(selector))
+                let mut options = RunOptions::new()?.with_outputs(selector);
+                for (k, v) in &settings.run_config_entries {
+                    options.set(k, v).map_err(|e| Error::invalid_arg(format!("run option '{k}' = '{v}': {e}")))?;
+                }
+                Some(options)
             }
             None => None,
         };

@@ -158,6 +158,26 @@ def lifecycle(version: int) -> onnx.ModelProto:
     )
 
 
+def arena_model(width: int = 64, hidden: int = 256, seed: int = 5) -> onnx.ModelProto:
+    """Y = ReduceMean_L(Relu(X @ W1) @ W2), X: [batch, L, width] with L dynamic: the activations
+    grow with L, so one long request grows ONNX Runtime's arena (the memory tests' model)."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((width, hidden)).astype(np.float32) * 0.05, "W1")
+    w2 = numpy_helper.from_array(rng.standard_normal((hidden, width)).astype(np.float32) * 0.05, "W2")
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "AXES")
+    return graph_model(
+        [
+            helper.make_node("MatMul", ["X", "W1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "W2"], ["o"]),
+            helper.make_node("ReduceMean", ["o", "AXES"], ["Y"], keepdims=0),
+        ],
+        [vi("X", TensorProto.FLOAT, ["batch", "L", width])],
+        [vi("Y", TensorProto.FLOAT, ["batch", width])],
+        [w1, w2, axes],
+    )
+
+
 OPTIONAL_DEFAULT_BIAS = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
 
 
@@ -363,6 +383,19 @@ def models() -> dict[str, tuple[dict[int, onnx.ModelProto], str]]:
             lifecycle_io[1],
             8,
             "instance_group [ { kind: KIND_CPU count: 2 } ]\n",
+        ),
+    )
+    # The memory tests: the same dynamic-length model with ONNX Runtime's arena kept (the default)
+    # and shrunk after every run (the official backend's key).
+    arena_io = ([io("X", "FP32", [-1, 64])], [io("Y", "FP32", [64])])
+    m["arena_keep"] = ({1: arena_model()}, config("arena_keep", *arena_io, 4, CPU1))
+    m["arena_shrink"] = (
+        {1: arena_model()},
+        config(
+            "arena_shrink",
+            *arena_io,
+            4,
+            CPU1 + 'parameters { key: "memory.enable_memory_arena_shrinkage" value: { string_value: "cpu:0" } }\n',
         ),
     )
     # Config and model disagree (the model's X is FP32): the load must fail naming the tensor.
