@@ -39,17 +39,16 @@ CPU1 = "instance_group [ { kind: KIND_CPU count: 1 } ]\n"
 
 
 def _graph(nodes, inputs, outputs, initializers=()) -> onnx.ModelProto:
-    from make_models import IR_VERSION, OPSET
+    # make_models imports this module: its helpers are fetched when first used.
+    from make_models import graph_model
 
-    graph = helper.make_graph(nodes, "seq", inputs, outputs, initializer=list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="onnxrs-tests")
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return graph_model(nodes, inputs, outputs, initializers, name="seq")
 
 
 def _vi(name, elem, shape):
-    return helper.make_tensor_value_info(name, elem, shape)
+    from make_models import vi
+
+    return vi(name, elem, shape)
 
 
 def control_echo(corrid: int, batching: bool) -> onnx.ModelProto:
