@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use crate::clock;
-use crate::config::params;
+use crate::config::cuda;
 use crate::error::{Error, Result};
 use crate::memory::{ReportThrottle, heap_in_use};
 use crate::metrics::InstanceMetrics;
@@ -47,7 +47,7 @@ impl InstanceState {
             // provider runs them.
             InstanceKind::Cpu | InstanceKind::Model => Device::Cpu,
             InstanceKind::Gpu => {
-                Device::Cuda { device_id, options: params::cuda_options(&model.config).map_err(context)? }
+                Device::Cuda { device_id, options: cuda::cuda_options(&model.config).map_err(context)? }
             }
         };
         let settings = SessionSettings { device, ..model.settings.clone() };

@@ -3,6 +3,7 @@
 
 pub mod autocomplete;
 pub mod check;
+pub mod cuda;
 pub mod model_config;
 pub mod params;
 pub mod ragged;

@@ -11,19 +11,9 @@
 //! | `session.<key>` | any ONNX Runtime session config entry, passed through | — |
 //! | `memory.enable_memory_arena_shrinkage` | devices whose arena gives back its free memory after every run: `cpu:0`, `gpu:0`, `cpu:0;gpu:1` (an ONNX Runtime run option) | off |
 //! | `optimization { graph { level } }` | -1 basic, 0 all, 1 extended, 2 none (as the official backend) | all |
-//!
-//! and for KIND_GPU instances, the CUDA execution provider's options (`cuda_options`), again with
-//! the official backend's keys and defaults:
-//!
-//! | key | values | default |
-//! | --- | --- | --- |
-//! | `cudnn_conv_algo_search` | 0 exhaustive, 1 heuristic, 2 default | 0 |
-//! | `gpu_mem_limit` | bytes the CUDA arena may hold | no limit |
-//! | `arena_extend_strategy` | 0 next power of two, 1 same as requested | 0 |
-//! | `do_copy_in_default_stream` | 0 / 1 | 1 |
-//! | `optimization { cuda { graphs: true } }` | capture the run as a CUDA graph (`enable_cuda_graph`) | off |
-//! | `gpu_execution_accelerator [ { name: "cuda" parameters {...} } ]` | any CUDA provider option, passed through | — |
 
+//!
+//! The CUDA execution provider's options are in `config::cuda`.
 use std::collections::BTreeMap;
 
 /// The run option that makes the named devices' arenas free what they hold after each run.
@@ -51,7 +41,7 @@ use crate::config::model_config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::onnx::session::{GraphOptimization, SessionSettings};
 
-fn int_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>> {
+pub(super) fn int_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>> {
     params
         .get(key)
         .map(|v| {
@@ -71,7 +61,7 @@ pub fn parse_flag(what: &str, value: &str) -> Result<bool> {
     }
 }
 
-fn bool_param(params: &BTreeMap<String, String>, key: &str, default: bool) -> Result<bool> {
+pub(super) fn bool_param(params: &BTreeMap<String, String>, key: &str, default: bool) -> Result<bool> {
     params.get(key).map_or(Ok(default), |v| parse_flag(&format!("parameter '{key}'"), v))
 }
 
@@ -169,64 +159,6 @@ pub fn unknown_parameters(config: &ModelConfig) -> Result<Vec<String>> {
     Ok(unknown)
 }
 
-/// The CUDA execution provider's options for `config` (device id excluded: the instance sets it).
-/// Keys and defaults follow the official backend; `gpu_execution_accelerator` entries named
-/// "cuda" pass any further provider option through, and win over the plain parameters.
-pub fn cuda_options(config: &ModelConfig) -> Result<Vec<(String, String)>> {
-    let p = &config.parameters;
-    let choice =
-        |key: &str, names: &[&str]| -> Result<String> {
-            let i = int_param(p, key)?.unwrap_or(0);
-            usize::try_from(i).ok().and_then(|i| names.get(i)).map(|s| s.to_string()).ok_or_else(|| {
-                Error::invalid_arg(format!("parameter '{key}' must be 0 to {}, got {i}", names.len() - 1))
-            })
-        };
-    let mut options = BTreeMap::new();
-    options.insert(
-        "cudnn_conv_algo_search".to_string(),
-        choice("cudnn_conv_algo_search", &["EXHAUSTIVE", "HEURISTIC", "DEFAULT"])?,
-    );
-    options.insert(
-        "gpu_mem_limit".to_string(),
-        match p.get("gpu_mem_limit") {
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| Error::invalid_arg(format!("parameter 'gpu_mem_limit' must be a byte count, got '{v}'")))?
-                .to_string(),
-            None => usize::MAX.to_string(),
-        },
-    );
-    options.insert(
-        "arena_extend_strategy".to_string(),
-        choice("arena_extend_strategy", &["kNextPowerOfTwo", "kSameAsRequested"])?,
-    );
-    options.insert(
-        "do_copy_in_default_stream".to_string(),
-        if bool_param(p, "do_copy_in_default_stream", true)? { "1" } else { "0" }.to_string(),
-    );
-    if config.cuda_graphs {
-        options.insert("enable_cuda_graph".to_string(), "1".to_string());
-    }
-    for (name, params) in &config.gpu_accelerators {
-        match name.as_str() {
-            "cuda" => options.extend(params.iter().map(|(k, v)| (k.clone(), v.clone()))),
-            "tensorrt" => {
-                return Err(Error::unsupported(
-                    "gpu_execution_accelerator 'tensorrt' is not supported by onnxrs (the CUDA provider is)",
-                ));
-            }
-            other => {
-                return Err(Error::invalid_arg(format!(
-                    "unknown gpu_execution_accelerator '{other}' (onnxrs knows 'cuda')"
-                )));
-            }
-        }
-    }
-    options.remove("device_id");
-    Ok(options.into_iter().collect())
-}
-
 /// The model parameter `metrics` ("0" turns onnxrs's metrics off for this model).
 pub fn metrics_enabled(config: &ModelConfig) -> Result<bool> {
     bool_param(&config.parameters, "metrics", true)
@@ -296,48 +228,6 @@ mod tests {
         assert_eq!(session_settings(&cfg(json!({}), Some(1)), 1).unwrap().optimization, GraphOptimization::Extended);
         assert_eq!(session_settings(&cfg(json!({}), Some(2)), 1).unwrap().optimization, GraphOptimization::Disabled);
         assert!(session_settings(&cfg(json!({}), Some(3)), 1).is_err());
-    }
-
-    #[test]
-    fn cuda_options_follow_the_official_keys_and_defaults() {
-        let opts = |c: &ModelConfig| cuda_options(c).unwrap().into_iter().collect::<BTreeMap<_, _>>();
-        let d = opts(&cfg(json!({}), None));
-        assert_eq!(d["cudnn_conv_algo_search"], "EXHAUSTIVE");
-        assert_eq!(d["arena_extend_strategy"], "kNextPowerOfTwo");
-        assert_eq!(d["do_copy_in_default_stream"], "1");
-        assert_eq!(d["gpu_mem_limit"], usize::MAX.to_string());
-        assert!(!d.contains_key("enable_cuda_graph"));
-
-        let mut c = cfg(
-            json!({"cudnn_conv_algo_search": {"string_value": "1"}, "gpu_mem_limit": {"string_value": "1073741824"},
-                   "arena_extend_strategy": {"string_value": "1"}, "do_copy_in_default_stream": {"string_value": "0"}}),
-            None,
-        );
-        c.cuda_graphs = true;
-        c.gpu_accelerators = vec![(
-            "cuda".into(),
-            [("use_tf32".to_string(), "0".to_string()), ("device_id".to_string(), "7".to_string())].into(),
-        )];
-        let o = opts(&c);
-        assert_eq!(o["cudnn_conv_algo_search"], "HEURISTIC");
-        assert_eq!(o["gpu_mem_limit"], "1073741824");
-        assert_eq!(o["arena_extend_strategy"], "kSameAsRequested");
-        assert_eq!(o["do_copy_in_default_stream"], "0");
-        assert_eq!(o["enable_cuda_graph"], "1");
-        assert_eq!(o["use_tf32"], "0");
-        assert!(!o.contains_key("device_id"), "the instance group decides the device");
-
-        for (k, v, want) in [
-            ("cudnn_conv_algo_search", "3", "'cudnn_conv_algo_search' must be 0 to 2"),
-            ("arena_extend_strategy", "-1", "'arena_extend_strategy' must be 0 to 1"),
-            ("gpu_mem_limit", "lots", "'gpu_mem_limit' must be a byte count"),
-        ] {
-            let e = cuda_options(&cfg(json!({ k: {"string_value": v} }), None)).unwrap_err();
-            assert!(e.message().contains(want), "{e}");
-        }
-        let mut c = cfg(json!({}), None);
-        c.gpu_accelerators = vec![("tensorrt".into(), BTreeMap::new())];
-        assert!(cuda_options(&c).unwrap_err().message().contains("tensorrt"));
     }
 
     #[test]
