@@ -51,6 +51,10 @@ fn check_tensor(config: &ModelConfig, kind: &str, tensor_config: &TensorConfig, 
             m.type_description
         )));
     }
+    if kind == "output" && config.batch_output(name).is_some() {
+        // Scattered by element counts (config/ragged.rs): any shape of the right total will do.
+        return Ok(());
+    }
     if config.batching() && m.shape.first().is_some_and(|&d| d != -1) {
         return Err(Error::invalid_arg(format!(
             "model '{}': max_batch_size is {} but {label} '{name}' has the fixed first dimension {:?} in the ONNX model \
@@ -120,6 +124,7 @@ pub fn check_against_graph(config: &ModelConfig, io: &ModelIo) -> Result<()> {
         check_tensor(config, "output", &output, &io.outputs)?;
     }
     check_batch_inputs(config, io)?;
+    crate::config::ragged::check_batch_outputs(config)?;
     for m in &io.inputs {
         let batch_input = config.batch_inputs.iter().any(|b| b.target_name == m.name);
         if config.input(&m.name).is_none() && !batch_input && !io.overridable.contains(&m.name) {
