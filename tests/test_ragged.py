@@ -6,13 +6,14 @@ here."""
 
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from server import infer
+from server import TritonServer, infer, make_repo
 
 
 def ask(server, proto, values):
@@ -94,3 +95,26 @@ def test_a_request_of_several_rows_fails_alone_where_outputs_are_split_by_rows(s
     assert st["inference_stats"]["success"]["count"] == 2, st
     assert st["inference_stats"]["fail"]["count"] == 1, st
     assert {b["batch_size"]: b["compute_infer"]["count"] for b in st["batch_stats"]} == {1: 2}, st
+
+
+def test_a_bad_batch_output_fails_the_load_naming_it(tmp_path):
+    repo = make_repo(tmp_path / "repo", ["ragged_scale"])
+    good = (repo / "ragged_scale" / "config.pbtxt").read_text()
+    bad = {
+        "scatter_bad_source": ('source_input: "INPUT"', 'source_input: "MISSING"'),
+        "scatter_bad_target": ('target_name: "OUT"', 'target_name: "NOPE"'),
+    }
+    for name, (old, new) in bad.items():
+        shutil.copytree(repo / "ragged_scale", repo / name)
+        text = good.replace('name: "ragged_scale"', f'name: "{name}"').replace(old, new)
+        (repo / name / "config.pbtxt").write_text(text)
+    with TritonServer(repo, "--exit-on-error=false") as s:
+        idx = s.index()
+        source = idx["scatter_bad_source"][0]
+        assert source["state"] == "UNAVAILABLE", source
+        assert "batch_output 'OUT' has source_input 'MISSING', which is not an input" in source["reason"], source
+        target = idx["scatter_bad_target"][0]
+        assert target["state"] == "UNAVAILABLE", target
+        assert "batch_output 'NOPE' is not an output of the config" in target["reason"], target
+        assert idx["ragged_scale"][0]["state"] == "READY"
+        np.testing.assert_array_equal(scale(s, "http", [[1.0, 2.0]]), [[2.0, 4.0]])

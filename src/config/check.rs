@@ -104,6 +104,8 @@ pub fn check_against_graph(config: &ModelConfig, io: &ModelIo) -> Result<()> {
     if config.outputs.is_empty() {
         return Err(Error::invalid_arg(format!("model '{}': the config lists no outputs", config.name)));
     }
+    // First: a batch_output naming no output would otherwise surface as that output's shape.
+    crate::config::ragged::check_batch_outputs(config)?;
     for tensor_config in &config.inputs {
         check_tensor(config, "input", tensor_config, &io.inputs)?;
     }
@@ -124,7 +126,6 @@ pub fn check_against_graph(config: &ModelConfig, io: &ModelIo) -> Result<()> {
         check_tensor(config, "output", &output, &io.outputs)?;
     }
     check_batch_inputs(config, io)?;
-    crate::config::ragged::check_batch_outputs(config)?;
     for m in &io.inputs {
         let batch_input = config.batch_inputs.iter().any(|b| b.target_name == m.name);
         if config.input(&m.name).is_none() && !batch_input && !io.overridable.contains(&m.name) {
