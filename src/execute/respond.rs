@@ -91,22 +91,22 @@ pub(super) fn check_split(
 ) -> Result<()> {
     for (output_config, view) in views {
         let name = output_config.name.as_str();
-        let checked = match share.scatter(name) {
-            Some(scatter) => scatter.share(batch::element_count(&view.shape), share.position).map(drop),
-            None => own_elements(config.batching(), name, &view.shape, share).map(drop),
-        };
-        if let Err(e) = checked {
-            let ragged = config.inputs.iter().any(|i| i.ragged);
-            if ragged && e.kind() == ErrorKind::Internal && share.scatter(name).is_none() {
-                // The request's rows are the cause: a ragged model that answers once per request.
-                return Err(Error::invalid_arg(format!(
-                    "output '{name}': {}. A ragged model's outputs not under batch_output are split back by \
-                     rows: send one row per request, or scatter the output with batch_output",
-                    e.message()
-                )));
-            }
-            return Err(e.context(format_args!("output '{name}'")));
+        if let Some(scatter) = share.scatter(name) {
+            scatter.share(batch::element_count(&view.shape), share.position)?;
+            continue;
         }
+        let Err(e) = own_elements(config.batching(), name, &view.shape, share) else { continue };
+        let ragged = config.inputs.iter().any(|i| i.ragged);
+        if ragged && share.rows.iter().any(|&r| r > 1) && e.kind() == ErrorKind::Internal {
+            // A request of several rows to a ragged model whose output has one row per request:
+            // the request is the cause, and says what to do.
+            return Err(Error::invalid_arg(format!(
+                "output '{name}': {}. A ragged model's outputs not under batch_output are split back by rows: \
+                 send one row per request, or scatter the output with batch_output",
+                e.message()
+            )));
+        }
+        return Err(e.context(format_args!("output '{name}'")));
     }
     Ok(())
 }
