@@ -142,6 +142,49 @@ pub fn split_rows(total_rows: usize, row_len: usize, rows: &[usize]) -> Result<V
         .collect())
 }
 
+/// For an output of `total` elements scattered between requests that own `counts[i]`
+/// consecutive elements each (a `batch_output`), each request's element range. Fails if the
+/// counts do not add up to the output, which would otherwise hand elements to the wrong client.
+pub fn split_elements(total: usize, counts: &[usize]) -> Result<Vec<Range<usize>>> {
+    let expected: usize = counts.iter().sum();
+    if total != expected {
+        return Err(Error::internal(format!(
+            "the model returned {total} elements where the requests' source inputs have {expected}"
+        )));
+    }
+    let mut at = 0;
+    Ok(counts
+        .iter()
+        .map(|&n| {
+            at += n;
+            at - n..at
+        })
+        .collect())
+}
+
+/// The shape one request gets back of a `batch_output` (BATCH_SCATTER_WITH_INPUT_SHAPE): the
+/// output's `dims` (batch dimension first) with each -1 taken from `source`, the request's shape
+/// of the source input (batch dimension first), at the same place.
+pub fn scatter_shape(dims: &[i64], source: &[i64]) -> Result<Vec<i64>> {
+    dims.iter()
+        .enumerate()
+        .map(|(i, &d)| match d {
+            -1 => source.get(i).copied().ok_or_else(|| {
+                Error::invalid_arg(format!(
+                    "dimension {i} is -1 but the source input has only {} dimensions",
+                    source.len()
+                ))
+            }),
+            d => Ok(d),
+        })
+        .collect()
+}
+
+/// The number of elements of a tensor of `shape` (negative dimensions count as 0).
+pub fn element_count(shape: &[i64]) -> usize {
+    shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).product()
+}
+
 /// A batch input's tensor for a run: its shape and values, from each request's source input as
 /// (rows, shape without the batch dimension), in run order.
 pub fn batch_input(kind: BatchInputKind, items: &[(usize, &[i64])]) -> (Vec<i64>, Vec<i64>) {
@@ -262,5 +305,15 @@ mod tests {
         assert_eq!(split_rows(3, 4, &[1, 2]).unwrap(), vec![0..4, 4..12]);
         assert_eq!(split_rows(0, 4, &[0]).unwrap(), vec![0..0]);
         assert!(split_rows(4, 4, &[1, 2]).unwrap_err().message().contains("4 rows for a batch of 3"));
+    }
+
+    #[test]
+    fn scatter_takes_the_source_shape_and_checks_the_total() {
+        assert_eq!(scatter_shape(&[-1, -1], &[2, 3]).unwrap(), vec![2, 3]);
+        assert_eq!(scatter_shape(&[-1, 4], &[1, 3]).unwrap(), vec![1, 4]);
+        assert!(scatter_shape(&[-1, -1, -1], &[1, 3]).is_err());
+        assert_eq!(element_count(&[2, 3]), 6);
+        assert_eq!(split_elements(9, &[3, 6, 0]).unwrap(), vec![0..3, 3..9, 9..9]);
+        assert!(split_elements(8, &[3, 6]).unwrap_err().message().contains("returned 8 elements"));
     }
 }

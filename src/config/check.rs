@@ -51,6 +51,10 @@ fn check_tensor(config: &ModelConfig, kind: &str, tensor_config: &TensorConfig, 
             m.type_description
         )));
     }
+    if kind == "output" && config.batch_output(name).is_some() {
+        // Scattered by element counts (config/ragged.rs): any shape of the right total will do.
+        return Ok(());
+    }
     if config.batching() && m.shape.first().is_some_and(|&d| d != -1) {
         return Err(Error::invalid_arg(format!(
             "model '{}': max_batch_size is {} but {label} '{name}' has the fixed first dimension {:?} in the ONNX model \
@@ -100,6 +104,8 @@ pub fn check_against_graph(config: &ModelConfig, io: &ModelIo) -> Result<()> {
     if config.outputs.is_empty() {
         return Err(Error::invalid_arg(format!("model '{}': the config lists no outputs", config.name)));
     }
+    // First: a batch_output naming no output would otherwise surface as that output's shape.
+    crate::config::ragged::check_batch_outputs(config)?;
     for tensor_config in &config.inputs {
         check_tensor(config, "input", tensor_config, &io.inputs)?;
     }

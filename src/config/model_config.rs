@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::config::ragged::{self, BatchInput};
+use crate::config::ragged::{self, BatchInput, BatchOutput};
 use crate::config::sequence::Sequence;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
@@ -91,6 +91,8 @@ pub struct ModelConfig {
     pub sequence: Sequence,
     /// `batch_input`: tensors computed per run from the requests' shapes.
     pub batch_inputs: Vec<BatchInput>,
+    /// `batch_output`: outputs scattered back with the shapes of a (ragged) input.
+    pub batch_outputs: Vec<BatchOutput>,
 }
 
 pub(crate) fn as_i64(v: &Value) -> Option<i64> {
@@ -196,6 +198,7 @@ impl ModelConfig {
             sequence_batching: config.get("sequence_batching").is_some_and(Value::is_object),
             sequence: Sequence::parse(config)?,
             batch_inputs: ragged::batch_inputs(config)?,
+            batch_outputs: ragged::batch_outputs(config)?,
         })
     }
 
@@ -222,6 +225,11 @@ impl ModelConfig {
             self.inputs.push(implicit);
         }
         Ok(())
+    }
+
+    /// The `batch_output` that scatters output `name`, if one does.
+    pub fn batch_output(&self, name: &str) -> Option<&BatchOutput> {
+        self.batch_outputs.iter().find(|b| b.target_name == name)
     }
 
     pub fn batching(&self) -> bool {

@@ -1,10 +1,12 @@
 //! Ragged batching in the model config: `batch_input`, the tensors the backend computes for a
 //! run from its requests' shapes (element counts, their running sums, item shapes) and feeds to
 //! the model beside a ragged input (`allow_ragged_batch`), which is laid end to end as one 1-D
-//! tensor. Semantics as Triton's backends define them (see README, "Ragged batching").
+//! tensor. Semantics as Triton's backends define them (see README, "Ragged batching"). And
+//! `batch_output`: outputs scattered back to each request with the shape of its ragged input.
 
 use serde_json::Value;
 
+use crate::config::model_config::ModelConfig;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 
@@ -90,6 +92,80 @@ pub fn batch_inputs(config: &Value) -> Result<Vec<BatchInput>> {
         .collect()
 }
 
+/// One output named by a `batch_output` entry (an entry naming several outputs gives one each).
+/// Its only kind, `BATCH_SCATTER_WITH_INPUT_SHAPE`: each request gets its share of the output's
+/// elements, with the shape of the config's `dims` (after the batch dimension) in which every -1
+/// is the request's `source_input` dimension at the same place (the batch dimension included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutput {
+    /// The output that is scattered.
+    pub target_name: String,
+    /// The config input whose shape each request's share takes.
+    pub source_input: String,
+}
+
+/// Parses `batch_output` (absent: none). The kind defaults to the only one there is.
+pub fn batch_outputs(config: &Value) -> Result<Vec<BatchOutput>> {
+    let list = match config.get("batch_output") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(Error::invalid_arg("model config 'batch_output' is not a list")),
+    };
+    let mut out = Vec::new();
+    for b in list {
+        let targets: Vec<String> = match b.get("target_name") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            _ => Vec::new(),
+        };
+        let label = targets.join("', '");
+        if targets.is_empty() {
+            return Err(Error::invalid_arg("a batch_output in the model config has no target_name"));
+        }
+        let kind = b.get("kind").and_then(Value::as_str).unwrap_or("BATCH_SCATTER_WITH_INPUT_SHAPE");
+        if kind != "BATCH_SCATTER_WITH_INPUT_SHAPE" {
+            return Err(Error::invalid_arg(format!(
+                "batch_output '{label}': kind {kind} is not supported (only BATCH_SCATTER_WITH_INPUT_SHAPE)"
+            )));
+        }
+        let source_input = first_name(b, "source_input")
+            .ok_or_else(|| Error::invalid_arg(format!("batch_output '{label}': no source_input")))?;
+        out.extend(
+            targets.into_iter().map(|target_name| BatchOutput { target_name, source_input: source_input.clone() }),
+        );
+    }
+    Ok(out)
+}
+
+/// Each `batch_output` scatters an output of the config, by an input of the config whose rank
+/// covers every -1 of the output's dims, in a model that batches.
+pub fn check_batch_outputs(config: &ModelConfig) -> Result<()> {
+    for b in &config.batch_outputs {
+        let name = &b.target_name;
+        let fail =
+            |what: String| Err(Error::invalid_arg(format!("model '{}': batch_output '{name}' {what}", config.name)));
+        if !config.batching() {
+            return fail("needs a model that batches (max_batch_size > 0)".into());
+        }
+        let Some(output) = config.output(name) else {
+            return fail("is not an output of the config".into());
+        };
+        let Some(input) = config.input(&b.source_input) else {
+            return fail(format!("has source_input '{}', which is not an input of the config", b.source_input));
+        };
+        if output.reshape.is_some() {
+            return fail("has a reshape, which a scattered output cannot have".into());
+        }
+        if let Some(i) = output.dims.iter().position(|&d| d == -1).filter(|&i| i >= input.dims.len()) {
+            return fail(format!(
+                "has -1 at dimension {i} of its dims {:?}, beyond the dims {:?} of source_input '{}'",
+                output.dims, input.dims, b.source_input
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +194,32 @@ mod tests {
                                         "source_input": ["X"]}]});
         assert!(batch_inputs(&c).unwrap_err().message().contains("batch_input 'T': data_type"));
         assert!(batch_inputs(&json!({})).unwrap().is_empty());
+    }
+
+    #[test]
+    fn batch_outputs_parse_and_are_checked() {
+        let c = json!({"batch_output": [{"kind": "BATCH_SCATTER_WITH_INPUT_SHAPE", "target_name": ["A", "B"],
+                                         "source_input": ["X"]}]});
+        let b = batch_outputs(&c).unwrap();
+        let one = |t: &str| BatchOutput { target_name: t.into(), source_input: "X".into() };
+        assert_eq!(b, [one("A"), one("B")]);
+        assert!(batch_outputs(&json!({})).unwrap().is_empty());
+        let c = json!({"batch_output": [{"kind": "BATCH_GATHER", "target_name": ["A"], "source_input": ["X"]}]});
+        assert!(batch_outputs(&c).unwrap_err().message().contains("batch_output 'A': kind BATCH_GATHER"));
+
+        let model = |out: &str, src: &str, dims: serde_json::Value| {
+            ModelConfig::parse(&json!({"name": "m", "max_batch_size": 4,
+                "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [-1], "allow_ragged_batch": true}],
+                "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": dims}],
+                "batch_output": [{"target_name": [out], "source_input": [src]}]}))
+            .unwrap()
+        };
+        check_batch_outputs(&model("Y", "X", json!([-1]))).unwrap();
+        let e = check_batch_outputs(&model("Z", "X", json!([-1]))).unwrap_err();
+        assert!(e.message().contains("batch_output 'Z' is not an output of the config"), "{e}");
+        let e = check_batch_outputs(&model("Y", "W", json!([-1]))).unwrap_err();
+        assert!(e.message().contains("batch_output 'Y' has source_input 'W', which is not an input"), "{e}");
+        let e = check_batch_outputs(&model("Y", "X", json!([2, -1]))).unwrap_err();
+        assert!(e.message().contains("has -1 at dimension 1 of its dims [2, -1]"), "{e}");
     }
 }

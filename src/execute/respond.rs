@@ -1,5 +1,6 @@
 //! Writing one request's outputs into its response: the rows of each output it asked for, with
-//! the shape it gets back.
+//! the shape it gets back; for an output under `batch_output`, its elements, with the shape of
+//! its source input.
 
 use std::ops::Range;
 
@@ -7,7 +8,8 @@ use super::{Classify, Failure, RequestRecord};
 use crate::batch;
 use crate::bytes;
 use crate::config::model_config::{ModelConfig, TensorConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::inputs::CheckedRequest;
 use crate::metrics::ErrorClass;
 use crate::onnx::tensor::{OutputData, OutputView, RunOutputs};
 use crate::triton::MemoryType;
@@ -19,6 +21,94 @@ pub(super) struct RowShare<'a> {
     pub(super) rows: &'a [usize],
     /// The request's position among them.
     pub(super) position: usize,
+    /// The run's `batch_output`s: these outputs are scattered by element counts, not rows.
+    pub(super) scatters: &'a [Scatter<'a>],
+}
+
+impl RowShare<'_> {
+    fn scatter(&self, name: &str) -> Option<&Scatter<'_>> {
+        self.scatters.iter().find(|s| s.output == name)
+    }
+}
+
+/// A `batch_output` of one run: the shape each request gets back, in run order.
+pub(super) struct Scatter<'c> {
+    pub(super) output: &'c str,
+    pub(super) shapes: Vec<Vec<i64>>,
+}
+
+impl Scatter<'_> {
+    /// The elements of an output of `total` elements that belong to the request at `position`,
+    /// and its shape.
+    fn share(&self, total: usize, position: usize) -> Result<(Range<usize>, &[i64])> {
+        let counts: Vec<usize> = self.shapes.iter().map(|s| batch::element_count(s)).collect();
+        let ranges = batch::split_elements(total, &counts)
+            .map_err(|e| e.context(format_args!("batch_output '{}'", self.output)))?;
+        match (ranges.get(position), self.shapes.get(position)) {
+            (Some(range), Some(shape)) => Ok((range.clone(), shape)),
+            _ => Err(Error::internal("a request outside its run")),
+        }
+    }
+}
+
+/// The shape each request of a run gets back of each `batch_output`.
+pub(super) fn scatters<'c>(config: &'c ModelConfig, requests: &[&CheckedRequest<'_>]) -> Result<Vec<Scatter<'c>>> {
+    config
+        .batch_outputs
+        .iter()
+        .map(|b| {
+            let output = config
+                .output(&b.target_name)
+                .ok_or_else(|| Error::internal(format!("batch_output '{}' is not an output", b.target_name)))?;
+            let dims: Vec<i64> = std::iter::once(-1).chain(output.dims.iter().copied()).collect();
+            let shapes = requests
+                .iter()
+                .map(|r| {
+                    let source = r.inputs.iter().find(|i| config.inputs[i.config_index].name == b.source_input);
+                    let source = source.ok_or_else(|| {
+                        Error::invalid_arg(format!(
+                            "batch_output '{}': the request has no input '{}'",
+                            b.target_name, b.source_input
+                        ))
+                    })?;
+                    let full: Vec<i64> = std::iter::once(r.rows as i64).chain(source.dims.iter().copied()).collect();
+                    batch::scatter_shape(&dims, &full)
+                        .map_err(|e| e.context(format_args!("batch_output '{}'", b.target_name)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Scatter { output: b.target_name.as_str(), shapes })
+        })
+        .collect()
+}
+
+/// Checks that every output can be split between the requests of the run before any is
+/// written: a run whose outputs do not fit its requests then runs again one request at a time,
+/// and only the request that does not fit fails.
+pub(super) fn check_split(
+    config: &ModelConfig,
+    views: &[(&TensorConfig, OutputView<'_>)],
+    share: &RowShare<'_>,
+) -> Result<()> {
+    for (output_config, view) in views {
+        let name = output_config.name.as_str();
+        if let Some(scatter) = share.scatter(name) {
+            scatter.share(batch::element_count(&view.shape), share.position)?;
+            continue;
+        }
+        let Err(e) = own_elements(config.batching(), name, &view.shape, share) else { continue };
+        let ragged = config.inputs.iter().any(|i| i.ragged);
+        if ragged && share.rows.iter().any(|&r| r > 1) && e.kind() == ErrorKind::Internal {
+            // A request of several rows to a ragged model whose output has one row per request:
+            // the request is the cause, and says what to do.
+            return Err(Error::invalid_arg(format!(
+                "output '{name}': {}. A ragged model's outputs not under batch_output are split back by rows: \
+                 send one row per request, or scatter the output with batch_output",
+                e.message()
+            )));
+        }
+        return Err(e.context(format_args!("output '{name}'")));
+    }
+    Ok(())
 }
 
 /// Views of the outputs the config exposes, with their config entries.
@@ -68,16 +158,26 @@ pub(super) fn write_outputs(
             .find(|(output_config, _)| output_config.name == name)
             .ok_or_else(|| Error::invalid_arg(format!("requested output '{name}' is not an output of this model")))
             .class(ErrorClass::BadInput)?;
-        // The request's rows of the output, and the shape it gets back.
-        let (range, tail) = own_elements(batching, name, &view.shape, &share).class(ErrorClass::Internal)?;
-        // A configured reshape is Triton's to undo (it maps the shape reported here to `dims`);
-        // a bound scalar is ours.
-        let out_tail = if output_config.scalar { output_config.dims.clone() } else { tail.to_vec() };
-        let mut shape = Vec::with_capacity(out_tail.len() + 1);
-        if batching {
-            shape.push(own_rows as i64);
-        }
-        shape.extend_from_slice(&out_tail);
+        // The request's rows (or scattered elements) of the output, and the shape it gets back.
+        let (range, shape) = match share.scatter(name) {
+            Some(scatter) => {
+                let (range, shape) =
+                    scatter.share(batch::element_count(&view.shape), share.position).class(ErrorClass::Internal)?;
+                (range, shape.to_vec())
+            }
+            None => {
+                let (range, tail) = own_elements(batching, name, &view.shape, &share).class(ErrorClass::Internal)?;
+                // A configured reshape is Triton's to undo (it maps the shape reported here to
+                // `dims`); a bound scalar is ours.
+                let out_tail = if output_config.scalar { output_config.dims.clone() } else { tail.to_vec() };
+                let mut shape = Vec::with_capacity(out_tail.len() + 1);
+                if batching {
+                    shape.push(own_rows as i64);
+                }
+                shape.extend_from_slice(&out_tail);
+                (range, shape)
+            }
+        };
         let data_type = output_config.data_type;
         match &view.data {
             OutputData::Fixed(data) => {

@@ -3,13 +3,13 @@
 //! request's rows of the outputs are written into its response. When the fused run fails, its
 //! requests run again one by one, so only the request that makes ONNX Runtime fail gets the error.
 
-use super::respond::RowShare;
+use super::respond::{RowShare, Scatter};
 use super::{Classify, ExecutionScope, Failure, Outcome, RequestRecord, reporting, respond, sequence};
 use crate::batch::{self, Gathered, Signature};
 use crate::clock;
 use crate::config::model_config::ModelConfig;
 use crate::dtype::DataType;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::inputs::{CheckedRequest, Payload};
 use crate::metrics::ErrorClass;
 use crate::onnx::session::OnnxSession;
@@ -103,9 +103,10 @@ fn run_once(
     records: &mut [&mut RequestRecord<'_>],
 ) -> std::result::Result<CompletedRun, Failure> {
     // The inputs borrow the records; the block ends that borrow before the responses are written.
-    let (outputs, rows, input_bytes, compute_start, compute_end) = {
+    let (outputs, rows, scatters, input_bytes, compute_start, compute_end) = {
         let checked = records.iter().map(|r| r.checked()).collect::<Result<Vec<_>>>().class(ErrorClass::Internal)?;
         let rows: Vec<usize> = checked.iter().map(|c| c.rows).collect();
+        let scatters: Vec<Scatter<'_>> = respond::scatters(scope.config, &checked).class(ErrorClass::BadInput)?;
         let inputs = gather_inputs(scope.config, &checked).class(ErrorClass::Internal)?;
         let mut fixed = Vec::with_capacity(inputs.len());
         let mut input_bytes = 0u64;
@@ -132,17 +133,27 @@ fn run_once(
         let compute_start = clock::now_ns();
         let outputs = session.run(&feeds).class(ErrorClass::OrtFailure)?;
         let compute_end = clock::now_ns();
-        (outputs, rows, input_bytes, compute_start, compute_end)
+        (outputs, rows, scatters, input_bytes, compute_start, compute_end)
     };
 
     let views = respond::read_outputs(scope.config, &outputs);
+    if let Ok(views) = &views {
+        // Before any response gets an output: when the outputs do not split between the
+        // requests, the caller runs them again one by one.
+        let share = RowShare { rows: &rows, position: 0, scatters: &scatters };
+        respond::check_split(scope.config, views, &share).map_err(|e| {
+            let class = if e.kind() == ErrorKind::InvalidArg { ErrorClass::BadInput } else { ErrorClass::Internal };
+            (e, class)
+        })?;
+    }
     let written = records
         .iter_mut()
         .enumerate()
         .map(|(position, record)| {
             let views = views.as_ref().map_err(|e| (e.clone(), ErrorClass::Internal))?;
-            let written = respond::write_outputs(scope.config, views, RowShare { rows: &rows, position }, record)?;
-            sequence::write_states(scope.config, &outputs, RowShare { rows: &rows, position }, record)?;
+            let share = || RowShare { rows: &rows, position, scatters: &scatters };
+            let written = respond::write_outputs(scope.config, views, share(), record)?;
+            sequence::write_states(scope.config, &outputs, share(), record)?;
             Ok(written)
         })
         .collect();

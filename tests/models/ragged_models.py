@@ -1,5 +1,6 @@
-"""The ragged-batching test model: a ragged input laid end to end as one 1-D tensor, with a
-batch input of every kind. `tests/test_ragged.py` computes what it must output."""
+"""The ragged-batching test models: a ragged input laid end to end as one 1-D tensor, with a
+batch input of every kind (ragged_sum), and an output scattered back with each request's input
+shape by batch_output (ragged_scale). `tests/test_ragged.py` computes what they must output."""
 
 from __future__ import annotations
 
@@ -56,6 +57,30 @@ def ragged_sum() -> onnx.ModelProto:
     return graph_model(nodes, ins, outs, inits)
 
 
+def ragged_scale() -> onnx.ModelProto:
+    """OUT = INPUT * 2, elementwise over the requests' elements end to end ([total] both)."""
+    from make_models import graph_model
+
+    two = numpy_helper.from_array(np.array([2.0], np.float32), "TWO")
+    return graph_model(
+        [helper.make_node("Mul", ["INPUT", "TWO"], ["OUT"])],
+        [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, ["total"])],
+        [helper.make_tensor_value_info("OUT", TensorProto.FLOAT, ["total"])],
+        [two],
+    )
+
+
+RAGGED_SCALE_CONFIG = """name: "ragged_scale"
+backend: "onnxrs"
+max_batch_size: 8
+input [ { name: "INPUT" data_type: TYPE_FP32 dims: [ -1 ] allow_ragged_batch: true } ]
+output [ { name: "OUT" data_type: TYPE_FP32 dims: [ -1 ] } ]
+batch_output [ { kind: BATCH_SCATTER_WITH_INPUT_SHAPE target_name: "OUT" source_input: "INPUT" } ]
+dynamic_batching { preferred_batch_size: [ 5 ] max_queue_delay_microseconds: 2000000 }
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
+
+
 def ragged_models() -> dict[str, tuple[dict[int, onnx.ModelProto], str]]:
     """name -> ({version: model}, config.pbtxt), as `make_models.models()`."""
     batch_inputs = ",\n".join(
@@ -72,4 +97,4 @@ def ragged_models() -> dict[str, tuple[dict[int, onnx.ModelProto], str]]:
         "dynamic_batching { preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 1000000 }\n"
         "instance_group [ { kind: KIND_CPU count: 1 } ]\n"
     )
-    return {"ragged_sum": ({1: ragged_sum()}, cfg)}
+    return {"ragged_sum": ({1: ragged_sum()}, cfg), "ragged_scale": ({1: ragged_scale()}, RAGGED_SCALE_CONFIG)}
