@@ -119,6 +119,24 @@ mod tests {
         crate::config::check::check_against_graph(&parsed, &io).unwrap();
     }
 
+    /// Found by fuzz/fuzz_targets/model_config.rs: a config that is JSON but not an object parsed
+    /// as an empty config, and auto-complete then panicked indexing into it. Triton always hands
+    /// over an object, so the server could not send one; the guard would have turned the panic
+    /// into a failed load. Now both refuse it by name.
+    #[test]
+    fn a_config_that_is_not_an_object_is_refused() {
+        let io = ModelIo {
+            inputs: vec![info("X", DataType::Fp32, &[-1])],
+            outputs: vec![info("Y", DataType::Fp32, &[-1])],
+            overridable: Default::default(),
+        };
+        for config in [json!(""), json!("output"), json!([]), json!(null), json!(4)] {
+            let e = complete(&config, &io, 4).unwrap_err();
+            assert!(e.message().contains("not a JSON object"), "{config}: {e}");
+            assert!(ModelConfig::parse(&config).is_err(), "{config}");
+        }
+    }
+
     #[test]
     fn a_complete_config_is_left_alone() {
         let io = ModelIo {
