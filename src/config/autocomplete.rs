@@ -137,6 +137,29 @@ mod tests {
         }
     }
 
+    /// Found by fuzz/fuzz_targets/model_config.rs: a config that asks for batching
+    /// (max_batch_size > 0) and leaves its tensors to auto-complete, for a model with a scalar
+    /// (rank-0) input or output, panicked taking the scalar's "dimensions after the batch". A
+    /// user could write that config; the load failed with a panic message. Now it fails with one
+    /// that names the tensor and the fix.
+    #[test]
+    fn batching_asked_for_a_model_with_a_scalar() {
+        let io = ModelIo {
+            inputs: vec![info("X", DataType::Fp32, &[-1, 2]), info("S", DataType::Fp32, &[])],
+            outputs: vec![info("Y", DataType::Fp32, &[-1])],
+            overridable: Default::default(),
+        };
+        let e = complete(&json!({"name": "m", "max_batch_size": 8}), &io, 4).unwrap_err();
+        assert!(e.message().contains("input 'S'") && e.message().contains("max_batch_size"), "{e}");
+        let io = ModelIo {
+            inputs: vec![info("X", DataType::Fp32, &[-1])],
+            outputs: vec![info("T", DataType::Int64, &[])],
+            overridable: Default::default(),
+        };
+        let e = complete(&json!({"name": "m", "max_batch_size": "880"}), &io, 0).unwrap_err();
+        assert!(e.message().contains("output 'T'"), "{e}");
+    }
+
     #[test]
     fn a_complete_config_is_left_alone() {
         let io = ModelIo {
