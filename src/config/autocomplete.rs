@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::config::model_config::{ModelConfig, as_i64};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::onnx::session::{ModelIo, TensorInfo};
 
 /// Whether every graph input and output has a dynamic first dimension (rank >= 1).
@@ -15,7 +15,9 @@ pub fn supports_batching(io: &ModelIo) -> bool {
 
 fn entry(t: &TensorInfo, batching: bool, optional: bool) -> Option<Value> {
     let dt = t.data_type?;
-    let dims: &[i64] = if batching { &t.shape[1..] } else { &t.shape };
+    // With batching, the dims are the shape after the batch dimension (`complete` has refused a
+    // scalar, which has none, by then).
+    let dims: &[i64] = if batching { t.shape.get(1..).unwrap_or_default() } else { &t.shape };
     let mut e = json!({ "name": t.name, "data_type": dt.config_name() });
     if dims.is_empty() {
         // Triton has no rank-0 tensors: a scalar travels as [1]. A batching model says so with
@@ -32,6 +34,19 @@ fn entry(t: &TensorInfo, batching: bool, optional: bool) -> Option<Value> {
         e["optional"] = json!(true);
     }
     Some(e)
+}
+
+/// A config that asks for batching cannot be completed from a graph tensor of rank 0: it has no
+/// batch dimension. `fill`: the graph's tensors of the kind to be filled.
+fn refuse_scalars(config: &ModelConfig, fill: &[TensorInfo], kind: &str) -> Result<()> {
+    match fill.iter().find(|t| t.data_type.is_some() && t.shape.is_empty()) {
+        None => Ok(()),
+        Some(t) => Err(Error::invalid_arg(format!(
+            "model '{}': max_batch_size is {} but {kind} '{}' is a scalar in the ONNX model, with no batch dimension; \
+             use max_batch_size: 0, or list the model's inputs and outputs in the config",
+            config.name, config.max_batch_size, t.name
+        ))),
+    }
 }
 
 /// Fills what `config` leaves out; returns the completed JSON, or `None` when nothing changed.
@@ -58,6 +73,12 @@ pub fn complete(config: &Value, io: &ModelIo, default_max_batch_size: usize) -> 
         if !scheduled {
             out["dynamic_batching"] = json!({});
         }
+    }
+    if batching && parsed.inputs.is_empty() {
+        refuse_scalars(&parsed, &io.inputs, "input")?;
+    }
+    if batching && parsed.outputs.is_empty() {
+        refuse_scalars(&parsed, &io.outputs, "output")?;
     }
     if parsed.inputs.is_empty() {
         let inputs: Vec<Value> =
