@@ -1,6 +1,6 @@
 //! The model config as Triton hands it over (config.pbtxt as JSON: `src/config/model_config.rs`)
 //! and auto-complete from the ONNX graph (`src/config/autocomplete.rs`), then the check against
-//! the graph (`src/config/check.rs`). The JSON text is fuzzed as bytes (fuzz/dicts/json.dict
+//! the graph (`src/config/check.rs`). The JSON text is fuzzed as bytes (fuzz/dicts/model_config.dict
 //! gives libFuzzer the config's words); the graph's inputs and outputs are random.
 //!
 //! Invariants, on every execution:
