@@ -25,6 +25,8 @@ build_start=$SECONDS
 cargo fuzz build -s none
 build_secs=$((SECONDS - build_start))
 
+# A field of libFuzzer's last status line ($status): "#N DONE cov: EDGES ft: FEATURES corp: N/SIZE".
+field() { sed -nE "s/.* $1: ([^ ]+).*/\1/p" <<<"$status"; }
 rows=()
 crashed=()
 for t in "${targets[@]}"; do
@@ -42,9 +44,7 @@ for t in "${targets[@]}"; do
   rc=0
   cargo fuzz run -s none "$t" "${dirs[@]}" -- "${args[@]}" >"$log" 2>&1 || rc=$?
   secs=$((SECONDS - start))
-  # libFuzzer's last status line: "#N DONE cov: EDGES ft: FEATURES corp: ENTRIES/SIZE ...".
   status=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -1 || true)
-  field() { sed -nE "s/.* $1: ([^ ]+).*/\1/p" <<<"$status"; }
   execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$log" | tail -1)
   execs=${execs:-$(sed -nE 's/^#([0-9]+).*/\1/p' <<<"$status")}
   edges=$(sed -nE 's/^INFO: Loaded 1 modules +\(([0-9]+) inline 8-bit counters\).*/\1/p' "$log" | head -1)
@@ -54,7 +54,9 @@ for t in "${targets[@]}"; do
     "$t" "${execs:-?}" "$secs" "$(field cov)" "${edges:-?}" "$(field ft)" "${corpus:-?}" "$seeds" "$result"
   rows+=("| $t | ${execs:-?} | $(field cov) of ${edges:-?} | $(field ft) | ${corpus:-?} | $seeds | $secs | $result |")
   if [ "$rc" -ne 0 ]; then
-    grep -vE '^(#[0-9]+|INFO:|WARNING:)' "$log" | tail -40
+    # The panic (or libFuzzer's verdict: timeout, out of memory) and the input, not cargo-fuzz's
+    # own backtrace.
+    grep -E -A6 "panicked at|ERROR: libFuzzer|SUMMARY: libFuzzer" "$log" | head -40
     echo "the crashing input: $(ls "$work/artifacts/$t"/* 2>/dev/null | head -1); replay with cargo fuzz run -s none $t FILE"
   fi
 done

@@ -15,9 +15,11 @@ for arg in "$@"; do
 done
 bash ci/setup.sh
 
-step "cargo fmt --check, cargo clippy"
+step "cargo fmt --check, cargo clippy (the crate and its fuzz targets)"
 cargo fmt --check
+cargo fmt --check --manifest-path fuzz/Cargo.toml
 cargo clippy -j2 --all-targets --locked -- -D warnings
+cargo clippy -j2 --bins --locked --manifest-path fuzz/Cargo.toml -- -D warnings
 
 step "test models"
 export ONNXRS_TEST_MODELS="$ONNXRS_ROOT/build/test-models"

@@ -159,8 +159,9 @@ fuzz_target!(|input: Input| {
     };
     let refusable = before.batching()
         && (scalar(before.inputs.is_empty(), &io.inputs) || scalar(before.outputs.is_empty(), &io.outputs));
-    if let Err(e) = &completed {
-        assert!(refusable && e.message().contains("is a scalar"), "auto-complete refused for no reason: {e}");
+    match &completed {
+        Err(e) => assert!(refusable && e.message().contains("is a scalar"), "auto-complete refused for no reason: {e}"),
+        Ok(_) => assert!(!refusable, "auto-complete filled a batching config from a scalar"),
     }
     let Ok(Some(out)) = completed else { return };
     let after = ModelConfig::parse(&out).expect("what auto-complete writes parses");
