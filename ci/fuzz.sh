@@ -27,6 +27,8 @@ build_secs=$((SECONDS - build_start))
 
 # A field of libFuzzer's last status line ($status): "#N DONE cov: EDGES ft: FEATURES corp: N/SIZE".
 field() { sed -nE "s/.* $1: ([^ ]+).*/\1/p" <<<"$status"; }
+# 1234567 -> 1,234,567
+group() { sed -E ':a;s/([0-9])([0-9]{3})($|,)/\1,\2\3/;ta' <<<"$1"; }
 rows=()
 crashed=()
 for t in "${targets[@]}"; do
@@ -52,7 +54,7 @@ for t in "${targets[@]}"; do
   if [ "$rc" -eq 0 ]; then result=pass; else result="CRASH (exit $rc)"; crashed+=("$t"); fi
   printf '%s: %s executions in %ss, coverage %s of %s edges, %s features, corpus %s (entries/bytes; %s seeds): %s\n' \
     "$t" "${execs:-?}" "$secs" "$(field cov)" "${edges:-?}" "$(field ft)" "${corpus:-?}" "$seeds" "$result"
-  rows+=("| $t | ${execs:-?} | $(field cov) of ${edges:-?} | $(field ft) | ${corpus:-?} | $seeds | $secs | $result |")
+  rows+=("| $t | $(group "${execs:-?}") | $(field cov) of ${edges:-?} | $(field ft) | ${corpus:-?} | $seeds | $secs | $result |")
   if [ "$rc" -ne 0 ]; then
     # The panic (or libFuzzer's verdict: timeout, out of memory) and the input, not cargo-fuzz's
     # own backtrace.
@@ -65,7 +67,7 @@ done
   printf '## Fuzzing\n\n'
   printf 'Coverage-guided fuzzing with libFuzzer (`cargo fuzz run -s none`, the stable toolchain, debug '
   printf 'assertions on), %s s per target from the committed seed corpus, by `bash ci/fuzz.sh` (building the ' "$seconds"
-  printf 'targets took %s s). Every target checks invariants on each execution, not just the absence of a ' "$build_secs"
+  printf 'targets, with the library and their dependencies when fuzz/target/ is empty, took %s s). Every target checks invariants on each execution, not just the absence of a ' "$build_secs"
   printf 'crash (fuzz/README.md). Edges: instrumented code blocks reached, of those in the binary; features: '
   printf "libFuzzer's finer coverage signal (edge hit counts, comparisons); corpus: inputs/bytes kept at the end.\n\n"
   printf '| target | executions | edges covered | features | corpus (inputs/bytes) | seeds | seconds | result |\n'
