@@ -10,6 +10,9 @@ export ONNXRS_ORT_VERSION=1.31.1
 export ONNXRS_ORT_LIBRARY="$ONNXRS_DEPS/ort/onnxruntime/capi/libonnxruntime.so.$ONNXRS_ORT_VERSION"
 # The installed backend directory: pass it as --backend-directory.
 export ONNXRS_BACKEND_DIR="$ONNXRS_DEPS/install/backends"
+# cargo-fuzz, pinned, installed by setup.sh under .deps/cargo (first on PATH, so `cargo fuzz` is it).
+export ONNXRS_CARGO_FUZZ_VERSION=0.13.2
+export PATH="$ONNXRS_DEPS/cargo/bin:$PATH"
 
 # The banner a script prints before each step.
 step() { printf '\n== %s\n' "$*"; }

@@ -18,6 +18,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
 
+step "cargo-fuzz $ONNXRS_CARGO_FUZZ_VERSION (coverage-guided fuzzing on the stable toolchain: ci/fuzz.sh)"
+if [ "$("$ONNXRS_DEPS/cargo/bin/cargo-fuzz" --version 2>/dev/null)" != "cargo-fuzz $ONNXRS_CARGO_FUZZ_VERSION" ]; then
+  cargo install -q cargo-fuzz --locked --version "=$ONNXRS_CARGO_FUZZ_VERSION" --root "$ONNXRS_DEPS/cargo"
+fi
+
 step "python environment ($ONNXRS_VENV)"
 stamp="$ONNXRS_VENV/.requirements"
 if ! cmp -s ci/requirements.txt "$stamp" 2>/dev/null; then

@@ -15,9 +15,11 @@ for arg in "$@"; do
 done
 bash ci/setup.sh
 
-step "cargo fmt --check, cargo clippy"
+step "cargo fmt --check, cargo clippy (the crate and its fuzz targets)"
 cargo fmt --check
+cargo fmt --check --manifest-path fuzz/Cargo.toml
 cargo clippy -j2 --all-targets --locked -- -D warnings
+cargo clippy -j2 --bins --locked --manifest-path fuzz/Cargo.toml -- -D warnings
 
 step "test models"
 export ONNXRS_TEST_MODELS="$ONNXRS_ROOT/build/test-models"
@@ -25,14 +27,15 @@ export ONNXRS_TEST_MODELS="$ONNXRS_ROOT/build/test-models"
 
 # The slow tier: fuzzing and the load/unload soak at full length (a quick local run can lower
 # these; CI runs them as set here, well within its time limit).
-export ONNXRS_FUZZ_EXECS="${ONNXRS_FUZZ_EXECS:-1000000}"
+# Seconds of coverage-guided fuzzing per target (ci/fuzz.sh; five targets, plus building them).
+export ONNXRS_FUZZ_SECONDS="${ONNXRS_FUZZ_SECONDS:-60}"
 export ONNXRS_SOAK_CYCLES="${ONNXRS_SOAK_CYCLES:-40}"
 # Load/unload cycles under the heap checker (tests/test_lifecycle.py): before the metric race was
 # fixed the server died within 1,600 cycles in every run; CI runs three times that.
 export ONNXRS_LIFECYCLE_CYCLES="${ONNXRS_LIFECYCLE_CYCLES:-5000}"
 export ONNXRS_LIFECYCLE_RELOADS="${ONNXRS_LIFECYCLE_RELOADS:-200}"
 
-step "Rust tests (unit, ONNX Runtime level, fuzzing: $ONNXRS_FUZZ_EXECS executions per target)"
+step "Rust tests (unit, ONNX Runtime level, host-side faults)"
 rm -rf build/reliability
 # The host-fault test loads the debug libtriton_onnxrs.so, which `cargo test` alone does not build.
 cargo build -j2 --locked --lib
@@ -46,6 +49,9 @@ valgrind --suppressions=tests/valgrind.supp --leak-check=full --show-leak-kinds=
 summary=$(grep -E "definitely lost|ERROR SUMMARY" build/reliability/valgrind.log | sed 's/^==[0-9]*== *//' || true)
 printf '\nUnder valgrind memcheck (`%s`): %s\n' "tests/valgrind.supp" \
   "${summary:-no errors, no leaks reported}" | tee -a build/reliability/host-faults.md
+
+step "coverage-guided fuzzing (cargo fuzz, stable toolchain): ${ONNXRS_FUZZ_SECONDS}s per target"
+bash ci/fuzz.sh
 
 step "server tests (real tritonserver, tritonclient over HTTP and gRPC)"
 "$ONNXRS_PYTHON" -m pytest -q -ra tests "${pytest_args[@]}"

@@ -29,9 +29,21 @@ pub struct BackendState {
     pub handover: Handover,
 }
 
-impl BackendState {
+/// The settings of `--backend-config=onnxrs,key=value`: pure, apart from the state that holds
+/// them, so they can be tested and fuzzed without a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// `ort-library=PATH`.
+    pub ort_library: Option<PathBuf>,
+    /// `default-max-batch-size=N` (4 unless set).
+    pub default_max_batch_size: usize,
+    /// `metrics=0|1` (on unless set).
+    pub metrics_on: bool,
+}
+
+impl BackendConfig {
     /// From the backend config JSON the server hands over (`{"cmdline": {"key": "value"}}`).
-    pub fn from_config(config: &serde_json::Value, backend_dir: Option<PathBuf>) -> Result<Self> {
+    pub fn parse(config: &serde_json::Value) -> Result<Self> {
         let cmdline = config.get("cmdline");
         let get = |k: &str| cmdline.and_then(|c| c.get(k)).and_then(serde_json::Value::as_str);
         let default_max_batch_size = match get("default-max-batch-size") {
@@ -41,8 +53,20 @@ impl BackendState {
             })?,
         };
         let metrics_on = get("metrics").map_or(Ok(true), |v| parse_flag("backend config metrics", v))?;
-        Ok(BackendState {
+        Ok(BackendConfig {
             ort_library: get("ort-library").filter(|s| !s.is_empty()).map(PathBuf::from),
+            default_max_batch_size,
+            metrics_on,
+        })
+    }
+}
+
+impl BackendState {
+    /// From the backend config JSON the server hands over (see `BackendConfig::parse`).
+    pub fn from_config(config: &serde_json::Value, backend_dir: Option<PathBuf>) -> Result<Self> {
+        let BackendConfig { ort_library, default_max_batch_size, metrics_on } = BackendConfig::parse(config)?;
+        Ok(BackendState {
+            ort_library,
             backend_dir,
             default_max_batch_size,
             metrics: None,

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::config::model_config::{ModelConfig, as_i64};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::onnx::session::{ModelIo, TensorInfo};
 
 /// Whether every graph input and output has a dynamic first dimension (rank >= 1).
@@ -15,7 +15,9 @@ pub fn supports_batching(io: &ModelIo) -> bool {
 
 fn entry(t: &TensorInfo, batching: bool, optional: bool) -> Option<Value> {
     let dt = t.data_type?;
-    let dims: &[i64] = if batching { &t.shape[1..] } else { &t.shape };
+    // With batching, the dims are the shape after the batch dimension (`complete` has refused a
+    // scalar, which has none, by then).
+    let dims: &[i64] = if batching { t.shape.get(1..).unwrap_or_default() } else { &t.shape };
     let mut e = json!({ "name": t.name, "data_type": dt.config_name() });
     if dims.is_empty() {
         // Triton has no rank-0 tensors: a scalar travels as [1]. A batching model says so with
@@ -32,6 +34,19 @@ fn entry(t: &TensorInfo, batching: bool, optional: bool) -> Option<Value> {
         e["optional"] = json!(true);
     }
     Some(e)
+}
+
+/// A config that asks for batching cannot be completed from a graph tensor of rank 0: it has no
+/// batch dimension. `fill`: the graph's tensors of the kind to be filled.
+fn refuse_scalars(config: &ModelConfig, fill: &[TensorInfo], kind: &str) -> Result<()> {
+    match fill.iter().find(|t| t.data_type.is_some() && t.shape.is_empty()) {
+        None => Ok(()),
+        Some(t) => Err(Error::invalid_arg(format!(
+            "model '{}': max_batch_size is {} but {kind} '{}' is a scalar in the ONNX model, with no batch dimension; \
+             use max_batch_size: 0, or list the model's inputs and outputs in the config",
+            config.name, config.max_batch_size, t.name
+        ))),
+    }
 }
 
 /// Fills what `config` leaves out; returns the completed JSON, or `None` when nothing changed.
@@ -58,6 +73,12 @@ pub fn complete(config: &Value, io: &ModelIo, default_max_batch_size: usize) -> 
         if !scheduled {
             out["dynamic_batching"] = json!({});
         }
+    }
+    if batching && parsed.inputs.is_empty() {
+        refuse_scalars(&parsed, &io.inputs, "input")?;
+    }
+    if batching && parsed.outputs.is_empty() {
+        refuse_scalars(&parsed, &io.outputs, "output")?;
     }
     if parsed.inputs.is_empty() {
         // Control and state inputs come from sequence_batching: Triton adds them to each request;
@@ -129,6 +150,47 @@ mod tests {
         let mut parsed = ModelConfig::parse(&c).unwrap();
         crate::config::check::bind_scalars(&mut parsed, &io);
         crate::config::check::check_against_graph(&parsed, &io).unwrap();
+    }
+
+    /// Found by fuzz/fuzz_targets/model_config.rs: a config that is JSON but not an object parsed
+    /// as an empty config, and auto-complete then panicked indexing into it. Triton always hands
+    /// over an object, so the server could not send one; the guard would have turned the panic
+    /// into a failed load. Now both refuse it by name.
+    #[test]
+    fn a_config_that_is_not_an_object_is_refused() {
+        let io = ModelIo {
+            inputs: vec![info("X", DataType::Fp32, &[-1])],
+            outputs: vec![info("Y", DataType::Fp32, &[-1])],
+            overridable: Default::default(),
+        };
+        for config in [json!(""), json!("output"), json!([]), json!(null), json!(4)] {
+            let e = complete(&config, &io, 4).unwrap_err();
+            assert!(e.message().contains("not a JSON object"), "{config}: {e}");
+            assert!(ModelConfig::parse(&config).is_err(), "{config}");
+        }
+    }
+
+    /// Found by fuzz/fuzz_targets/model_config.rs: a config that asks for batching
+    /// (max_batch_size > 0) and leaves its tensors to auto-complete, for a model with a scalar
+    /// (rank-0) input or output, panicked taking the scalar's "dimensions after the batch". A
+    /// user could write that config; the load failed with a panic message. Now it fails with one
+    /// that names the tensor and the fix.
+    #[test]
+    fn batching_asked_for_a_model_with_a_scalar() {
+        let io = ModelIo {
+            inputs: vec![info("X", DataType::Fp32, &[-1, 2]), info("S", DataType::Fp32, &[])],
+            outputs: vec![info("Y", DataType::Fp32, &[-1])],
+            overridable: Default::default(),
+        };
+        let e = complete(&json!({"name": "m", "max_batch_size": 8}), &io, 4).unwrap_err();
+        assert!(e.message().contains("input 'S'") && e.message().contains("max_batch_size"), "{e}");
+        let io = ModelIo {
+            inputs: vec![info("X", DataType::Fp32, &[-1])],
+            outputs: vec![info("T", DataType::Int64, &[])],
+            overridable: Default::default(),
+        };
+        let e = complete(&json!({"name": "m", "max_batch_size": "880"}), &io, 0).unwrap_err();
+        assert!(e.message().contains("output 'T'"), "{e}");
     }
 
     #[test]

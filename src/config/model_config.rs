@@ -156,6 +156,17 @@ fn parameters(config: &Value) -> BTreeMap<String, String> {
 
 impl ModelConfig {
     pub fn parse(config: &Value) -> Result<Self> {
+        // Triton hands over an object; anything else would read as an empty config, and
+        // auto-complete, which writes into it, could not.
+        if !config.is_object() {
+            let kind = match config {
+                Value::Array(_) => "a list",
+                Value::String(_) => "a string",
+                Value::Null => "null",
+                _ => "a scalar",
+            };
+            return Err(Error::invalid_arg(format!("the model config is not a JSON object (it is {kind})")));
+        }
         let name = config.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
         let max_batch_size = config.get("max_batch_size").and_then(as_i64).unwrap_or(0);
         let max_batch_size = usize::try_from(max_batch_size)
