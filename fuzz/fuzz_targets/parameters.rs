@@ -19,10 +19,12 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 use triton_onnxrs::backend::BackendConfig;
 use triton_onnxrs::config::model_config::ModelConfig;
-use triton_onnxrs::config::params;
+use triton_onnxrs::config::{cuda, params};
 use triton_onnxrs::onnx::session::GraphOptimization;
 
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 18] = [
+    "memory.enable_memory_arena_shrinkage",
+    "memory.enable_arena_shrinkage",
     "intra_op_thread_count",
     "inter_op_thread_count",
     "execution_mode",
@@ -41,7 +43,11 @@ const KEYS: [&str; 16] = [
     "enable_cuda_graph",
 ];
 
-const VALUES: [&str; 20] = [
+const VALUES: [&str; 24] = [
+    "cpu:0",
+    " GPU:1 ; cpu:0;",
+    "tpu:0",
+    "cpu:x",
     "0",
     "1",
     "2",
@@ -116,6 +122,36 @@ fn text(t: &Text) -> String {
 }
 
 /// The domains, spelled out.
+/// The parameters onnxrs documents (README): others are warned about, unknown memory.* refused.
+const DOCUMENTED: [&str; 11] = [
+    "intra_op_thread_count",
+    "inter_op_thread_count",
+    "execution_mode",
+    "enable_mem_arena",
+    "enable_mem_pattern",
+    "memory.enable_memory_arena_shrinkage",
+    "cudnn_conv_algo_search",
+    "gpu_mem_limit",
+    "arena_extend_strategy",
+    "do_copy_in_default_stream",
+    "metrics",
+];
+
+/// `cpu:0;gpu:1` device lists, as ONNX Runtime's shrinkage run option takes them.
+fn devices(v: &str) -> Option<String> {
+    let mut out = Vec::new();
+    for d in v.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+        let (kind, id) = d.split_once(':')?;
+        let id: u32 = id.trim().parse().ok()?;
+        let kind = kind.trim().to_ascii_lowercase();
+        if kind != "cpu" && kind != "gpu" {
+            return None;
+        }
+        out.push(format!("{kind}:{id}"));
+    }
+    (!out.is_empty()).then(|| out.join(";"))
+}
+
 fn flag(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" => Some(true),
@@ -209,6 +245,7 @@ fn model(input: &Input) {
     };
     let arena = read(p, "enable_mem_arena", flag);
     let pattern = read(p, "enable_mem_pattern", flag);
+    let shrink = read(p, params::ARENA_SHRINKAGE, devices);
     match params::session_settings(&config, default_threads) {
         Ok(s) => {
             let intra = intra.unwrap().filter(|&n| n > 0).unwrap_or(default_threads);
@@ -222,11 +259,29 @@ fn model(input: &Input) {
             let session: Vec<(String, String)> =
                 p.iter().filter(|(k, _)| k.starts_with("session.")).map(|(k, v)| (k.clone(), v.clone())).collect();
             assert_eq!(s.config_entries, session, "session.* entries pass through unchanged");
+            let run: Vec<(String, String)> =
+                shrink.unwrap().map(|d| (params::ARENA_SHRINKAGE.to_string(), d)).into_iter().collect();
+            assert_eq!(s.run_config_entries, run);
         }
         Err(e) => assert!(
-            intra.is_err() || inter.is_err() || mode.is_err() || level.is_err() || arena.is_err() || pattern.is_err(),
+            intra.is_err()
+                || inter.is_err()
+                || mode.is_err()
+                || level.is_err()
+                || arena.is_err()
+                || pattern.is_err()
+                || shrink.is_err(),
             "session settings refused for no reason: {e}"
         ),
+    }
+    let unknown: Vec<String> =
+        p.keys().filter(|k| !k.starts_with("session.") && !DOCUMENTED.contains(&k.as_str())).cloned().collect();
+    match params::unknown_parameters(&config) {
+        Ok(named) => {
+            assert_eq!(named, unknown, "every unknown key, and only those, is named");
+            assert!(!named.iter().any(|k| k.starts_with("memory.")), "an unknown memory key passed: {named:?}");
+        }
+        Err(e) => assert!(unknown.iter().any(|k| k.starts_with("memory.")), "refused for no reason: {e}"),
     }
 
     let choice = |k: &str, n: i64| read(p, k, |v| int(v).filter(|i| (0..n).contains(i)));
@@ -235,7 +290,7 @@ fn model(input: &Input) {
     let strategy = choice("arena_extend_strategy", 2);
     let copy = read(p, "do_copy_in_default_stream", flag);
     let unknown_accelerator = config.gpu_accelerators.iter().any(|(name, _)| name != "cuda");
-    match params::cuda_options(&config) {
+    match cuda::cuda_options(&config) {
         Ok(options) => {
             assert!(!unknown_accelerator);
             assert!(options.windows(2).all(|w| w[0].0 < w[1].0), "each key once");
