@@ -62,6 +62,18 @@ pub struct CheckedRequest<'a> {
     pub signature: Signature,
 }
 
+impl CheckedRequest<'_> {
+    /// The shape (without the batch dimension) of the request's input `name`: the source input of
+    /// a ragged `batch_input` or `batch_output`, which `entry` ("batch_input 'X'") names in the error.
+    pub fn source_dims(&self, config: &ModelConfig, name: &str, entry: &str) -> Result<&[i64]> {
+        self.inputs
+            .iter()
+            .find(|i| config.inputs.get(i.config_index).is_some_and(|c| c.name == name))
+            .map(|i| i.dims.as_slice())
+            .ok_or_else(|| Error::invalid_arg(format!("{entry}: the request has no input '{name}'")))
+    }
+}
+
 fn element_count(shape: &[i64]) -> Option<usize> {
     shape.iter().try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
 }

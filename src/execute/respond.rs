@@ -64,14 +64,9 @@ pub(super) fn scatters<'c>(config: &'c ModelConfig, requests: &[&CheckedRequest<
             let shapes = requests
                 .iter()
                 .map(|r| {
-                    let source = r.inputs.iter().find(|i| config.inputs[i.config_index].name == b.source_input);
-                    let source = source.ok_or_else(|| {
-                        Error::invalid_arg(format!(
-                            "batch_output '{}': the request has no input '{}'",
-                            b.target_name, b.source_input
-                        ))
-                    })?;
-                    let full: Vec<i64> = std::iter::once(r.rows as i64).chain(source.dims.iter().copied()).collect();
+                    let entry = format!("batch_output '{}'", b.target_name);
+                    let source = r.source_dims(config, &b.source_input, &entry)?;
+                    let full: Vec<i64> = std::iter::once(r.rows as i64).chain(source.iter().copied()).collect();
                     batch::scatter_shape(&dims, &full)
                         .map_err(|e| e.context(format_args!("batch_output '{}'", b.target_name)))
                 })

@@ -9,7 +9,7 @@ use crate::batch::{self, Gathered, Signature};
 use crate::clock;
 use crate::config::model_config::ModelConfig;
 use crate::dtype::DataType;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{ErrorKind, Result};
 use crate::inputs::{CheckedRequest, Payload};
 use crate::metrics::ErrorClass;
 use crate::onnx::session::OnnxSession;
@@ -210,14 +210,8 @@ fn gather_inputs<'a>(config: &'a ModelConfig, requests: &[&'a CheckedRequest<'a>
         let items = requests
             .iter()
             .map(|r| {
-                let source = r.inputs.iter().find(|i| config.inputs[i.config_index].name == b.source_input);
-                let source = source.ok_or_else(|| {
-                    Error::invalid_arg(format!(
-                        "batch_input '{}': the request has no input '{}'",
-                        b.target_name, b.source_input
-                    ))
-                })?;
-                Ok((r.rows, source.dims.as_slice()))
+                let entry = format!("batch_input '{}'", b.target_name);
+                Ok((r.rows, r.source_dims(config, &b.source_input, &entry)?))
             })
             .collect::<Result<Vec<_>>>()?;
         let (shape, values) = batch::batch_input(b.kind, &items);
