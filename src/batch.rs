@@ -131,15 +131,7 @@ pub fn split_rows(total_rows: usize, row_len: usize, rows: &[usize]) -> Result<V
             "the model returned {total_rows} rows for a batch of {expected}; cannot split the output between requests"
         )));
     }
-    let mut at = 0;
-    Ok(rows
-        .iter()
-        .map(|&r| {
-            let range = at * row_len..(at + r) * row_len;
-            at += r;
-            range
-        })
-        .collect())
+    Ok(consecutive(rows.iter().map(|&r| r * row_len)))
 }
 
 /// For an output of `total` elements scattered between requests that own `counts[i]`
@@ -152,14 +144,18 @@ pub fn split_elements(total: usize, counts: &[usize]) -> Result<Vec<Range<usize>
             "the model returned {total} elements where the requests' source inputs have {expected}"
         )));
     }
+    Ok(consecutive(counts.iter().copied()))
+}
+
+/// Back-to-back ranges of the given sizes, from 0: what each request owns of an output.
+fn consecutive(sizes: impl Iterator<Item = usize>) -> Vec<Range<usize>> {
     let mut at = 0;
-    Ok(counts
-        .iter()
-        .map(|&n| {
+    sizes
+        .map(|n| {
             at += n;
             at - n..at
         })
-        .collect())
+        .collect()
 }
 
 /// The shape one request gets back of a `batch_output` (BATCH_SCATTER_WITH_INPUT_SHAPE): the
