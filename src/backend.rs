@@ -8,7 +8,7 @@ use crate::config::params::parse_flag;
 use crate::error::{Error, Result};
 use crate::handover::Handover;
 use crate::metrics::Families;
-use crate::onnx::runtime::{self, Runtime};
+use crate::onnx::runtime::{self, Runtime, ThreadPools};
 
 /// The official backend's default for `default-max-batch-size`.
 const DEFAULT_MAX_BATCH_SIZE: usize = 4;
@@ -27,6 +27,8 @@ pub struct BackendState {
     pub metrics_on: bool,
     /// Orders an unloading incarnation's exit after its successor's start (see `handover`).
     pub handover: Handover,
+    /// `thread-pools=shared|per-session`: where sessions' operator threads come from.
+    pub thread_pools: ThreadPools,
 }
 
 /// The settings of `--backend-config=onnxrs,key=value`: pure, apart from the state that holds
@@ -39,6 +41,9 @@ pub struct BackendConfig {
     pub default_max_batch_size: usize,
     /// `metrics=0|1` (on unless set).
     pub metrics_on: bool,
+    /// `thread-pools=shared|per-session` (shared unless set: one pool of as many threads as the
+    /// process has CPUs, for every session whose config names no thread counts).
+    pub thread_pools: ThreadPools,
 }
 
 impl BackendConfig {
@@ -53,10 +58,20 @@ impl BackendConfig {
             })?,
         };
         let metrics_on = get("metrics").map_or(Ok(true), |v| parse_flag("backend config metrics", v))?;
+        let thread_pools = match get("thread-pools").map(str::trim) {
+            None | Some("shared") => ThreadPools::Shared { threads: crate::cpu::available_cpus() },
+            Some("per-session") => ThreadPools::PerSession,
+            Some(v) => {
+                return Err(Error::invalid_arg(format!(
+                    "backend config thread-pools must be 'shared' or 'per-session', got '{v}'"
+                )));
+            }
+        };
         Ok(BackendConfig {
             ort_library: get("ort-library").filter(|s| !s.is_empty()).map(PathBuf::from),
             default_max_batch_size,
             metrics_on,
+            thread_pools,
         })
     }
 }
@@ -64,7 +79,8 @@ impl BackendConfig {
 impl BackendState {
     /// From the backend config JSON the server hands over (see `BackendConfig::parse`).
     pub fn from_config(config: &serde_json::Value, backend_dir: Option<PathBuf>) -> Result<Self> {
-        let BackendConfig { ort_library, default_max_batch_size, metrics_on } = BackendConfig::parse(config)?;
+        let BackendConfig { ort_library, default_max_batch_size, metrics_on, thread_pools } =
+            BackendConfig::parse(config)?;
         Ok(BackendState {
             ort_library,
             backend_dir,
@@ -72,6 +88,7 @@ impl BackendState {
             metrics: None,
             metrics_on,
             handover: Handover::default(),
+            thread_pools,
         })
     }
 
@@ -93,7 +110,11 @@ impl BackendState {
             return Ok(rt);
         }
         let path = runtime::resolve_library(self.ort_library.as_deref(), self.backend_dir.as_deref())?;
-        runtime::init(&path)
+        let rt = runtime::init_with(&path, self.thread_pools)?;
+        if rt.thread_pools != self.thread_pools {
+            log::warn!("onnxrs: ONNX Runtime is already running with {:?} thread pools", rt.thread_pools);
+        }
+        Ok(rt)
     }
 }
 
@@ -118,5 +139,13 @@ mod tests {
         assert!(BackendState::from_config(&json!({}), None).unwrap().metrics_on);
         let e = BackendState::from_config(&json!({"cmdline": {"metrics": "maybe"}}), None).unwrap_err();
         assert!(e.message().contains("backend config metrics must be 0 or 1"), "{e}");
+        let pools = |v: &str| BackendState::from_config(&json!({"cmdline": {"thread-pools": v}}), None);
+        assert_eq!(pools("per-session").unwrap().thread_pools, ThreadPools::PerSession);
+        assert!(matches!(pools("shared").unwrap().thread_pools, ThreadPools::Shared { threads } if threads >= 1));
+        assert!(matches!(
+            BackendState::from_config(&json!({}), None).unwrap().thread_pools,
+            ThreadPools::Shared { .. }
+        ));
+        assert!(pools("global").unwrap_err().message().contains("'shared' or 'per-session'"));
     }
 }

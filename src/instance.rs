@@ -1,7 +1,8 @@
-//! One model instance: its own ONNX Runtime session (instances share nothing, so they load in
-//! parallel and run concurrently), and the memory it reports.
+//! One model instance: its ONNX Runtime session (its own, so instances load in parallel and run
+//! concurrently; or, with `share_session_between_instances`, the one its device's first instance
+//! made, run concurrently by all), and the memory it reports.
 
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use crate::clock;
 use crate::config::cuda;
@@ -22,9 +23,11 @@ pub struct InstanceState {
     pub label: String,
     pub kind: InstanceKind,
     pub device_id: i32,
-    /// Triton never runs execute concurrently on one instance; the lock only makes that visible
-    /// to the type system (it is always uncontended).
-    pub session: Mutex<OnnxSession>,
+    /// Runs take `&self`: a session shared by instances runs their executes concurrently.
+    pub session: Arc<OnnxSession>,
+    /// This instance made its session, so its memory is reported here; an instance that uses a
+    /// session another made reports none, so the shared session is counted once.
+    reports_session: bool,
     /// Heap growth measured at load, used when the session has no arena statistics.
     load_heap_bytes: u64,
     /// Paces re-reading the figures, and remembers the CPU figure last reported.
@@ -53,8 +56,7 @@ impl InstanceState {
         let settings = SessionSettings { device, ..model.settings.clone() };
         let heap_before = heap_in_use();
         let load_start = clock::now_ns();
-        let session = OnnxSession::load(model.runtime, &model.model_path, &settings, Some(&model.output_names))
-            .map_err(context)?;
+        let made = model.instance_session(&settings).map_err(context)?;
         let load_ms = clock::now_ns().saturating_sub(load_start) as f64 / 1e6;
         let load_heap_bytes = heap_in_use().saturating_sub(heap_before);
         let mut state = InstanceState {
@@ -62,7 +64,8 @@ impl InstanceState {
             name,
             kind,
             device_id,
-            session: Mutex::new(session),
+            session: made.session,
+            reports_session: made.made_here,
             load_heap_bytes,
             throttle: ReportThrottle::new(0, MEMORY_REPORT_INTERVAL_NS),
             gpu_reported: ReportThrottle::new(0, 0),
@@ -93,11 +96,11 @@ impl InstanceState {
     /// What the session holds now: the CPU arena's figure (or the heap growth measured at load),
     /// and for a GPU instance the CUDA arena's figure on its device.
     pub fn memory_usage(&self) -> Vec<MemoryUsage> {
-        let Ok(session) = self.session.lock() else { return Vec::new() };
-        let cpu = session.allocator_bytes().unwrap_or(self.load_heap_bytes);
+        let session = &self.session;
+        let cpu = if self.reports_session { session.allocator_bytes().unwrap_or(self.load_heap_bytes) } else { 0 };
         let mut usage = vec![MemoryUsage { memory_type: MemoryType::Cpu, device: 0, bytes: cpu }];
         if self.kind == InstanceKind::Gpu {
-            let gpu = session.gpu_allocator_bytes(self.device_id).unwrap_or(0);
+            let gpu = if self.reports_session { session.gpu_allocator_bytes(self.device_id).unwrap_or(0) } else { 0 };
             usage.push(MemoryUsage { memory_type: MemoryType::Gpu, device: i64::from(self.device_id), bytes: gpu });
         }
         usage

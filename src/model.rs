@@ -2,6 +2,7 @@
 //! its instances load, and the session settings they share.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::backend::BackendState;
 use crate::config::model_config::ModelConfig;
@@ -9,8 +10,8 @@ use crate::config::{autocomplete, check, params};
 use crate::error::{Error, Result};
 use crate::handover::Ticket;
 use crate::metrics::ModelMetrics;
-use crate::onnx::runtime::Runtime;
-use crate::onnx::session::{GraphOptimization, ModelIo, OnnxSession, SessionSettings};
+use crate::onnx::runtime::{Runtime, ThreadPools};
+use crate::onnx::session::{Device, GraphOptimization, ModelIo, OnnxSession, SessionSettings};
 use crate::triton::Model;
 
 pub struct ModelState {
@@ -27,6 +28,18 @@ pub struct ModelState {
     pub metrics: Option<ModelMetrics>,
     /// This incarnation's place among the incarnations of its version (see `handover`).
     pub ticket: Ticket,
+    /// `share_session_between_instances`: one session per device for all the instances.
+    pub share_session: bool,
+    /// The outputs runs of one request write straight into the response (`execute::direct`).
+    pub(crate) direct_outputs: Vec<crate::execute::direct::DirectOutput>,
+    /// The shared sessions, one per device, made by the first instance on it.
+    shared: Mutex<Vec<(Device, Arc<OnnxSession>)>>,
+}
+
+/// An instance's session, and whether this instance made it (the one that reports its memory).
+pub struct InstanceSession {
+    pub session: Arc<OnnxSession>,
+    pub made_here: bool,
 }
 
 /// `<repository>/<version>/<default_model_filename>`; a directory there (a model saved with
@@ -99,16 +112,20 @@ impl ModelState {
         if let Some((_, devices)) = settings.run_config_entries.iter().find(|(k, _)| k == params::ARENA_SHRINKAGE) {
             log::info!("onnxrs: model '{name}' version {version}: arena shrinkage after every run on {devices}");
         }
+        let share_session = params::share_session(&config)?;
+        let threads = match runtime.thread_pools {
+            ThreadPools::Shared { threads } if !settings.own_threads => format!("shared pool of {threads}"),
+            _ => format!("intra_op {} inter_op {}", settings.intra_op_threads, settings.inter_op_threads),
+        };
         log::info!(
-            "onnxrs: model '{name}' version {version}: {} | max_batch_size {} | intra_op {} inter_op {} | {} | optimization {:?} | arena {} mem_pattern {}",
+            "onnxrs: model '{name}' version {version}: {} | max_batch_size {} | threads: {threads} | {} | optimization {:?} | arena {} mem_pattern {}{}",
             model_path.display(),
             config.max_batch_size,
-            settings.intra_op_threads,
-            settings.inter_op_threads,
             if settings.parallel_execution { "parallel" } else { "sequential" },
             settings.optimization,
             settings.mem_arena,
             settings.mem_pattern,
+            if share_session { " | one session shared by the instances" } else { "" },
         );
         // The outputs runs compute: the config's, and the state outputs handed back to Triton.
         let mut output_names: Vec<String> = config.outputs.iter().map(|o| o.name.clone()).collect();
@@ -123,6 +140,7 @@ impl ModelState {
             }
             _ => None,
         };
+        let direct_outputs = crate::execute::direct::eligible(&config, &io);
         Ok(ModelState {
             name: name.to_string(),
             version,
@@ -134,7 +152,28 @@ impl ModelState {
             output_names,
             metrics,
             ticket,
+            share_session,
+            direct_outputs,
+            shared: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The session an instance on `settings.device` runs: its own, or with
+    /// `share_session_between_instances` the one the first instance on that device made.
+    pub(crate) fn instance_session(&self, settings: &SessionSettings) -> Result<InstanceSession> {
+        let load = || OnnxSession::load(self.runtime, &self.model_path, settings, Some(&self.output_names));
+        if !self.share_session {
+            return Ok(InstanceSession { session: Arc::new(load()?), made_here: true });
+        }
+        // Held while loading: instances load in parallel, and the second must wait for the
+        // first's session rather than make one of its own.
+        let mut shared = self.shared.lock().map_err(|_| Error::internal("the shared sessions' lock is poisoned"))?;
+        if let Some((_, session)) = shared.iter().find(|(device, _)| *device == settings.device) {
+            return Ok(InstanceSession { session: Arc::clone(session), made_here: false });
+        }
+        let session = Arc::new(load()?);
+        shared.push((settings.device.clone(), Arc::clone(&session)));
+        Ok(InstanceSession { session, made_here: true })
     }
 }
 

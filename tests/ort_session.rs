@@ -51,7 +51,7 @@ fn describes_inputs_outputs_and_initializer_backed_inputs() {
 
 #[test]
 fn runs_with_borrowed_input_and_reads_output_in_place() {
-    let mut s = OnnxSession::load(rt(), &model("gather_fail"), &settings(), None).unwrap();
+    let s = OnnxSession::load(rt(), &model("gather_fail"), &settings(), None).unwrap();
     let idx: Vec<u8> = [4i64, 0, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
     let t = tensor::from_bytes(DataType::Int64, &[1, 3], &idx).unwrap();
     let out = s.run(&[("IDX", &t)]).unwrap();
@@ -63,7 +63,7 @@ fn runs_with_borrowed_input_and_reads_output_in_place() {
 
 #[test]
 fn a_failing_run_is_an_invalid_argument_error_and_the_session_stays_usable() {
-    let mut s = OnnxSession::load(rt(), &model("gather_fail"), &settings(), None).unwrap();
+    let s = OnnxSession::load(rt(), &model("gather_fail"), &settings(), None).unwrap();
     let bad: Vec<u8> = 9i64.to_le_bytes().to_vec();
     let t = tensor::from_bytes(DataType::Int64, &[1, 1], &bad).unwrap();
     let Err(e) = s.run(&[("IDX", &t)]) else { panic!("index 9 is out of range, the run must fail") };
@@ -78,7 +78,7 @@ fn a_failing_run_is_an_invalid_argument_error_and_the_session_stays_usable() {
 
 #[test]
 fn string_tensors_round_trip() {
-    let mut s = OnnxSession::load(rt(), &model("string_concat"), &settings(), None).unwrap();
+    let s = OnnxSession::load(rt(), &model("string_concat"), &settings(), None).unwrap();
     let elements: [&[u8]; 3] = [b"", "\u{e9}t\u{e9}".as_bytes(), b"x"];
     let t = tensor::from_strings(&[1, 3], &elements).unwrap();
     let out = s.run(&[("TEXT", &t)]).unwrap();
@@ -97,7 +97,7 @@ fn a_wrong_byte_count_never_reaches_onnx_runtime() {
 
 #[test]
 fn the_arena_reports_what_it_holds() {
-    let mut s = OnnxSession::load(rt(), &model("mlp_fp32"), &settings(), None).unwrap();
+    let s = OnnxSession::load(rt(), &model("mlp_fp32"), &settings(), None).unwrap();
     let x = vec![0u8; 64 * 16 * 4];
     let t = tensor::from_bytes(DataType::Fp32, &[64, 16], &x).unwrap();
     drop(s.run(&[("X", &t)]).unwrap());

@@ -20,9 +20,10 @@ use serde_json::{Value, json};
 use triton_onnxrs::backend::BackendConfig;
 use triton_onnxrs::config::model_config::ModelConfig;
 use triton_onnxrs::config::{cuda, params};
+use triton_onnxrs::onnx::runtime::ThreadPools;
 use triton_onnxrs::onnx::session::GraphOptimization;
 
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 20] = [
     "memory.enable_memory_arena_shrinkage",
     "memory.enable_arena_shrinkage",
     "intra_op_thread_count",
@@ -41,9 +42,11 @@ const KEYS: [&str; 18] = [
     "default-max-batch-size",
     "ort-library",
     "enable_cuda_graph",
+    "share_session_between_instances",
+    "thread-pools",
 ];
 
-const VALUES: [&str; 24] = [
+const VALUES: [&str; 26] = [
     "cpu:0",
     " GPU:1 ; cpu:0;",
     "tpu:0",
@@ -68,6 +71,8 @@ const VALUES: [&str; 24] = [
     "18446744073709551616",
     "1.5",
     "\u{a0}1",
+    "shared",
+    " per-session",
 ];
 
 #[derive(Debug, Arbitrary)]
@@ -123,7 +128,7 @@ fn text(t: &Text) -> String {
 
 /// The domains, spelled out.
 /// The parameters onnxrs documents (README): others are warned about, unknown memory.* refused.
-const DOCUMENTED: [&str; 11] = [
+const DOCUMENTED: [&str; 12] = [
     "intra_op_thread_count",
     "inter_op_thread_count",
     "execution_mode",
@@ -135,6 +140,7 @@ const DOCUMENTED: [&str; 11] = [
     "arena_extend_strategy",
     "do_copy_in_default_stream",
     "metrics",
+    "share_session_between_instances",
 ];
 
 /// `cpu:0;gpu:1` device lists, as ONNX Runtime's shrinkage run option takes them.
@@ -184,10 +190,19 @@ fn backend(input: &Input) {
     let state = BackendConfig::parse(&json!({ "cmdline": cmdline }));
     let max_batch = read(&strings, "default-max-batch-size", |v| v.trim().parse::<usize>().ok());
     let metrics = read(&strings, "metrics", flag);
+    let pools = read(&strings, "thread-pools", |v| match v.trim() {
+        "shared" => Some(false),
+        "per-session" => Some(true),
+        _ => None,
+    });
+    // Refused when either is invalid: the two are checked together below.
+    let metrics = metrics.and_then(|m| pools.map(|_| m)).map_err(|_| ());
     match (state, max_batch, metrics) {
         (Ok(s), Ok(max_batch), Ok(metrics)) => {
             assert_eq!(s.default_max_batch_size, max_batch.unwrap_or(4));
             assert_eq!(s.metrics_on, metrics.unwrap_or(true));
+            let shared = matches!(s.thread_pools, ThreadPools::Shared { threads } if threads >= 1);
+            assert_eq!(shared, pools != Ok(Some(true)), "per-session only when asked for");
             let library = strings.get("ort-library").filter(|l| !l.is_empty());
             assert_eq!(s.ort_library.as_deref(), library.map(std::path::Path::new));
         }
@@ -234,6 +249,7 @@ fn model(input: &Input) {
 
     let default_threads = 1 + input.default_threads as usize % 16;
     let intra = read(p, "intra_op_thread_count", count);
+    let intra_named = intra.as_ref().is_ok_and(|n| n.is_some_and(|n| n > 0));
     let inter = read(p, "inter_op_thread_count", count);
     let mode = read(p, "execution_mode", |v| int(v).filter(|m| *m == 0 || *m == 1));
     let level = match config.graph_level {
@@ -251,6 +267,10 @@ fn model(input: &Input) {
             let intra = intra.unwrap().filter(|&n| n > 0).unwrap_or(default_threads);
             assert_eq!(s.intra_op_threads, intra);
             assert!(s.intra_op_threads >= 1);
+            // Thread counts (or parallel mode) in the config: a pool of the session's own.
+            let own =
+                p.contains_key("inter_op_thread_count") || intra_named || mode.as_ref().is_ok_and(|m| *m == Some(1));
+            assert_eq!(s.own_threads, own);
             assert_eq!(s.inter_op_threads, inter.unwrap().unwrap_or(0));
             assert_eq!(s.parallel_execution, mode.unwrap() == Some(1));
             assert_eq!(s.optimization, level.unwrap());
@@ -333,6 +353,11 @@ fn model(input: &Input) {
         (Ok(on), Ok(want)) => assert_eq!(on, want.unwrap_or(true)),
         (Err(_), Err(())) => {}
         (got, want) => panic!("metrics_enabled = {got:?}, the domain says {want:?}"),
+    }
+    match (params::share_session(&config), read(p, params::SHARE_SESSION, flag)) {
+        (Ok(on), Ok(want)) => assert_eq!(on, want.unwrap_or(false)),
+        (Err(_), Err(())) => {}
+        (got, want) => panic!("share_session = {got:?}, the domain says {want:?}"),
     }
 }
 

@@ -3,13 +3,14 @@
 //!
 //! | key | values | default |
 //! | --- | --- | --- |
-//! | `intra_op_thread_count` | threads for one operator | CPUs this process may use (cgroup quota aware) |
-//! | `inter_op_thread_count` | threads across operators (parallel mode) | ONNX Runtime's default |
+//! | `intra_op_thread_count` | threads for one operator (the session then has pools of its own) | the backend's shared pool, as many threads as CPUs this process may use (cgroup quota aware); with `thread-pools=per-session`, a pool that size per session |
+//! | `inter_op_thread_count` | threads across operators (parallel mode; a pool of its own) | ONNX Runtime's default |
 //! | `execution_mode` | 0 sequential, 1 parallel | 0 |
 //! | `enable_mem_arena` | 0 / 1 | 1 |
 //! | `enable_mem_pattern` | 0 / 1 | 1 |
 //! | `session.<key>` | any ONNX Runtime session config entry, passed through | — |
 //! | `memory.enable_memory_arena_shrinkage` | devices whose arena gives back its free memory after every run: `cpu:0`, `gpu:0`, `cpu:0;gpu:1` (an ONNX Runtime run option) | off |
+//! | `share_session_between_instances` | `true`/`1`: the instances on one device run one session (one copy of the weights) | off |
 //! | `optimization { graph { level } }` | -1 basic, 0 all, 1 extended, 2 none (as the official backend) | all |
 
 //!
@@ -23,7 +24,7 @@ pub const ARENA_SHRINKAGE: &str = "memory.enable_memory_arena_shrinkage";
 /// ignores them silently, so a misspelt key would change nothing without anyone knowing); an
 /// unknown `memory.*` key fails the load, since memory settings that do nothing are the ones an
 /// operator counts on most.
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 12] = [
     "intra_op_thread_count",
     "inter_op_thread_count",
     "execution_mode",
@@ -35,7 +36,16 @@ const KNOWN: [&str; 11] = [
     "arena_extend_strategy",
     "do_copy_in_default_stream",
     "metrics",
+    SHARE_SESSION,
 ];
+
+/// The key users of the official backend's pull requests for one session per model write.
+pub const SHARE_SESSION: &str = "share_session_between_instances";
+
+/// `share_session_between_instances`: whether the instances on one device use one session.
+pub fn share_session(config: &ModelConfig) -> Result<bool> {
+    bool_param(&config.parameters, SHARE_SESSION, false)
+}
 
 use crate::config::model_config::ModelConfig;
 use crate::error::{Error, Result};
@@ -75,8 +85,10 @@ fn count_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<us
 /// (or names 0, which for ONNX Runtime would mean "one per core of the host").
 pub fn session_settings(config: &ModelConfig, default_threads: usize) -> Result<SessionSettings> {
     let p = &config.parameters;
-    let intra = count_param(p, "intra_op_thread_count")?.filter(|&n| n > 0).unwrap_or(default_threads);
-    let inter = count_param(p, "inter_op_thread_count")?.unwrap_or(0);
+    let intra_param = count_param(p, "intra_op_thread_count")?.filter(|&n| n > 0);
+    let inter_param = count_param(p, "inter_op_thread_count")?;
+    let intra = intra_param.unwrap_or(default_threads);
+    let inter = inter_param.unwrap_or(0);
     let parallel_execution = match int_param(p, "execution_mode")? {
         None | Some(0) => false,
         Some(1) => true,
@@ -102,6 +114,9 @@ pub fn session_settings(config: &ModelConfig, default_threads: usize) -> Result<
         None => Vec::new(),
     };
     Ok(SessionSettings {
+        // A config that sets thread counts (or parallel execution, which needs an inter-op pool
+        // of its own) gets what it asks for; the others use the backend's shared pool, if any.
+        own_threads: intra_param.is_some() || inter_param.is_some() || parallel_execution,
         intra_op_threads: intra,
         inter_op_threads: inter,
         parallel_execution,

@@ -11,8 +11,10 @@
 //! - `run`: gathering a run's inputs, running ONNX Runtime, scattering the outputs, and running
 //!   the requests of a failed run again one by one, so only the culprit gets the error;
 //! - `respond`: writing one request's outputs into its response;
+//! - `direct`: the outputs a run of one request writes straight into its response;
 //! - `reporting`: one run's batch statistics, metrics and trace activities.
 
+pub(crate) mod direct;
 mod read;
 mod reporting;
 mod respond;
@@ -29,7 +31,7 @@ use crate::instance::InstanceState;
 use crate::metrics::{ErrorClass, ModelMetrics, SequencePosition};
 use crate::model::ModelState;
 use crate::triton::instance::Timestamps;
-use crate::triton::{Instance, OwnedRequest, Request, Response};
+use crate::triton::{Instance, InstanceKind, OwnedRequest, Request, Response};
 
 /// An error and what kind of failure it is (for `onnxrs_request_errors_total`).
 type Failure = (Error, ErrorClass);
@@ -140,6 +142,8 @@ struct Reporter<'i> {
 /// What every step of one execution shares.
 struct ExecutionScope<'a> {
     config: &'a ModelConfig,
+    /// The outputs a run of one request writes straight into its response (none on a GPU).
+    direct: &'a [direct::DirectOutput],
     reporter: Reporter<'a>,
     /// When the execute call began: the start of every request's statistics.
     exec_start: u64,
@@ -171,26 +175,16 @@ pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &Instan
     // request is answered (by `execution`'s drop) before it is released (by its own).
     let mut execution =
         Execution { reporter, records: requests.iter().map(|r| RequestRecord::new(r.view())).collect() };
-    let scope = ExecutionScope { config: &model.config, reporter, exec_start };
+    // A GPU instance's outputs come back through ONNX Runtime's own copy to the host.
+    let direct: &[direct::DirectOutput] = if state.kind == InstanceKind::Gpu { &[] } else { &model.direct_outputs };
+    let scope = ExecutionScope { config: &model.config, direct, reporter, exec_start };
 
     for record in &mut execution.records {
         read::read(&scope, record);
     }
     let runs = run::plan(&mut execution.records, model.config.max_batch_size);
-    match state.session.lock() {
-        Ok(mut session) => {
-            for mut records in runs {
-                run::run_and_answer(&scope, &mut session, &mut records);
-            }
-        }
-        Err(_) => {
-            for record in runs.into_iter().flatten() {
-                record.outcome = Outcome::Failed(
-                    Error::internal("onnxrs: the instance's session is unusable after a panic"),
-                    ErrorClass::Internal,
-                );
-            }
-        }
+    for mut records in runs {
+        run::run_and_answer(&scope, &state.session, &mut records);
     }
     drop(execution);
     drop(requests);

@@ -23,6 +23,8 @@ pub(super) struct RowShare<'a> {
     pub(super) position: usize,
     /// The run's `batch_output`s: these outputs are scattered by element counts, not rows.
     pub(super) scatters: &'a [Scatter<'a>],
+    /// Outputs the run wrote straight into this request's response (`direct`), with their bytes.
+    pub(super) direct: &'a [(String, u64)],
 }
 
 impl RowShare<'_> {
@@ -133,11 +135,11 @@ pub(super) fn write_outputs(
     config: &ModelConfig,
     views: &[(&TensorConfig, OutputView<'_>)],
     share: RowShare<'_>,
-    record: &mut RequestRecord<'_>,
+    record: &RequestRecord<'_>,
 ) -> std::result::Result<u64, Failure> {
     let request = record.request;
     let response =
-        record.response.as_mut().ok_or_else(|| Error::internal("no response")).class(ErrorClass::Internal)?;
+        record.response.as_ref().ok_or_else(|| Error::internal("no response")).class(ErrorClass::Internal)?;
     let own_rows = share
         .rows
         .get(share.position)
@@ -148,6 +150,10 @@ pub(super) fn write_outputs(
     let batching = config.batching();
     for index in 0..request.output_count().class(ErrorClass::Internal)? {
         let name = request.output_name(index).class(ErrorClass::Internal)?;
+        if let Some((_, bytes)) = share.direct.iter().find(|(n, _)| n == name) {
+            written += bytes;
+            continue;
+        }
         let (output_config, view) = views
             .iter()
             .find(|(output_config, _)| output_config.name == name)

@@ -4,12 +4,12 @@
 //! requests run again one by one, so only the request that makes ONNX Runtime fail gets the error.
 
 use super::respond::{RowShare, Scatter};
-use super::{Classify, ExecutionScope, Failure, Outcome, RequestRecord, reporting, respond, sequence};
+use super::{Classify, ExecutionScope, Failure, Outcome, RequestRecord, direct, reporting, respond, sequence};
 use crate::batch::{self, Gathered, Signature};
 use crate::clock;
 use crate::config::model_config::ModelConfig;
 use crate::dtype::DataType;
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::inputs::{CheckedRequest, Payload};
 use crate::metrics::ErrorClass;
 use crate::onnx::session::OnnxSession;
@@ -37,7 +37,7 @@ pub(super) fn plan<'x, 'r>(
 /// answers them.
 pub(super) fn run_and_answer(
     scope: &ExecutionScope<'_>,
-    session: &mut OnnxSession,
+    session: &OnnxSession,
     records: &mut [&mut RequestRecord<'_>],
 ) {
     let run_start = clock::now_ns();
@@ -99,11 +99,11 @@ struct CompletedRun {
 /// its response. An error means ONNX Runtime returned nothing, and no output was written.
 fn run_once(
     scope: &ExecutionScope<'_>,
-    session: &mut OnnxSession,
+    session: &OnnxSession,
     records: &mut [&mut RequestRecord<'_>],
 ) -> std::result::Result<CompletedRun, Failure> {
     // The inputs borrow the records; the block ends that borrow before the responses are written.
-    let (outputs, rows, scatters, input_bytes, compute_start, compute_end) = {
+    let (outputs, rows, scatters, input_bytes, direct, compute_start, compute_end) = {
         let checked = records.iter().map(|r| r.checked()).collect::<Result<Vec<_>>>().class(ErrorClass::Internal)?;
         let rows: Vec<usize> = checked.iter().map(|c| c.rows).collect();
         let scatters: Vec<Scatter<'_>> = respond::scatters(scope.config, &checked).class(ErrorClass::BadInput)?;
@@ -128,35 +128,52 @@ fn run_once(
                 RunInput::Fixed { .. } => None,
             }))
             .collect();
+        // A run of one request writes the outputs whose shape is known straight into its response.
+        let direct::Prepared { into, written: direct } = match (&*records, rows.as_slice()) {
+            ([record], [own_rows]) if !scope.direct.is_empty() => {
+                let response = record.response.as_ref().ok_or_else(|| Error::internal("no response"));
+                let batch_rows = scope.config.batching().then_some(*own_rows);
+                direct::prepare(
+                    scope.direct,
+                    (record.request, response.class(ErrorClass::Internal)?),
+                    batch_rows,
+                    session,
+                )
+                .class(ErrorClass::OutputAllocation)?
+            }
+            _ => direct::Prepared::default(),
+        };
         // On a GPU instance the run returns its outputs in host memory, so it has waited for the
         // device work and the copy back: compute_end covers the device time, not just the launches.
         let compute_start = clock::now_ns();
-        let outputs = session.run(&feeds).class(ErrorClass::OrtFailure)?;
+        let outputs = session.run_into(&feeds, into).class(ErrorClass::OrtFailure)?;
         let compute_end = clock::now_ns();
-        (outputs, rows, scatters, input_bytes, compute_start, compute_end)
+        (outputs, rows, scatters, input_bytes, direct, compute_start, compute_end)
     };
 
     let views = respond::read_outputs(scope.config, &outputs);
     if let Ok(views) = &views {
         // Before any response gets an output: when the outputs do not split between the
         // requests, the caller runs them again one by one.
-        let share = RowShare { rows: &rows, position: 0, scatters: &scatters };
+        let share = RowShare { rows: &rows, position: 0, scatters: &scatters, direct: &[] };
         respond::check_split(scope.config, views, &share).map_err(|e| {
             let class = if e.kind() == ErrorKind::InvalidArg { ErrorClass::BadInput } else { ErrorClass::Internal };
             (e, class)
         })?;
     }
     let written = records
-        .iter_mut()
+        .iter()
         .enumerate()
         .map(|(position, record)| {
             let views = views.as_ref().map_err(|e| (e.clone(), ErrorClass::Internal))?;
-            let share = || RowShare { rows: &rows, position, scatters: &scatters };
+            let share = || RowShare { rows: &rows, position, scatters: &scatters, direct: &direct };
             let written = respond::write_outputs(scope.config, views, share(), record)?;
             sequence::write_states(scope.config, &outputs, share(), record)?;
             Ok(written)
         })
         .collect();
+    drop(views);
+    drop(outputs);
     Ok(CompletedRun { rows: rows.iter().map(|&r| r as u64).sum(), compute_start, compute_end, input_bytes, written })
 }
 

@@ -7,3 +7,4 @@ mod error;
 pub mod runtime;
 pub mod session;
 pub mod tensor;
+pub(crate) mod value;

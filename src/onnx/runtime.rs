@@ -22,6 +22,20 @@ pub struct Runtime {
     pub library: PathBuf,
     pub version: String,
     pub environment: Environment,
+    /// How the environment's sessions get their threads.
+    pub thread_pools: ThreadPools,
+}
+
+/// Where sessions' operator threads come from (`--backend-config=onnxrs,thread-pools=...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadPools {
+    /// One intra-op pool of `threads` threads for the whole process, used by every session that
+    /// does not ask for thread counts of its own. Several models and instances then never start
+    /// more operator threads than the process has CPUs; each session's own pool would spin
+    /// `threads` threads of its own (N sessions × CPUs).
+    Shared { threads: usize },
+    /// Every session has pools of its own (ONNX Runtime's and the official backend's way).
+    PerSession,
 }
 
 /// Picks the library file: the explicit path if given (it must exist), else `libonnxruntime.so`
@@ -60,16 +74,37 @@ pub fn resolve_library(explicit: Option<&Path>, dir: Option<&Path>) -> Result<Pa
     versioned.pop().map(|(_, p)| p).ok_or_else(not_found)
 }
 
-/// Loads the library at `path` and creates the environment, once per process. Later calls return
-/// the same runtime; a different path then is reported, since a process can hold only one.
+/// Loads the library at `path` and creates the environment (sessions with pools of their own),
+/// once per process; see `init_with`.
 pub fn init(path: &Path) -> Result<&'static Runtime> {
+    init_with(path, ThreadPools::PerSession)
+}
+
+/// Loads the library at `path` and creates the environment with `thread_pools`, once per
+/// process. Later calls return the same runtime; a different path then is reported, since a
+/// process can hold only one.
+pub fn init_with(path: &Path, thread_pools: ThreadPools) -> Result<&'static Runtime> {
     let rt = RUNTIME.get_or_try_init(|| {
-        let builder = ort::init_from(path)
-            .map_err(|e| Error::unavailable(format!("cannot load ONNX Runtime from '{}': {e}", path.display())))?;
-        let environment = builder.with_name("onnxrs").build()?;
-        let rt = Runtime { library: path.to_path_buf(), version: version_string(), environment };
+        let mut builder = ort::init_from(path)
+            .map_err(|e| Error::unavailable(format!("cannot load ONNX Runtime from '{}': {e}", path.display())))?
+            .with_name("onnxrs");
+        if let ThreadPools::Shared { threads } = thread_pools {
+            // Inter-op threads serve only parallel execution mode, whose sessions keep pools of
+            // their own (`config::params`): one is enough here.
+            let options = ort::environment::GlobalThreadPoolOptions::default()
+                .with_intra_threads(threads)?
+                .with_inter_threads(1)?;
+            builder = builder.with_global_thread_pool(options);
+        }
+        let environment = builder.build()?;
+        let rt = Runtime { library: path.to_path_buf(), version: version_string(), environment, thread_pools };
         // Here, not in the callers: models load in parallel, and this runs once.
-        log::info!("onnxrs: loaded ONNX Runtime from {} ({})", rt.library.display(), rt.version);
+        log::info!(
+            "onnxrs: loaded ONNX Runtime from {} ({}); operator threads: {:?}",
+            rt.library.display(),
+            rt.version,
+            rt.thread_pools
+        );
         Ok::<_, Error>(rt)
     })?;
     if rt.library != path {

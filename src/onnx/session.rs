@@ -2,20 +2,23 @@
 //! its inputs and outputs, running it, and reading how much memory its allocator holds.
 
 use std::collections::HashSet;
+use std::ffi::{CString, c_char};
 use std::path::Path;
+use std::ptr;
 
 use ort::AsPointer;
 use ort::ep::ArbitrarilyConfigurableExecutionProvider;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{OutputSelector, RunOptions, Session};
+use ort::session::{RunOptions, Session};
 use ort::value::ValueType;
 
 use crate::dtype::DataType;
 use crate::error::{Error, Result, ResultExt};
 use crate::onnx::element;
-use crate::onnx::runtime::Runtime;
-use crate::onnx::tensor::{InputTensor, RunOutputs};
+use crate::onnx::runtime::{Runtime, ThreadPools};
+use crate::onnx::tensor::{InputTensor, OutputTensor, RunOutputs};
+use crate::onnx::value::OwnedValue;
 
 /// Graph optimization, in the order ONNX Runtime applies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,9 @@ pub enum Device {
 /// Everything a session is built with; resolved from the model config by `crate::config::params`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSettings {
+    /// The session keeps operator threads of its own (`intra_op_threads`, `inter_op_threads`)
+    /// even when the environment has shared ones; set when the config asks for thread counts.
+    pub own_threads: bool,
     pub intra_op_threads: usize,
     pub inter_op_threads: usize,
     /// ORT_PARALLEL instead of ORT_SEQUENTIAL (`execution_mode: 1`).
@@ -57,6 +63,7 @@ pub struct SessionSettings {
 impl Default for SessionSettings {
     fn default() -> Self {
         SessionSettings {
+            own_threads: true,
             intra_op_threads: 0,
             inter_op_threads: 0,
             parallel_execution: false,
@@ -122,10 +129,21 @@ fn describe(name: &str, t: &ValueType) -> TensorInfo {
 pub struct OnnxSession {
     session: Session,
     io: ModelIo,
-    /// Limits runs to the outputs the config exposes (others are not computed when ONNX Runtime
-    /// can prune them). Kept for the life of the session: creating options per run costs.
-    run_options: Option<RunOptions<ort::session::HasSelectedOutputs>>,
+    /// Every input's name as ONNX Runtime takes it, made once: a run names its inputs by pointer.
+    input_names: Vec<(String, CString)>,
+    /// The outputs runs compute, in this order (those the config exposes; others are not
+    /// computed when ONNX Runtime can prune them), and the same names for the C call.
+    output_names: Vec<String>,
+    output_cnames: Vec<CString>,
+    /// Options set on every run, when the config asks for any (`memory.enable_memory_arena_shrinkage`).
+    /// Kept for the life of the session: creating options per run costs.
+    run_options: Option<RunOptions>,
 }
+
+// SAFETY: ONNX Runtime documents `OrtApi::Run` as safe to call on one session from several
+// threads at once (sessions are shared this way by `share_session_between_instances`, SAFETY.md
+// "One session, several instances"); everything else here is read-only after `load`.
+unsafe impl Sync for OnnxSession {}
 
 fn builder(runtime: &Runtime, s: &SessionSettings) -> Result<SessionBuilder> {
     let mut b = Session::builder(&runtime.environment)?
@@ -137,11 +155,17 @@ fn builder(runtime: &Runtime, s: &SessionSettings) -> Result<SessionBuilder> {
         })?
         .with_memory_pattern(s.mem_pattern)?
         .with_parallel_execution(s.parallel_execution)?;
-    if s.intra_op_threads > 0 {
-        b = b.with_intra_threads(s.intra_op_threads)?;
-    }
-    if s.inter_op_threads > 0 {
-        b = b.with_inter_threads(s.inter_op_threads)?;
+    let shared_pool = matches!(runtime.thread_pools, ThreadPools::Shared { .. });
+    if s.own_threads || !shared_pool {
+        if shared_pool {
+            b = b.with_independent_thread_pool()?;
+        }
+        if s.intra_op_threads > 0 {
+            b = b.with_intra_threads(s.intra_op_threads)?;
+        }
+        if s.inter_op_threads > 0 {
+            b = b.with_inter_threads(s.inter_op_threads)?;
+        }
     }
     for (k, v) in &s.config_entries {
         b = b.with_config_entry(k, v).context(format_args!("session config entry '{k}'"))?;
@@ -195,42 +219,105 @@ impl OnnxSession {
             overridable: overridable.iter().map(|i| i.name().to_string()).collect(),
         };
         // Sessions that serve requests always name their outputs; the probe session that only
-        // reads the graph never runs, so it needs no run options.
-        let run_options = match outputs {
-            Some(names) => {
-                let selector = names.iter().fold(OutputSelector::no_default(), |s, n| s.with(n.clone()));
-                let mut options = RunOptions::new()?.with_outputs(selector);
-                for (k, v) in &settings.run_config_entries {
-                    options.set(k, v).map_err(|e| Error::invalid_arg(format!("run option '{k}' = '{v}': {e}")))?;
-                }
-                Some(options)
-            }
-            None => None,
+        // reads the graph never runs.
+        let output_names: Vec<String> = match outputs {
+            Some(names) => names.to_vec(),
+            None => io.outputs.iter().map(|o| o.name.clone()).collect(),
         };
-        Ok(OnnxSession { session, io, run_options })
+        let c_name =
+            |n: &str| CString::new(n).map_err(|_| Error::invalid_arg(format!("tensor name '{n}' holds a NUL")));
+        let output_cnames = output_names.iter().map(|n| c_name(n)).collect::<Result<Vec<_>>>()?;
+        let input_names =
+            io.inputs.iter().map(|i| Ok((i.name.clone(), c_name(&i.name)?))).collect::<Result<Vec<_>>>()?;
+        let run_options = if settings.run_config_entries.is_empty() {
+            None
+        } else {
+            let mut options = RunOptions::new()?;
+            for (k, v) in &settings.run_config_entries {
+                options.set(k, v).map_err(|e| Error::invalid_arg(format!("run option '{k}' = '{v}': {e}")))?;
+            }
+            Some(options)
+        };
+        Ok(OnnxSession { session, io, input_names, output_names, output_cnames, run_options })
     }
 
     pub fn io(&self) -> &ModelIo {
         &self.io
     }
 
+    /// The outputs a run computes, in the order `run` takes pre-allocated ones.
+    pub fn output_names(&self) -> &[String] {
+        &self.output_names
+    }
+
     /// Runs the model on `inputs` (name, tensor); unnamed optional inputs take their initializer.
     /// ONNX Runtime's "invalid argument" (a shape or value the graph rejects) becomes INVALID_ARG,
-    /// anything else INTERNAL.
-    pub fn run<'s>(&'s mut self, inputs: &[(&str, &InputTensor<'_>)]) -> Result<RunOutputs<'s>> {
-        let values: Vec<(&str, ort::session::SessionInputValue<'_>)> =
-            inputs.iter().map(|(n, t)| (*n, t.value().view().into())).collect();
-        let r = match &self.run_options {
-            Some(o) => self.session.run_with_options(values, o),
-            None => self.session.run(values),
+    /// anything else INTERNAL. Takes `&self`: runs on one session may overlap (see `Sync` above).
+    pub fn run<'s>(&'s self, inputs: &[(&str, &InputTensor<'_>)]) -> Result<RunOutputs<'s>> {
+        self.run_into(inputs, Vec::new())
+    }
+
+    /// `run`, where `into` may hold, per output (in `output_names` order), a tensor to write it into instead of
+    /// memory ONNX Runtime allocates; it must have the output's real shape, or the run fails.
+    pub fn run_into<'s>(
+        &'s self,
+        inputs: &[(&str, &InputTensor<'_>)],
+        into: Vec<Option<OutputTensor<'s>>>,
+    ) -> Result<RunOutputs<'s>> {
+        let mut names: Vec<*const c_char> = Vec::with_capacity(inputs.len());
+        let mut values: Vec<*const ort::sys::OrtValue> = Vec::with_capacity(inputs.len());
+        for (name, tensor) in inputs {
+            let (_, cname) = self
+                .input_names
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| Error::invalid_arg(format!("the model has no input '{name}'")))?;
+            names.push(cname.as_ptr());
+            values.push(tensor.value().ptr().cast_const());
+        }
+        if into.len() > self.output_names.len() {
+            return Err(Error::internal("more output tensors than outputs"));
+        }
+        let mut owned: Vec<Option<OwnedValue>> = into.into_iter().map(|t| t.map(OutputTensor::into_value)).collect();
+        owned.resize_with(self.output_names.len(), || None);
+        let mut raw: Vec<*mut ort::sys::OrtValue> =
+            owned.iter().map(|v| v.as_ref().map_or(ptr::null_mut(), OwnedValue::ptr)).collect();
+        let output_cnames: Vec<*const c_char> = self.output_cnames.iter().map(|n| n.as_ptr()).collect();
+        let options = self.run_options.as_ref().map_or(ptr::null(), |o| o.ptr());
+        // SAFETY: a live session (Run may be called concurrently on it, see `Sync` above); the
+        // name and value arrays have the lengths passed; the input values and the memory under
+        // them outlive the call (borrowed by `inputs`); `raw` holds, per output, null or a tensor
+        // we own (over memory borrowed for `'s`), and ONNX Runtime fills the nulls with new
+        // values we then own.
+        let status = unsafe {
+            (ort::api().Run)(
+                self.session.ptr().cast_mut(),
+                options,
+                names.as_ptr(),
+                values.as_ptr(),
+                values.len(),
+                output_cnames.as_ptr(),
+                output_cnames.len(),
+                raw.as_mut_ptr(),
+            )
         };
-        r.map(RunOutputs::new).map_err(|e| {
+        // SAFETY: the status of the call above, consumed once.
+        if let Err(e) = unsafe { ort::Error::result_from_status(status) } {
             let msg = format!("onnxruntime run failed: {}", e.message());
-            match e.code() {
+            return Err(match e.code() {
                 ort::ErrorCode::InvalidArgument => Error::invalid_arg(msg),
                 _ => Error::internal(msg),
-            }
-        })
+            });
+        }
+        let values = owned
+            .into_iter()
+            .zip(raw)
+            .map(|(mine, raw)| match mine {
+                Some(value) => Ok(value),
+                None => OwnedValue::new(raw),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RunOutputs::new(&self.output_names, values))
     }
 
     /// Bytes the session's CPU allocator holds, as its arena reports them ("TotalAllocated": what

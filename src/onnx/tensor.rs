@@ -4,28 +4,41 @@
 //! ONNX Runtime reads it in place. Outputs are read in place from the values a run returns.
 
 use std::marker::PhantomData;
-use std::ptr::{self, NonNull};
+use std::ptr;
 
 use once_cell::sync::OnceCell;
 use ort::AsPointer;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::SessionOutputs;
-use ort::value::{DynValue, ValueType};
 
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 use crate::onnx::element;
+use crate::onnx::value::OwnedValue;
 
 /// A value for `session.run` whose data may be borrowed for `'a`. The borrow is the lifetime
 /// contract of `CreateTensorWithDataAsOrtValue`: ONNX Runtime keeps the pointer, not a copy.
 pub struct InputTensor<'a> {
-    value: DynValue,
+    value: OwnedValue,
     _data: PhantomData<&'a [u8]>,
 }
 
 impl InputTensor<'_> {
-    pub(crate) fn value(&self) -> &DynValue {
+    pub(crate) fn value(&self) -> &OwnedValue {
         &self.value
+    }
+}
+
+/// A tensor a run writes its output into, over memory the caller holds for `'a` (a response's
+/// output buffer): the output is then written once, by ONNX Runtime, with no copy after the run.
+/// ONNX Runtime fails the run when the output's real shape differs from this one.
+pub struct OutputTensor<'a> {
+    value: OwnedValue,
+    _data: PhantomData<&'a mut [u8]>,
+}
+
+impl OutputTensor<'_> {
+    pub(crate) fn into_value(self) -> OwnedValue {
+        self.value
     }
 }
 
@@ -41,38 +54,42 @@ fn element_count(shape: &[i64]) -> Result<usize> {
     })
 }
 
-/// Wraps a new OrtValue we own (the status said success).
-fn wrap(raw: *mut ort::sys::OrtValue) -> Result<DynValue> {
-    let raw = NonNull::new(raw).ok_or_else(|| Error::internal("onnxruntime returned a null value"))?;
-    // SAFETY: `raw` is a valid tensor value that nobody else owns. The default allocator is passed
-    // only because `ort` requires one for tensors; dropping the value releases the OrtValue,
-    // which never frees memory it did not allocate.
-    Ok(unsafe { DynValue::from_ptr(raw, Some(&Allocator::default())) })
-}
-
-/// A tensor of fixed-size elements over `data`, read in place.
-pub fn from_bytes<'a>(data_type: DataType, shape: &[i64], data: &'a [u8]) -> Result<InputTensor<'a>> {
-    let size = data_type.byte_size().ok_or_else(|| Error::internal("from_bytes called for a BYTES tensor"))?;
+/// A tensor value over `len` bytes at `data` (which the caller keeps alive and, for an input,
+/// unwritten by others while the value lives).
+fn over_memory(data_type: DataType, shape: &[i64], data: *mut u8, len: usize) -> Result<OwnedValue> {
+    let size = data_type.byte_size().ok_or_else(|| Error::internal("a BYTES tensor cannot lie over raw memory"))?;
     let expected = element_count(shape)?.checked_mul(size).ok_or_else(|| Error::invalid_arg("tensor too large"))?;
-    if expected != data.len() {
-        return Err(Error::internal(format!("tensor of shape {shape:?} needs {expected} bytes, got {}", data.len())));
+    if expected != len {
+        return Err(Error::internal(format!("tensor of shape {shape:?} needs {expected} bytes, got {len}")));
     }
     let mut raw = ptr::null_mut();
-    // SAFETY: the memory info is a live static; `data` is valid for `data.len()` bytes and, by the
-    // returned type's lifetime, outlives the value. ONNX Runtime does not write to run inputs, so
-    // casting away const is sound.
+    // SAFETY: the memory info is a live static; `data` is valid for `len` bytes for as long as the
+    // caller's borrow, which the returned value's wrapper carries.
     unsafe {
         ort::Error::result_from_status((ort::api().CreateTensorWithDataAsOrtValue)(
             cpu_memory_info()?.ptr(),
-            data.as_ptr().cast_mut().cast(),
-            data.len(),
+            data.cast(),
+            len,
             shape.as_ptr(),
             shape.len(),
             element::to_onnx(data_type).into(),
             &mut raw,
         ))?
     };
-    Ok(InputTensor { value: wrap(raw)?, _data: PhantomData })
+    OwnedValue::new(raw)
+}
+
+/// A tensor of fixed-size elements over `data`, read in place.
+pub fn from_bytes<'a>(data_type: DataType, shape: &[i64], data: &'a [u8]) -> Result<InputTensor<'a>> {
+    // ONNX Runtime does not write to run inputs, so casting away const is sound.
+    let value = over_memory(data_type, shape, data.as_ptr().cast_mut(), data.len())?;
+    Ok(InputTensor { value, _data: PhantomData })
+}
+
+/// A tensor of fixed-size elements over `buffer`, for a run to write an output into.
+pub fn output_into<'a>(data_type: DataType, shape: &[i64], buffer: &'a mut [u8]) -> Result<OutputTensor<'a>> {
+    let value = over_memory(data_type, shape, buffer.as_mut_ptr(), buffer.len())?;
+    Ok(OutputTensor { value, _data: PhantomData })
 }
 
 /// A string tensor holding copies of `elements` (ONNX Runtime owns string storage). Elements are
@@ -93,7 +110,7 @@ pub fn from_strings(shape: &[i64], elements: &[&[u8]]) -> Result<InputTensor<'st
             &mut raw,
         ))?
     };
-    let value = wrap(raw)?;
+    let value = OwnedValue::new(raw)?;
     for (index, element) in elements.iter().enumerate() {
         let mut buf: *mut std::ffi::c_char = ptr::null_mut();
         // SAFETY: `index` is within the tensor's element count (checked above); the returned
@@ -149,40 +166,41 @@ impl Strings {
     }
 }
 
-/// The values one run returned, borrowed from the session until dropped.
-pub struct RunOutputs<'s>(SessionOutputs<'s>);
+/// The values one run returned, in the session's output order, borrowed (with the buffers
+/// outputs were written into) until dropped.
+pub struct RunOutputs<'s> {
+    names: &'s [String],
+    values: Vec<OwnedValue>,
+    _borrows: PhantomData<&'s mut [u8]>,
+}
 
 impl<'s> RunOutputs<'s> {
-    pub(crate) fn new(outputs: SessionOutputs<'s>) -> Self {
-        RunOutputs(outputs)
+    pub(crate) fn new(names: &'s [String], values: Vec<OwnedValue>) -> Self {
+        RunOutputs { names, values, _borrows: PhantomData }
     }
 
     /// The output `name`, viewed in place.
     pub fn read(&self, name: &str) -> Result<OutputView<'_>> {
-        let value =
-            self.0.get(name).ok_or_else(|| Error::internal(format!("onnxruntime returned no output '{name}'")))?;
+        let value = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| self.values.get(i))
+            .ok_or_else(|| Error::internal(format!("onnxruntime returned no output '{name}'")))?;
         read_output(value).map_err(|e| e.context(format_args!("output '{name}'")))
     }
 }
 
 /// Reads an output value: its type, real shape and data. Only CPU-resident tensors.
-fn read_output(value: &DynValue) -> Result<OutputView<'_>> {
-    let ValueType::Tensor { ty, shape, .. } = value.dtype() else {
-        return Err(Error::unsupported(format!("output is a {:?}, only tensors are supported", value.dtype())));
-    };
-    let data_type = element::from_onnx(*ty)
+fn read_output(value: &OwnedValue) -> Result<OutputView<'_>> {
+    let (ty, shape) = value.tensor_type()?;
+    let data_type = element::from_onnx(ty)
         .ok_or_else(|| Error::unsupported(format!("output element type {ty} has no Triton equivalent")))?;
-    let shape: Vec<i64> = shape.to_vec();
     let count = element_count(&shape)?;
     let data = match data_type.byte_size() {
         Some(size) => {
             let len = count * size;
-            let mut p: *mut std::ffi::c_void = ptr::null_mut();
-            // SAFETY: `value` is a live tensor; the pointer stays owned by it.
-            unsafe {
-                ort::Error::result_from_status((ort::api().GetTensorMutableData)(value.ptr().cast_mut(), &mut p))?
-            };
-            let p = p.cast::<u8>().cast_const();
+            let p = value.data_ptr()?.cast_const();
             if len == 0 {
                 OutputData::Fixed(&[])
             } else if p.is_null() {
@@ -198,7 +216,7 @@ fn read_output(value: &DynValue) -> Result<OutputView<'_>> {
     Ok(OutputView { data_type, shape, data })
 }
 
-fn read_strings(value: &DynValue, count: usize) -> Result<Strings> {
+fn read_strings(value: &OwnedValue, count: usize) -> Result<Strings> {
     let mut total = 0usize;
     // SAFETY: `value` is a live string tensor.
     unsafe { ort::Error::result_from_status((ort::api().GetStringTensorDataLength)(value.ptr(), &mut total))? };

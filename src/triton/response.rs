@@ -38,11 +38,13 @@ impl Response {
     }
 
     /// Adds an output tensor and returns the buffer its data goes into. `preferred` is where we
-    /// would like it; the buffer says where the server put it.
+    /// would like it; the buffer says where the server put it. Takes `&self`: each output has a
+    /// buffer of its own, so buffers of several outputs may be held at once (a run writes them
+    /// all); sending or dropping the response needs it whole, so no buffer outlives it.
     // The arguments of TRITONBACKEND_ResponseOutput and TRITONBACKEND_OutputBuffer, one for one.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn output_buffer(
-        &mut self,
+        &self,
         name: &str,
         data_type: DataType,
         shape: &[i64],
@@ -70,7 +72,7 @@ impl Response {
         let mut mem = preferred.0.to_sys();
         let mut device = preferred.1;
         // SAFETY: `output` is owned by the live response; the buffer it returns stays valid until
-        // the response is sent or deleted, which `&mut self` prevents while it is borrowed.
+        // the response is sent or deleted, which the borrow of `self` prevents while it lasts.
         unsafe {
             check_server_error(sys::TRITONBACKEND_OutputBuffer(
                 output,
@@ -84,8 +86,8 @@ impl Response {
             MemoryType::Gpu => Ok(OutputBuffer::Device { device }),
             _ if byte_size == 0 => Ok(OutputBuffer::Host(&mut [])),
             _ if buffer.is_null() => Err(Error::internal(format!("server gave a null buffer for output '{name}'"))),
-            // SAFETY: `byte_size` writable host bytes owned by the response, exclusively ours
-            // while `self` is mutably borrowed.
+            // SAFETY: `byte_size` writable host bytes owned by the response, for the output just
+            // added: no other buffer handed out overlaps them, and they live while `self` does.
             _ => Ok(OutputBuffer::Host(unsafe { std::slice::from_raw_parts_mut(buffer.cast::<u8>(), byte_size) })),
         }
     }
