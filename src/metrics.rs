@@ -65,6 +65,7 @@ pub struct Families {
     scatter_us: Family,
     input_bytes: Family,
     output_bytes: Family,
+    direct_output_bytes: Family,
     errors: Family,
     model_load_ms: Family,
     instance_load_ms: Family,
@@ -104,6 +105,11 @@ impl Families {
                 "onnxrs_output_bytes_total",
                 "Bytes of output tensors written to responses",
             )?,
+            direct_output_bytes: Family::new(
+                Counter,
+                "onnxrs_output_bytes_direct_total",
+                "Of onnxrs_output_bytes_total, the bytes ONNX Runtime wrote straight into responses (no copy after the run)",
+            )?,
             errors: Family::new(
                 Counter,
                 "onnxrs_request_errors_total",
@@ -141,6 +147,7 @@ pub struct ModelMetrics {
     scatter_us: Metric,
     input_bytes: Metric,
     output_bytes: Metric,
+    direct_output_bytes: Metric,
     errors: Vec<(ErrorClass, Metric)>,
     load_ms: Metric,
     /// Only for a model with sequence_batching: (position, counter).
@@ -189,6 +196,8 @@ pub struct RunRecord {
     pub scatter_ns: u64,
     pub input_bytes: u64,
     pub output_bytes: u64,
+    /// Of `output_bytes`, those ONNX Runtime wrote straight into responses.
+    pub direct_output_bytes: u64,
 }
 
 impl ModelMetrics {
@@ -224,6 +233,7 @@ impl ModelMetrics {
             scatter_us: Metric::new(&f.scatter_us, &labels, None)?,
             input_bytes: Metric::new(&f.input_bytes, &labels, None)?,
             output_bytes: Metric::new(&f.output_bytes, &labels, None)?,
+            direct_output_bytes: Metric::new(&f.direct_output_bytes, &labels, None)?,
             errors,
             load_ms: Metric::new(&f.model_load_ms, &labels, None)?,
             sequence_steps,
@@ -240,6 +250,7 @@ impl ModelMetrics {
         self.scatter_us.increment(r.scatter_ns as f64 / 1e3);
         self.input_bytes.increment(r.input_bytes as f64);
         self.output_bytes.increment(r.output_bytes as f64);
+        self.direct_output_bytes.increment(r.direct_output_bytes as f64);
     }
 
     pub fn record_error(&self, class: ErrorClass) {

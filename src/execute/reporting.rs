@@ -16,10 +16,12 @@ pub(super) struct RunFigures {
     pub(super) times: Timestamps,
     pub(super) input_bytes: u64,
     pub(super) output_bytes: u64,
+    /// Of `output_bytes`, those ONNX Runtime wrote straight into the responses.
+    pub(super) direct_output_bytes: u64,
 }
 
 pub(super) fn report_run(reporter: Reporter<'_>, records: &[&mut RequestRecord<'_>], figures: &RunFigures) {
-    let RunFigures { rows, times, input_bytes, output_bytes } = *figures;
+    let RunFigures { rows, times, input_bytes, output_bytes, direct_output_bytes } = *figures;
     if let Err(e) = reporter.instance.report_batch_statistics(rows, times) {
         log::error!("onnxrs: cannot report batch statistics: {e}");
     }
@@ -31,6 +33,7 @@ pub(super) fn report_run(reporter: Reporter<'_>, records: &[&mut RequestRecord<'
             scatter_ns: times.exec_end.saturating_sub(times.compute_end),
             input_bytes,
             output_bytes,
+            direct_output_bytes,
         });
     }
     // The backend's own steps, in the trace of each traced request (Triton's trace file or

@@ -71,6 +71,7 @@ pub(super) fn run_and_answer(
         },
         input_bytes: run.input_bytes,
         output_bytes: run.written.iter().filter_map(|r| r.as_ref().ok()).sum(),
+        direct_output_bytes: run.direct_bytes,
     };
     reporting::report_run(scope.reporter, records, &figures);
     let request_times = Timestamps { exec_start: scope.exec_start, ..figures.times };
@@ -93,6 +94,8 @@ struct CompletedRun {
     input_bytes: u64,
     /// Per record, in order: the output bytes written into its response, or why that failed.
     written: Vec<std::result::Result<u64, Failure>>,
+    /// Of those, the bytes ONNX Runtime wrote straight into the response (`direct`).
+    direct_bytes: u64,
 }
 
 /// Gathers the records' inputs, runs ONNX Runtime once and writes each request's outputs into
@@ -161,7 +164,7 @@ fn run_once(
             (e, class)
         })?;
     }
-    let written = records
+    let written: Vec<std::result::Result<u64, Failure>> = records
         .iter()
         .enumerate()
         .map(|(position, record)| {
@@ -174,7 +177,17 @@ fn run_once(
         .collect();
     drop(views);
     drop(outputs);
-    Ok(CompletedRun { rows: rows.iter().map(|&r| r as u64).sum(), compute_start, compute_end, input_bytes, written })
+    // Counted only for a request that got its outputs (a run with direct outputs has one).
+    let answered = written.iter().all(|w| w.is_ok());
+    let direct_bytes = if answered { direct.iter().map(|(_, bytes)| bytes).sum() } else { 0 };
+    Ok(CompletedRun {
+        rows: rows.iter().map(|&r| r as u64).sum(),
+        compute_start,
+        compute_end,
+        input_bytes,
+        written,
+        direct_bytes,
+    })
 }
 
 /// One input of a run, laid out for ONNX Runtime.

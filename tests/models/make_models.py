@@ -405,6 +405,9 @@ def models() -> dict[str, tuple[dict[int, onnx.ModelProto], str]]:
     )
     m.update(sequence_models())
     m.update(ragged_models())
+    from output_models import output_models  # it builds on this module's helpers
+
+    m.update(output_models())
     return m
 
 
