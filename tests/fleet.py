@@ -178,6 +178,12 @@ class Prometheus(Process):
         assert data["resultType"] == "vector", (expr, data)
         return [(r["metric"], float(r["value"][1])) for r in data["result"]]
 
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        """A range query: per series, its labels ("metric") and [time, "value"] pairs ("values")."""
+        data = self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step}")
+        assert data["resultType"] == "matrix", (expr, data)
+        return data["result"]
+
     def scrapes(self) -> dict[str, dict]:
         """The active targets by `instance` label: health, lastScrape, lastError."""
         return {t["labels"]["instance"]: t for t in self.api("targets", state="active")["activeTargets"]}

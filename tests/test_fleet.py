@@ -142,12 +142,13 @@ def fleet(tmp_path_factory, request):
         targets = [instance_of(r) for r in replicas]
         prom = stack.enter_context(Prometheus(tmp / "prometheus", targets, rules_with_short_for(tmp / "onnxrs-rules.yml"), am.addr))
         processes.append(prom)
-        f = SimpleNamespace(replicas=replicas, prom=prom, am=am, hook=hook, tmp=tmp)
+        f = SimpleNamespace(replicas=replicas, prom=prom, am=am, hook=hook, tmp=tmp, start=time.time(), marks=[])
         f.logs = lambda: "\n".join([p.log_text() for p in processes] + [r.log_text()[-8000:] for r in replicas])
         try:
             # Every replica scraped once before the workload: its counters' series start at
             # zero, so `rate` counts the workload's first requests too.
             prom.wait_scraped_after(time.time())
+            f.marks.append((time.time(), "workload"))
             f.sent = run_workload(replicas)
             prom.wait_scraped_after(time.time())
             f.scraped = time.time()
@@ -157,6 +158,37 @@ def fleet(tmp_path_factory, request):
         yield f
         if request.session.testsfailed > failed_before:
             print_logs(request, processes, replicas)
+        else:
+            write_run(f)
+
+
+# What bench/fleet-plot.py draws, as Prometheus recorded it during the run: the fleet's traffic
+# per replica and per model, the error ratio, the queue, the alerts and the notifications.
+# Windows of 5 s, not the dashboard's minutes: the whole run lasts well under a minute.
+RUN_QUERIES = {
+    "requests_by_replica": "sum by (instance) (rate(nv_inference_request_success[5s])) + sum by (instance) (rate(nv_inference_request_failure[5s]))",
+    "success_by_model": "sum by (model) (rate(nv_inference_request_success[5s]))",
+    "failure_by_model": "sum by (model) (rate(nv_inference_request_failure[5s]))",
+    "error_ratio": "onnxrs:request_error_ratio:5m",
+    "pending": 'nv_inference_pending_request_count{model="mlp_queue"}',
+    "firing": 'ALERTS{alertstate="firing"}',
+}
+RUN_FILE = ROOT / "build" / "fleet" / "fleet-run.json"
+
+
+def write_run(f):
+    """The run's series and notifications into build/fleet/fleet-run.json (bench/fleet-plot.py)."""
+    end = time.time()
+    run = {
+        "start": f.start,
+        "end": end,
+        "replicas": [instance_of(r) for r in f.replicas],
+        "marks": f.marks,
+        "series": {k: f.prom.query_range(q, f.start, end, 0.5) for k, q in RUN_QUERIES.items()},
+        "notifications": [{"time": t, **a} for status in ("firing", "resolved") for t, a in f.hook.alerts(status)],
+    }
+    RUN_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RUN_FILE.write_text(json.dumps(run))
 
 
 def print_logs(request, processes, replicas):
@@ -325,6 +357,7 @@ def test_error_ratio_alert_fires_reaches_the_receiver_and_resolves(fleet):
     assert not [a for a in prom.alerts() if a["labels"].get("model") == model and a["labels"]["alertname"] == "OnnxrsErrorRateHigh"]
     # A burst of 10 failures on two replicas: a third of the fleet's requests fail.
     burst = time.time()
+    fleet.marks.append((burst, "failures"))
     assert send([(r0, 6), (r1, 4)], [[7]]) == [400] * 10
     labels = {"alertname": "OnnxrsErrorRateHigh", "model": model}
     (fired_at, alert), *_ = wait_until("the error-ratio alert at the webhook", lambda: hook.alerts("firing", **labels), 60, fleet.logs)
@@ -337,6 +370,7 @@ def test_error_ratio_alert_fires_reaches_the_receiver_and_resolves(fleet):
     wait_until("the backend-errors alert at the webhook", lambda: hook.alerts("firing", **backend), 60, fleet.logs)
     # The failures stop; 400 successes bring the ratio to 10/430, under the 5 % threshold.
     recovered = time.time()
+    fleet.marks.append((recovered, "successes"))
     assert send([(r0, 200), (r1, 100), (r2, 100)], [[2]]) == [200] * 400
     (resolved_at, alert), *_ = wait_until("the resolution at the webhook", lambda: hook.alerts("resolved", **labels), 90, fleet.logs)
     assert alert["endsAt"] > alert["startsAt"]
@@ -356,6 +390,7 @@ def test_queue_alert_fires_with_the_queue_length_and_resolves_when_it_drains(fle
     pool = ThreadPoolExecutor(QUEUE_BATCH)
     queued = [pool.submit(post, r2, "mlp_queue", {"X": (x, "FP32")}, 120) for _ in range(waiting)]
     start = time.time()
+    fleet.marks.append((start, "40 queued"))
     labels = {"alertname": "OnnxrsQueueGrowing", "model": "mlp_queue", "instance": instance_of(r2)}
     try:
         (fired_at, alert), *_ = wait_until("the queue alert at the webhook", lambda: hook.alerts("firing", **labels), 60, fleet.logs)
@@ -369,6 +404,7 @@ def test_queue_alert_fires_with_the_queue_length_and_resolves_when_it_drains(fle
     finally:
         # The last rows fill the batch: it runs and the queue drains.
         drained = time.time()
+        fleet.marks.append((drained, "batch filled"))
         queued += [pool.submit(post, r2, "mlp_queue", {"X": (x, "FP32")}, 120) for _ in range(QUEUE_BATCH - waiting)]
         answers = [f.result() for f in queued]
         pool.shutdown()
