@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -49,14 +50,14 @@ def find_binary(*names: str) -> str:
 
 
 class Process:
-    """One monitoring process on 127.0.0.1:`port`, logging to `dir`/`name`.log; ready when
+    """One monitoring process on 127.0.0.1:`port`, logging to `workdir`/`name`.log; ready when
     GET `ready_path` answers 200."""
 
     name = "process"
     ready_path = "/-/ready"
 
-    def __init__(self, dir: Path):
-        self.dir = Path(dir)
+    def __init__(self, workdir: Path):
+        self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log_path = self.dir / f"{self.name}.log"
@@ -71,6 +72,7 @@ class Process:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        """Writes the process's configuration into `dir`; the command line that starts it."""
         raise NotImplementedError
 
     def start(self):
@@ -135,8 +137,8 @@ class Prometheus(Process):
 
     name = "prometheus"
 
-    def __init__(self, dir: Path, targets: list[str], rule_file: Path, alertmanager: str | None = None):
-        super().__init__(dir)
+    def __init__(self, workdir: Path, targets: list[str], rule_file: Path, alertmanager: str | None = None):
+        super().__init__(workdir)
         self.targets = targets
         self.rule_file = Path(rule_file)
         self.alertmanager = alertmanager
@@ -207,8 +209,6 @@ class Prometheus(Process):
 
 def _unix(rfc3339: str) -> float:
     """Prometheus's RFC 3339 timestamps (nanoseconds, Z or an offset) as Unix seconds."""
-    from datetime import datetime
-
     s = rfc3339.replace("Z", "+00:00")
     head, _, tail = s.partition(".")
     if tail:  # Python takes at most microseconds
@@ -224,8 +224,8 @@ class Alertmanager(Process):
 
     name = "alertmanager"
 
-    def __init__(self, dir: Path, webhook_url: str):
-        super().__init__(dir)
+    def __init__(self, workdir: Path, webhook_url: str):
+        super().__init__(workdir)
         self.webhook_url = webhook_url
 
     def command(self) -> list[str]:
