@@ -7,7 +7,7 @@ cd "$ONNXRS_ROOT"
 
 step "system packages"
 need=()
-for pkg in libclang-dev cmake unzip curl valgrind binutils prometheus gcc gdb; do
+for pkg in libclang-dev cmake unzip curl valgrind binutils prometheus prometheus-alertmanager gcc gdb; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
