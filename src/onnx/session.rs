@@ -134,16 +134,21 @@ pub struct OnnxSession {
     /// The outputs runs compute, in this order (those the config exposes; others are not
     /// computed when ONNX Runtime can prune them), and the same names for the C call.
     output_names: Vec<String>,
-    output_cnames: Vec<CString>,
+    /// Owns the bytes `output_cname_ptrs` points at (a CString's bytes do not move).
+    _output_cnames: Vec<CString>,
+    /// The output names as the array a run passes.
+    output_cname_ptrs: Vec<*const c_char>,
     /// Options set on every run, when the config asks for any (`memory.enable_memory_arena_shrinkage`).
     /// Kept for the life of the session: creating options per run costs.
     run_options: Option<RunOptions>,
 }
 
-// SAFETY: ONNX Runtime documents `OrtApi::Run` as safe to call on one session from several
-// threads at once (sessions are shared this way by `share_session_between_instances`, SAFETY.md
+// SAFETY: the raw pointers are into `_output_cnames`, owned and never changed. ONNX Runtime
+// documents `OrtApi::Run` as safe to call on one session from several threads at once (sessions are shared this way by `share_session_between_instances`, SAFETY.md
 // "One session, several instances"); everything else here is read-only after `load`.
 unsafe impl Sync for OnnxSession {}
+// SAFETY: as above; nothing here is tied to the thread that made it.
+unsafe impl Send for OnnxSession {}
 
 fn builder(runtime: &Runtime, s: &SessionSettings) -> Result<SessionBuilder> {
     let mut b = Session::builder(&runtime.environment)?
@@ -238,7 +243,16 @@ impl OnnxSession {
             }
             Some(options)
         };
-        Ok(OnnxSession { session, io, input_names, output_names, output_cnames, run_options })
+        let output_cname_ptrs = output_cnames.iter().map(|n| n.as_ptr()).collect();
+        Ok(OnnxSession {
+            session,
+            io,
+            input_names,
+            output_names,
+            _output_cnames: output_cnames,
+            output_cname_ptrs,
+            run_options,
+        })
     }
 
     pub fn io(&self) -> &ModelIo {
@@ -278,11 +292,15 @@ impl OnnxSession {
         if into.len() > self.output_names.len() {
             return Err(Error::internal("more output tensors than outputs"));
         }
-        let mut owned: Vec<Option<OwnedValue>> = into.into_iter().map(|t| t.map(OutputTensor::into_value)).collect();
+        let mut raw: Vec<*mut ort::sys::OrtValue> = vec![ptr::null_mut(); self.output_names.len()];
+        let mut owned: Vec<Option<OwnedValue>> = Vec::with_capacity(self.output_names.len());
+        for (slot, tensor) in raw.iter_mut().zip(into) {
+            let value = tensor.map(OutputTensor::into_value);
+            *slot = value.as_ref().map_or(ptr::null_mut(), OwnedValue::ptr);
+            owned.push(value);
+        }
         owned.resize_with(self.output_names.len(), || None);
-        let mut raw: Vec<*mut ort::sys::OrtValue> =
-            owned.iter().map(|v| v.as_ref().map_or(ptr::null_mut(), OwnedValue::ptr)).collect();
-        let output_cnames: Vec<*const c_char> = self.output_cnames.iter().map(|n| n.as_ptr()).collect();
+        let output_cnames = &self.output_cname_ptrs;
         let options = self.run_options.as_ref().map_or(ptr::null(), |o| o.ptr());
         // SAFETY: a live session (Run may be called concurrently on it, see `Sync` above); the
         // name and value arrays have the lengths passed; the input values and the memory under
@@ -312,10 +330,7 @@ impl OnnxSession {
         let values = owned
             .into_iter()
             .zip(raw)
-            .map(|(mine, raw)| match mine {
-                Some(value) => Ok(value),
-                None => OwnedValue::new(raw),
-            })
+            .map(|(mine, raw)| mine.map_or_else(|| OwnedValue::new(raw), Ok))
             .collect::<Result<Vec<_>>>()?;
         Ok(RunOutputs::new(&self.output_names, values))
     }
