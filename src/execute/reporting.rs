@@ -34,11 +34,16 @@ pub(super) fn report_run(reporter: Reporter<'_>, records: &[&mut RequestRecord<'
         });
     }
     // The backend's own steps, in the trace of each traced request (Triton's trace file or
-    // OpenTelemetry export shows them next to its own activities).
+    // OpenTelemetry export shows them next to its own activities). Each step is a `_START` /
+    // `_END` pair: Triton's OpenTelemetry mode turns such a pair into a span of its own, so a
+    // trace viewer shows gather, ONNX Runtime and scatter as three spans of the request. At
+    // equal timestamps a step ends before the next starts.
     let activities = [
         (times.exec_start, c"ONNXRS_GATHER_START"),
+        (times.compute_start, c"ONNXRS_GATHER_END"),
         (times.compute_start, c"ONNXRS_ORT_RUN_START"),
         (times.compute_end, c"ONNXRS_ORT_RUN_END"),
+        (times.compute_end, c"ONNXRS_SCATTER_START"),
         (times.exec_end, c"ONNXRS_SCATTER_END"),
     ];
     for record in records {
