@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::handover::Handover;
 use crate::metrics::Families;
 use crate::onnx::runtime::{self, Runtime};
+use crate::request_log::{RequestLog, RequestLogSettings};
 
 /// The official backend's default for `default-max-batch-size`.
 const DEFAULT_MAX_BATCH_SIZE: usize = 4;
@@ -27,11 +28,13 @@ pub struct BackendState {
     pub metrics_on: bool,
     /// Orders an unloading incarnation's exit after its successor's start (see `handover`).
     pub handover: Handover,
+    /// `request-log=PATH`: the open request log, shared by every model (see `request_log`).
+    pub request_log: Option<Arc<RequestLog>>,
 }
 
 /// The settings of `--backend-config=onnxrs,key=value`: pure, apart from the state that holds
 /// them, so they can be tested and fuzzed without a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
     /// `ort-library=PATH`.
     pub ort_library: Option<PathBuf>,
@@ -39,6 +42,8 @@ pub struct BackendConfig {
     pub default_max_batch_size: usize,
     /// `metrics=0|1` (on unless set).
     pub metrics_on: bool,
+    /// `request-log=PATH` and `request-log-sample=R`.
+    pub request_log: Option<RequestLogSettings>,
 }
 
 impl BackendConfig {
@@ -57,6 +62,7 @@ impl BackendConfig {
             ort_library: get("ort-library").filter(|s| !s.is_empty()).map(PathBuf::from),
             default_max_batch_size,
             metrics_on,
+            request_log: RequestLogSettings::parse(get("request-log"), get("request-log-sample"))?,
         })
     }
 }
@@ -64,7 +70,9 @@ impl BackendConfig {
 impl BackendState {
     /// From the backend config JSON the server hands over (see `BackendConfig::parse`).
     pub fn from_config(config: &serde_json::Value, backend_dir: Option<PathBuf>) -> Result<Self> {
-        let BackendConfig { ort_library, default_max_batch_size, metrics_on } = BackendConfig::parse(config)?;
+        let BackendConfig { ort_library, default_max_batch_size, metrics_on, request_log } =
+            BackendConfig::parse(config)?;
+        let request_log = request_log.as_ref().map(RequestLog::open).transpose()?;
         Ok(BackendState {
             ort_library,
             backend_dir,
@@ -72,6 +80,7 @@ impl BackendState {
             metrics: None,
             metrics_on,
             handover: Handover::default(),
+            request_log,
         })
     }
 

@@ -2,6 +2,7 @@
 //! its instances load, and the session settings they share.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::backend::BackendState;
 use crate::config::model_config::ModelConfig;
@@ -11,6 +12,7 @@ use crate::handover::Ticket;
 use crate::metrics::ModelMetrics;
 use crate::onnx::runtime::Runtime;
 use crate::onnx::session::{GraphOptimization, ModelIo, OnnxSession, SessionSettings};
+use crate::request_log::RequestLog;
 use crate::triton::Model;
 
 pub struct ModelState {
@@ -27,6 +29,8 @@ pub struct ModelState {
     pub metrics: Option<ModelMetrics>,
     /// This incarnation's place among the incarnations of its version (see `handover`).
     pub ticket: Ticket,
+    /// The backend's request log, when `request-log=PATH` is set.
+    pub request_log: Option<Arc<RequestLog>>,
 }
 
 /// `<repository>/<version>/<default_model_filename>`; a directory there (a model saved with
@@ -134,6 +138,7 @@ impl ModelState {
             output_names,
             metrics,
             ticket,
+            request_log: backend.request_log.clone(),
         })
     }
 }

@@ -22,7 +22,7 @@ use triton_onnxrs::config::model_config::ModelConfig;
 use triton_onnxrs::config::{cuda, params};
 use triton_onnxrs::onnx::session::GraphOptimization;
 
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 20] = [
     "memory.enable_memory_arena_shrinkage",
     "memory.enable_arena_shrinkage",
     "intra_op_thread_count",
@@ -41,6 +41,8 @@ const KEYS: [&str; 18] = [
     "default-max-batch-size",
     "ort-library",
     "enable_cuda_graph",
+    "request-log",
+    "request-log-sample",
 ];
 
 const VALUES: [&str; 24] = [
@@ -184,15 +186,28 @@ fn backend(input: &Input) {
     let state = BackendConfig::parse(&json!({ "cmdline": cmdline }));
     let max_batch = read(&strings, "default-max-batch-size", |v| v.trim().parse::<usize>().ok());
     let metrics = read(&strings, "metrics", flag);
-    match (state, max_batch, metrics) {
-        (Ok(s), Ok(max_batch), Ok(metrics)) => {
+    let sample =
+        read(&strings, "request-log-sample", |v| v.trim().parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)));
+    match (state, max_batch, metrics, sample) {
+        (Ok(s), Ok(max_batch), Ok(metrics), Ok(sample)) => {
             assert_eq!(s.default_max_batch_size, max_batch.unwrap_or(4));
             assert_eq!(s.metrics_on, metrics.unwrap_or(true));
             let library = strings.get("ort-library").filter(|l| !l.is_empty());
             assert_eq!(s.ort_library.as_deref(), library.map(std::path::Path::new));
+            // The request log: a path that is not blank turns it on (the file is opened later,
+            // by the backend's state, not by parsing).
+            let log = strings.get("request-log").map(|p| p.trim()).filter(|p| !p.is_empty());
+            assert_eq!(s.request_log.as_ref().map(|r| r.path.as_path()), log.map(std::path::Path::new));
+            if let Some(r) = &s.request_log {
+                assert_eq!(r.sample, sample.unwrap_or(1.0));
+            }
         }
-        (Err(e), m, f) => assert!(m.is_err() || f.is_err(), "backend config refused for no reason: {e}"),
-        (Ok(_), m, f) => panic!("backend config accepted with an invalid value ({m:?}, {f:?}): {strings:?}"),
+        (Err(e), m, f, r) => {
+            assert!(m.is_err() || f.is_err() || r.is_err(), "backend config refused for no reason: {e}")
+        }
+        (Ok(_), m, f, r) => {
+            panic!("backend config accepted with an invalid value ({m:?}, {f:?}, {r:?}): {strings:?}")
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::{Reporter, RequestRecord};
 use crate::metrics::RunRecord;
+use crate::request_log::RunSize;
 use crate::triton::instance::Timestamps;
 
 /// What one run did.
@@ -18,7 +19,7 @@ pub(super) struct RunFigures {
     pub(super) output_bytes: u64,
 }
 
-pub(super) fn report_run(reporter: Reporter<'_>, records: &[&mut RequestRecord<'_>], figures: &RunFigures) {
+pub(super) fn report_run(reporter: Reporter<'_>, records: &mut [&mut RequestRecord<'_>], figures: &RunFigures) {
     let RunFigures { rows, times, input_bytes, output_bytes } = *figures;
     if let Err(e) = reporter.instance.report_batch_statistics(rows, times) {
         log::error!("onnxrs: cannot report batch statistics: {e}");
@@ -46,7 +47,9 @@ pub(super) fn report_run(reporter: Reporter<'_>, records: &[&mut RequestRecord<'
         (times.compute_end, c"ONNXRS_SCATTER_START"),
         (times.exec_end, c"ONNXRS_SCATTER_END"),
     ];
+    let run = RunSize { requests: records.len(), rows };
     for record in records {
         record.request.report_trace_activities(&activities);
+        record.run = Some(run);
     }
 }

@@ -1,0 +1,445 @@
+//! The structured request log (`--backend-config=onnxrs,request-log=PATH`): one JSON object per
+//! line per answered request, with the same stage times the request's statistics carry.
+//!
+//! Execute never waits for it: answering a request builds a small `Entry` and offers it to a
+//! bounded channel (`try_send`); a writer thread of its own serializes and writes the lines
+//! through a buffer, flushed at least every `FLUSH_EVERY` and when the log closes (backend
+//! finalize, after every model is gone). When the writer falls behind and the channel is full
+//! the entry is dropped and counted, never waited for; the count goes to Triton's log.
+//!
+//! Successful requests are sampled (`request-log-sample=R`: every 1/R-th, deterministically);
+//! failed ones are always written.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+
+/// Entries waiting for the writer; beyond this, new ones are dropped (and counted).
+const CAPACITY: usize = 16 * 1024;
+/// The longest a written line stays in the buffer.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// `request-log=PATH` and `request-log-sample=R` from `--backend-config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestLogSettings {
+    pub path: PathBuf,
+    /// The share of successful requests written, in [0, 1].
+    pub sample: f64,
+}
+
+impl RequestLogSettings {
+    /// From the two backend-config values (`None`: not given). No path, no log.
+    pub fn parse(path: Option<&str>, sample: Option<&str>) -> Result<Option<Self>> {
+        let sample = match sample {
+            None => 1.0,
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => r,
+                _ => {
+                    return Err(Error::invalid_arg(format!(
+                        "backend config request-log-sample must be a number from 0 to 1, got '{v}'"
+                    )));
+                }
+            },
+        };
+        match path.map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(p) => Ok(Some(RequestLogSettings { path: PathBuf::from(p), sample })),
+        }
+    }
+}
+
+/// Which successful requests are written: of every run of 1/rate requests, one — the n-th is
+/// kept when `floor((n + 1) · rate)` passes an integer. Deterministic, no clock, no randomness.
+#[derive(Debug)]
+struct Sampler {
+    rate: f64,
+    seen: AtomicU64,
+}
+
+impl Sampler {
+    fn keep(&self) -> bool {
+        if self.rate >= 1.0 {
+            return true;
+        }
+        if self.rate <= 0.0 {
+            return false;
+        }
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * self.rate).floor() > (n * self.rate).floor()
+    }
+}
+
+/// The ONNX Runtime run a request was part of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSize {
+    /// Requests fused into the run.
+    pub requests: usize,
+    /// Rows along the batch dimension, all of them together.
+    pub rows: u64,
+}
+
+/// What became of a request, as the log says it.
+#[derive(Debug)]
+pub enum LoggedOutcome {
+    /// Its stage times in nanoseconds, the differences of the timestamps reported in its
+    /// statistics: compute input, compute infer, compute output.
+    Success { input_ns: u64, infer_ns: u64, output_ns: u64 },
+    /// The error's class (`onnxrs_request_errors_total`'s `kind`) and message.
+    Failure { kind: &'static str, message: String },
+}
+
+/// One line of the log, as execute hands it over; serialized on the writer thread.
+#[derive(Debug)]
+pub struct Entry {
+    /// Wall-clock time of the answer.
+    pub time: SystemTime,
+    pub names: Arc<InstanceNames>,
+    pub request_id: String,
+    pub run: Option<RunSize>,
+    pub outcome: LoggedOutcome,
+}
+
+/// The names every line of one instance carries.
+#[derive(Debug)]
+pub struct InstanceNames {
+    pub model: String,
+    pub version: u64,
+    pub instance: String,
+}
+
+/// One instance's handle on the log: the log, and the names each of its lines carries.
+#[derive(Debug, Clone)]
+pub struct InstanceLog {
+    log: Arc<RequestLog>,
+    names: Arc<InstanceNames>,
+}
+
+impl InstanceLog {
+    pub fn new(log: Arc<RequestLog>, names: InstanceNames) -> Self {
+        InstanceLog { log, names: Arc::new(names) }
+    }
+
+    /// Logs one answered request: every failed one, the sampled share of the successful ones.
+    /// Never waits (see `RequestLog::offer`).
+    pub fn record(&self, request_id: &str, run: Option<RunSize>, outcome: LoggedOutcome) {
+        if matches!(outcome, LoggedOutcome::Success { .. }) && !self.log.sample_success() {
+            return;
+        }
+        self.log.offer(Entry {
+            time: SystemTime::now(),
+            names: self.names.clone(),
+            request_id: request_id.to_string(),
+            run,
+            outcome,
+        });
+    }
+}
+
+/// The open log: the channel to its writer thread, and what was dropped.
+#[derive(Debug)]
+pub struct RequestLog {
+    path: PathBuf,
+    sampler: Sampler,
+    /// Taken (closing the channel) when the log is dropped.
+    sender: Option<SyncSender<Entry>>,
+    writer: Option<JoinHandle<()>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RequestLog {
+    /// Opens (appends to) the file and starts the writer.
+    pub fn open(settings: &RequestLogSettings) -> Result<Arc<Self>> {
+        let file = OpenOptions::new().create(true).append(true).open(&settings.path).map_err(|e| {
+            Error::invalid_arg(format!("cannot open the request log '{}': {e}", settings.path.display()))
+        })?;
+        let (sender, receiver) = mpsc::sync_channel(CAPACITY);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let writer = Writer { out: BufWriter::new(file), path: settings.path.clone(), dropped: dropped.clone() };
+        let handle = std::thread::Builder::new()
+            .name("onnxrs-request-log".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| Error::internal(format!("cannot start the request log's writer: {e}")))?;
+        Ok(Arc::new(RequestLog {
+            path: settings.path.clone(),
+            sampler: Sampler { rate: settings.sample, seen: AtomicU64::new(0) },
+            sender: Some(sender),
+            writer: Some(handle),
+            dropped,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a successful request is written (failed ones always are). Counts it.
+    pub fn sample_success(&self) -> bool {
+        self.sampler.keep()
+    }
+
+    /// Hands `entry` to the writer without waiting: when it is behind (or gone), the entry is
+    /// dropped and counted.
+    pub fn offer(&self, entry: Entry) {
+        match self.sender.as_ref().map(|s| s.try_send(entry)) {
+            Some(Ok(())) => {}
+            Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Entries dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RequestLog {
+    /// Closes the channel and waits until the writer has written and flushed every entry
+    /// already offered (at backend finalize: the last model holding the log is gone).
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(handle) = self.writer.take()
+            && handle.join().is_err()
+        {
+            log::error!("onnxrs: the request log's writer panicked");
+        }
+    }
+}
+
+/// The writer thread's side.
+struct Writer {
+    out: BufWriter<File>,
+    path: PathBuf,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn run(mut self, receiver: Receiver<Entry>) {
+        let mut last_flush = Instant::now();
+        let mut dropped_reported = 0;
+        let mut failed = false;
+        loop {
+            let entry = receiver.recv_timeout(FLUSH_EVERY);
+            if let Ok(entry) = &entry {
+                let mut line = entry.to_json().to_string();
+                line.push('\n');
+                if let Err(e) = self.out.write_all(line.as_bytes()) {
+                    failed = self.report_failure(failed, &e);
+                }
+            }
+            let closing = matches!(entry, Err(RecvTimeoutError::Disconnected));
+            if closing || matches!(entry, Err(RecvTimeoutError::Timeout)) || last_flush.elapsed() >= FLUSH_EVERY {
+                if let Err(e) = self.out.flush() {
+                    failed = self.report_failure(failed, &e);
+                }
+                last_flush = Instant::now();
+                let dropped = self.dropped.load(Ordering::Relaxed);
+                if dropped > dropped_reported {
+                    log::warn!(
+                        "onnxrs: request log '{}': {} entries dropped so far (the writer fell behind)",
+                        self.path.display(),
+                        dropped
+                    );
+                    dropped_reported = dropped;
+                }
+            }
+            if closing {
+                return;
+            }
+        }
+    }
+
+    /// Logs the first write failure only (a full disk would otherwise flood Triton's log).
+    fn report_failure(&self, already: bool, e: &std::io::Error) -> bool {
+        if !already {
+            log::error!("onnxrs: cannot write the request log '{}': {e}", self.path.display());
+        }
+        true
+    }
+}
+
+impl Entry {
+    /// The line's object. Stage times are whole microseconds (truncated) of the same
+    /// nanosecond figures Triton sums into the statistics.
+    pub fn to_json(&self) -> Value {
+        let names = &self.names;
+        let mut line = json!({
+            "time": rfc3339_micros(self.time),
+            "model": names.model,
+            "version": names.version,
+            "instance": names.instance,
+            "request_id": self.request_id,
+            "run_requests": self.run.map(|r| r.requests),
+            "run_rows": self.run.map(|r| r.rows),
+        });
+        let Some(fields) = line.as_object_mut() else {
+            return line;
+        };
+        match &self.outcome {
+            &LoggedOutcome::Success { input_ns, infer_ns, output_ns } => {
+                fields.insert("outcome".into(), json!("success"));
+                fields.insert("input_us".into(), json!(input_ns / 1000));
+                fields.insert("infer_us".into(), json!(infer_ns / 1000));
+                fields.insert("output_us".into(), json!(output_ns / 1000));
+                let execute_ns = input_ns.saturating_add(infer_ns).saturating_add(output_ns);
+                fields.insert("execute_us".into(), json!(execute_ns / 1000));
+            }
+            LoggedOutcome::Failure { kind, message } => {
+                fields.insert("outcome".into(), json!("error"));
+                fields.insert("error_kind".into(), json!(kind));
+                fields.insert("error".into(), json!(message));
+            }
+        }
+        line
+    }
+}
+
+/// `2026-12-01T17:20:00.123456Z`.
+fn rfc3339_micros(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`,
+/// for days ≥ 0).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Arc<InstanceNames> {
+        Arc::new(InstanceNames { model: "m".into(), version: 3, instance: "m_0".into() })
+    }
+
+    #[test]
+    fn settings_from_backend_config() {
+        assert_eq!(RequestLogSettings::parse(None, None).unwrap(), None);
+        assert_eq!(RequestLogSettings::parse(Some(" "), Some("0.5")).unwrap(), None);
+        let s = RequestLogSettings::parse(Some("/tmp/r.jsonl"), None).unwrap().unwrap();
+        assert_eq!((s.path, s.sample), (PathBuf::from("/tmp/r.jsonl"), 1.0));
+        assert_eq!(RequestLogSettings::parse(Some("x"), Some("0.25")).unwrap().unwrap().sample, 0.25);
+        for bad in ["-0.1", "1.5", "x", "NaN", ""] {
+            let e = RequestLogSettings::parse(Some("x"), Some(bad)).unwrap_err();
+            assert!(e.message().contains("request-log-sample must be a number from 0 to 1"), "{e}");
+        }
+    }
+
+    #[test]
+    fn sampling_keeps_every_nth() {
+        let keep = |rate: f64, n: usize| {
+            let s = Sampler { rate, seen: AtomicU64::new(0) };
+            (0..n).map(|_| s.keep()).collect::<Vec<_>>()
+        };
+        assert!(keep(1.0, 5).iter().all(|&k| k));
+        assert!(keep(0.0, 5).iter().all(|&k| !k));
+        let tenth = keep(0.1, 100);
+        assert_eq!(tenth.iter().filter(|&&k| k).count(), 10);
+        assert!(tenth.iter().enumerate().all(|(i, &k)| k == (i % 10 == 9)), "{tenth:?}");
+        assert_eq!(keep(0.25, 1000).iter().filter(|&&k| k).count(), 250);
+        assert_eq!(keep(1.0 / 3.0, 300).iter().filter(|&&k| k).count(), 100);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(59), (1970, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_423), (2025, 12, 1));
+        let t = UNIX_EPOCH + Duration::new(951_782_400 + 3_723, 4_005_000);
+        assert_eq!(rfc3339_micros(t), "2000-02-29T01:02:03.004005Z");
+    }
+
+    #[test]
+    fn lines_hold_the_statistics_figures() {
+        let e = Entry {
+            time: UNIX_EPOCH,
+            names: names(),
+            request_id: "r1".into(),
+            run: Some(RunSize { requests: 2, rows: 5 }),
+            outcome: LoggedOutcome::Success { input_ns: 2_999, infer_ns: 6_001, output_ns: 2_500 },
+        };
+        assert_eq!(
+            e.to_json(),
+            json!({"time": "1970-01-01T00:00:00.000000Z", "model": "m", "version": 3, "instance": "m_0",
+                   "request_id": "r1", "run_requests": 2, "run_rows": 5, "outcome": "success",
+                   "input_us": 2, "infer_us": 6, "output_us": 2, "execute_us": 11})
+        );
+        let e = Entry {
+            time: UNIX_EPOCH,
+            names: names(),
+            request_id: String::new(),
+            run: None,
+            outcome: LoggedOutcome::Failure { kind: "bad_input", message: "no \"X\"\nhere".into() },
+        };
+        let v = e.to_json();
+        assert_eq!((v["run_requests"].clone(), v["run_rows"].clone()), (Value::Null, Value::Null));
+        assert_eq!((v["outcome"].as_str(), v["error_kind"].as_str()), (Some("error"), Some("bad_input")));
+        assert_eq!(v["error"].as_str(), Some("no \"X\"\nhere"));
+        assert!(v.get("input_us").is_none());
+    }
+
+    #[test]
+    fn writes_every_offered_line_and_flushes_on_close() {
+        let path = std::env::temp_dir().join(format!("onnxrs-request-log-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let log = RequestLog::open(&RequestLogSettings { path: path.clone(), sample: 1.0 }).unwrap();
+        for i in 0..1000 {
+            log.offer(Entry {
+                time: SystemTime::now(),
+                names: names(),
+                request_id: format!("r{i}"),
+                run: None,
+                outcome: LoggedOutcome::Failure { kind: "internal", message: "x".into() },
+            });
+        }
+        let dropped = log.dropped();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["request_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, (0..1000).map(|i| format!("r{i}")).collect::<Vec<_>>());
+        assert_eq!(dropped, 0);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn an_unwritable_path_is_a_config_error() {
+        let e =
+            RequestLog::open(&RequestLogSettings { path: "/nonexistent-dir/x.jsonl".into(), sample: 1.0 }).unwrap_err();
+        assert!(e.message().contains("cannot open the request log '/nonexistent-dir/x.jsonl'"), "{e}");
+    }
+}
