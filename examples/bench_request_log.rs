@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use triton_onnxrs::request_log::{InstanceLog, InstanceNames, LoggedOutcome, RequestLog, RequestLogSettings, RunSize};
+use triton_onnxrs::request_log::{InstanceNames, LoggedOutcome, ModelLog, RequestLog, RequestLogSettings, RunSize};
 
 const BATCH: usize = 1000;
 
@@ -30,7 +30,7 @@ fn main() {
     let _ = std::fs::remove_file(&path);
     let log = RequestLog::open(&RequestLogSettings { path: path.clone(), sample: 1.0 }).expect("open the log");
     let names = InstanceNames { model: "mlp_fp32".into(), version: 1, instance: "mlp_fp32_0_0".into() };
-    let instance = InstanceLog::new(log.clone(), names);
+    let instance = ModelLog::new(&log, None).instance(names);
 
     let batches = entries.div_ceil(BATCH);
     let mut per_batch_ns = Vec::with_capacity(batches);

@@ -75,7 +75,7 @@ impl InstanceState {
         state.request_log = model.request_log.as_ref().map(|log| {
             let names =
                 InstanceNames { model: model.name.clone(), version: model.version, instance: state.name.clone() };
-            InstanceLog::new(log.clone(), names)
+            log.instance(names)
         });
         let usage = state.memory_usage();
         state.remember(&usage);

@@ -2,7 +2,6 @@
 //! its instances load, and the session settings they share.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::backend::BackendState;
 use crate::config::model_config::ModelConfig;
@@ -12,7 +11,7 @@ use crate::handover::Ticket;
 use crate::metrics::ModelMetrics;
 use crate::onnx::runtime::Runtime;
 use crate::onnx::session::{GraphOptimization, ModelIo, OnnxSession, SessionSettings};
-use crate::request_log::RequestLog;
+use crate::request_log::ModelLog;
 use crate::triton::Model;
 
 pub struct ModelState {
@@ -29,8 +28,8 @@ pub struct ModelState {
     pub metrics: Option<ModelMetrics>,
     /// This incarnation's place among the incarnations of its version (see `handover`).
     pub ticket: Ticket,
-    /// The backend's request log, when `request-log=PATH` is set.
-    pub request_log: Option<Arc<RequestLog>>,
+    /// The backend's request log with this model's sampling, when `request-log=PATH` is set.
+    pub request_log: Option<ModelLog>,
 }
 
 /// `<repository>/<version>/<default_model_filename>`; a directory there (a model saved with
@@ -127,6 +126,9 @@ impl ModelState {
             }
             _ => None,
         };
+        // Checked even when the log is off: a bad value is a config error either way.
+        let log_sample = params::request_log_sample(&config)?;
+        let request_log = backend.request_log.as_ref().map(|log| ModelLog::new(log, log_sample));
         Ok(ModelState {
             name: name.to_string(),
             version,
@@ -138,7 +140,7 @@ impl ModelState {
             output_names,
             metrics,
             ticket,
-            request_log: backend.request_log.clone(),
+            request_log,
         })
     }
 }

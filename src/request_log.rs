@@ -39,21 +39,19 @@ pub struct RequestLogSettings {
 impl RequestLogSettings {
     /// From the two backend-config values (`None`: not given). No path, no log.
     pub fn parse(path: Option<&str>, sample: Option<&str>) -> Result<Option<Self>> {
-        let sample = match sample {
-            None => 1.0,
-            Some(v) => match v.trim().parse::<f64>() {
-                Ok(r) if (0.0..=1.0).contains(&r) => r,
-                _ => {
-                    return Err(Error::invalid_arg(format!(
-                        "backend config request-log-sample must be a number from 0 to 1, got '{v}'"
-                    )));
-                }
-            },
-        };
+        let sample = sample.map_or(Ok(1.0), |v| parse_share("backend config request-log-sample", v))?;
         match path.map(str::trim) {
             None | Some("") => Ok(None),
             Some(p) => Ok(Some(RequestLogSettings { path: PathBuf::from(p), sample })),
         }
+    }
+}
+
+/// A share of requests, from 0 to 1; `what` names the setting in the error.
+pub fn parse_share(what: &str, value: &str) -> Result<f64> {
+    match value.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(Error::invalid_arg(format!("{what} must be a number from 0 to 1, got '{value}'"))),
     }
 }
 
@@ -66,6 +64,10 @@ struct Sampler {
 }
 
 impl Sampler {
+    fn new(rate: f64) -> Arc<Self> {
+        Arc::new(Sampler { rate, seen: AtomicU64::new(0) })
+    }
+
     fn keep(&self) -> bool {
         if self.rate >= 1.0 {
             return true;
@@ -116,25 +118,40 @@ pub struct InstanceNames {
     pub instance: String,
 }
 
-/// One instance's handle on the log: the log, and the names each of its lines carries.
+/// One model's handle on the log: the log, and how its successful requests are sampled (the
+/// model's own `request_log_sample`, counted for the model, or the backend's, counted across
+/// the models that share it).
+#[derive(Debug, Clone)]
+pub struct ModelLog {
+    log: Arc<RequestLog>,
+    sampler: Arc<Sampler>,
+}
+
+impl ModelLog {
+    pub fn new(log: &Arc<RequestLog>, sample: Option<f64>) -> Self {
+        ModelLog { log: log.clone(), sampler: sample.map_or_else(|| log.sampler.clone(), Sampler::new) }
+    }
+
+    pub fn instance(&self, names: InstanceNames) -> InstanceLog {
+        InstanceLog { model: self.clone(), names: Arc::new(names) }
+    }
+}
+
+/// One instance's handle on the log: its model's, and the names each of its lines carries.
 #[derive(Debug, Clone)]
 pub struct InstanceLog {
-    log: Arc<RequestLog>,
+    model: ModelLog,
     names: Arc<InstanceNames>,
 }
 
 impl InstanceLog {
-    pub fn new(log: Arc<RequestLog>, names: InstanceNames) -> Self {
-        InstanceLog { log, names: Arc::new(names) }
-    }
-
     /// Logs one answered request: every failed one, the sampled share of the successful ones.
     /// Never waits (see `RequestLog::offer`).
     pub fn record(&self, request_id: &str, run: Option<RunSize>, outcome: LoggedOutcome) {
-        if matches!(outcome, LoggedOutcome::Success { .. }) && !self.log.sample_success() {
+        if matches!(outcome, LoggedOutcome::Success { .. }) && !self.model.sampler.keep() {
             return;
         }
-        self.log.offer(Entry {
+        self.model.log.offer(Entry {
             time: SystemTime::now(),
             names: self.names.clone(),
             request_id: request_id.to_string(),
@@ -148,7 +165,8 @@ impl InstanceLog {
 #[derive(Debug)]
 pub struct RequestLog {
     path: PathBuf,
-    sampler: Sampler,
+    /// The backend's `request-log-sample`, for models without their own.
+    sampler: Arc<Sampler>,
     /// Taken (closing the channel) when the log is dropped.
     sender: Option<SyncSender<Entry>>,
     writer: Option<JoinHandle<()>>,
@@ -170,7 +188,7 @@ impl RequestLog {
             .map_err(|e| Error::internal(format!("cannot start the request log's writer: {e}")))?;
         Ok(Arc::new(RequestLog {
             path: settings.path.clone(),
-            sampler: Sampler { rate: settings.sample, seen: AtomicU64::new(0) },
+            sampler: Sampler::new(settings.sample),
             sender: Some(sender),
             writer: Some(handle),
             dropped,
@@ -179,11 +197,6 @@ impl RequestLog {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Whether a successful request is written (failed ones always are). Counts it.
-    pub fn sample_success(&self) -> bool {
-        self.sampler.keep()
     }
 
     /// Hands `entry` to the writer without waiting: when it is behind (or gone), the entry is
@@ -351,14 +364,16 @@ mod tests {
         assert_eq!(RequestLogSettings::parse(Some("x"), Some("0.25")).unwrap().unwrap().sample, 0.25);
         for bad in ["-0.1", "1.5", "x", "NaN", ""] {
             let e = RequestLogSettings::parse(Some("x"), Some(bad)).unwrap_err();
-            assert!(e.message().contains("request-log-sample must be a number from 0 to 1"), "{e}");
+            assert!(e.message().contains("backend config request-log-sample must be a number from 0 to 1"), "{e}");
         }
+        assert_eq!(parse_share("p", " 0.5 ").unwrap(), 0.5);
+        assert_eq!(parse_share("p", "1").unwrap(), 1.0);
     }
 
     #[test]
     fn sampling_keeps_every_nth() {
         let keep = |rate: f64, n: usize| {
-            let s = Sampler { rate, seen: AtomicU64::new(0) };
+            let s = Sampler::new(rate);
             (0..n).map(|_| s.keep()).collect::<Vec<_>>()
         };
         assert!(keep(1.0, 5).iter().all(|&k| k));
@@ -414,16 +429,29 @@ mod tests {
     fn writes_every_offered_line_and_flushes_on_close() {
         let path = std::env::temp_dir().join(format!("onnxrs-request-log-{}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let log = RequestLog::open(&RequestLogSettings { path: path.clone(), sample: 1.0 }).unwrap();
+        // The backend keeps one success in four; the model keeps every one, and every failure.
+        let log = RequestLog::open(&RequestLogSettings { path: path.clone(), sample: 0.25 }).unwrap();
+        let backend_rate = ModelLog::new(&log, None).instance(InstanceNames {
+            model: "a".into(),
+            version: 1,
+            instance: "a_0_0".into(),
+        });
+        let own_rate = ModelLog::new(&log, Some(1.0)).instance(InstanceNames {
+            model: "b".into(),
+            version: 1,
+            instance: "b_0_0".into(),
+        });
+        let success = || LoggedOutcome::Success { input_ns: 1, infer_ns: 2, output_ns: 3 };
         for i in 0..1000 {
-            log.offer(Entry {
-                time: SystemTime::now(),
-                names: names(),
-                request_id: format!("r{i}"),
-                run: None,
-                outcome: LoggedOutcome::Failure { kind: "internal", message: "x".into() },
-            });
+            let failure = LoggedOutcome::Failure { kind: "internal", message: "x".into() };
+            let (instance, outcome) = match i % 3 {
+                0 => (&backend_rate, success()),
+                1 => (&own_rate, success()),
+                _ => (&backend_rate, failure),
+            };
+            instance.record(&format!("r{i}"), None, outcome);
         }
+        drop((backend_rate, own_rate));
         let dropped = log.dropped();
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -431,7 +459,15 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap()["request_id"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(ids, (0..1000).map(|i| format!("r{i}")).collect::<Vec<_>>());
+        // Model a's successes are i = 0, 3, 6, ...: its 4th, 8th, ... are kept.
+        let want: Vec<String> = (0..1000)
+            .filter(|i| match i % 3 {
+                0 => (i / 3) % 4 == 3,
+                _ => true,
+            })
+            .map(|i| format!("r{i}"))
+            .collect();
+        assert_eq!(ids, want);
         assert_eq!(dropped, 0);
         std::fs::remove_file(&path).unwrap();
     }

@@ -1,6 +1,7 @@
 """The structured request log (`--backend-config=onnxrs,request-log=PATH`): one JSON line per
 request, every field checked against the requests sent and the statistics of the same requests;
-still valid JSON lines after an unload/load cycle and a shutdown; sampling keeps failures."""
+still valid JSON lines after an unload/load cycle and a shutdown; sampling (backend-wide and per
+model) keeps every failure; a bad setting is a clear load error."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from make_models import GATHER_TABLE
-from server import json_body
+from server import TritonServer, json_body, make_repo
 
 MODEL = "gather_fail"
 GOOD = {f"good-{i}": idx for i, idx in enumerate([[[0, 1]], [[4], [3]], [[2, 2, 2]], [[1], [0], [4]], [[3]]])}
@@ -130,20 +131,50 @@ def test_every_request_logged_with_the_statistics_figures(server_for, tmp_path):
     assert (outcomes["again-0"], outcomes["again-1"]) == ("success", "error")
 
 
-def test_sampling_keeps_every_nth_success_and_every_failure(server_for, tmp_path):
+def with_parameter(repo: Path, model: str, key: str, value: str) -> None:
+    with open(repo / model / "config.pbtxt", "a") as f:
+        f.write(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n')
+
+
+def test_sampling_keeps_every_nth_success_and_every_failure(tmp_path):
+    """The backend's request-log-sample=0.25 for gather_fail; mlp_fp32's own
+    request_log_sample=1 keeps all of its successes."""
     path = tmp_path / "sampled.jsonl"
-    s = server_for([MODEL], f"--backend-config=onnxrs,request-log={path}", "--backend-config=onnxrs,request-log-sample=0.25")
-    good = [f"s-good-{i}" for i in range(8)]
-    bad = [f"s-bad-{i}" for i in range(3)]
-    for request_id in good:
-        assert send(s, request_id, [[0, 1]]) == 200
-    for request_id in bad:
-        assert send(s, request_id, [[9]]) == 400
-    s.stop()
-    lines = read_log(path, 2 + len(bad))
-    # Every fourth success (deterministic), every failure.
-    assert [line["request_id"] for line in lines] == ["s-good-3", "s-good-7", *bad]
-    assert "dropped" not in s.log_text()
+    repo = make_repo(tmp_path / "repo", [MODEL, "mlp_fp32"])
+    with_parameter(repo, "mlp_fp32", "request_log_sample", "1")
+    with TritonServer(
+        repo, f"--backend-config=onnxrs,request-log={path}", "--backend-config=onnxrs,request-log-sample=0.25"
+    ) as s:
+        good = [f"s-good-{i}" for i in range(8)]
+        bad = [f"s-bad-{i}" for i in range(3)]
+        for request_id in good:
+            assert send(s, request_id, [[0, 1]]) == 200
+        for request_id in bad:
+            assert send(s, request_id, [[9]]) == 400
+        mlp = [f"s-mlp-{i}" for i in range(3)]
+        for request_id in mlp:
+            body = json_body({"X": (np.full((1, 16), 0.5, np.float32), "FP32")})
+            body["id"] = request_id
+            assert s.request("POST", "/v2/models/mlp_fp32/infer", body)[0] == 200
+        s.stop()
+        log_text = s.log_text()
+    lines = read_log(path, 2 + len(bad) + len(mlp))
+    # Every fourth success of the backend's sampling (deterministic), every failure, and every
+    # success of the model with its own share.
+    assert [line["request_id"] for line in lines] == ["s-good-3", "s-good-7", *bad, *mlp]
+    assert {line["model"] for line in lines[-3:]} == {"mlp_fp32"}
+    assert "dropped" not in log_text
+
+
+def test_a_bad_model_sample_fails_that_model_only(tmp_path):
+    repo = make_repo(tmp_path / "repo", [MODEL, "mlp_fp32"])
+    with_parameter(repo, "mlp_fp32", "request_log_sample", "2")
+    with TritonServer(
+        repo, f"--backend-config=onnxrs,request-log={tmp_path / 'r.jsonl'}", "--exit-on-error=false"
+    ) as s:
+        assert not s.model_ready("mlp_fp32")
+        assert s.model_ready(MODEL)
+        assert "parameter 'request_log_sample' must be a number from 0 to 1, got '2'" in s.log_text()
 
 
 def test_an_unwritable_request_log_fails_the_backend_clearly(server_for, tmp_path):

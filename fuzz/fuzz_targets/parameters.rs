@@ -22,7 +22,7 @@ use triton_onnxrs::config::model_config::ModelConfig;
 use triton_onnxrs::config::{cuda, params};
 use triton_onnxrs::onnx::session::GraphOptimization;
 
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 21] = [
     "memory.enable_memory_arena_shrinkage",
     "memory.enable_arena_shrinkage",
     "intra_op_thread_count",
@@ -43,6 +43,7 @@ const KEYS: [&str; 20] = [
     "enable_cuda_graph",
     "request-log",
     "request-log-sample",
+    "request_log_sample",
 ];
 
 const VALUES: [&str; 24] = [
@@ -125,7 +126,7 @@ fn text(t: &Text) -> String {
 
 /// The domains, spelled out.
 /// The parameters onnxrs documents (README): others are warned about, unknown memory.* refused.
-const DOCUMENTED: [&str; 11] = [
+const DOCUMENTED: [&str; 12] = [
     "intra_op_thread_count",
     "inter_op_thread_count",
     "execution_mode",
@@ -137,6 +138,7 @@ const DOCUMENTED: [&str; 11] = [
     "arena_extend_strategy",
     "do_copy_in_default_stream",
     "metrics",
+    "request_log_sample",
 ];
 
 /// `cpu:0;gpu:1` device lists, as ONNX Runtime's shrinkage run option takes them.
@@ -160,6 +162,10 @@ fn flag(v: &str) -> Option<bool> {
         "0" | "false" => Some(false),
         _ => None,
     }
+}
+/// A share of requests: a number from 0 to 1.
+fn share(v: &str) -> Option<f64> {
+    v.trim().parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r))
 }
 fn int(v: &str) -> Option<i64> {
     v.trim().parse().ok()
@@ -186,8 +192,7 @@ fn backend(input: &Input) {
     let state = BackendConfig::parse(&json!({ "cmdline": cmdline }));
     let max_batch = read(&strings, "default-max-batch-size", |v| v.trim().parse::<usize>().ok());
     let metrics = read(&strings, "metrics", flag);
-    let sample =
-        read(&strings, "request-log-sample", |v| v.trim().parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)));
+    let sample = read(&strings, "request-log-sample", share);
     match (state, max_batch, metrics, sample) {
         (Ok(s), Ok(max_batch), Ok(metrics), Ok(sample)) => {
             assert_eq!(s.default_max_batch_size, max_batch.unwrap_or(4));
@@ -348,6 +353,11 @@ fn model(input: &Input) {
         (Ok(on), Ok(want)) => assert_eq!(on, want.unwrap_or(true)),
         (Err(_), Err(())) => {}
         (got, want) => panic!("metrics_enabled = {got:?}, the domain says {want:?}"),
+    }
+    match (params::request_log_sample(&config), read(p, "request_log_sample", share)) {
+        (Ok(got), Ok(want)) => assert_eq!(got, want),
+        (Err(_), Err(())) => {}
+        (got, want) => panic!("request_log_sample = {got:?}, the domain says {want:?}"),
     }
 }
 
