@@ -1,6 +1,7 @@
 //! Reporting a run that happened: one batch statistic to Triton, one record to onnxrs's metrics,
-//! and the backend's own steps in the trace of each traced request. Each request's own
-//! statistics are reported when it is answered (`RequestRecord::answer`).
+//! the backend's own steps in the trace of each traced request, and the run's size on each of
+//! its records (for the request log). Each request's own statistics are reported when it is
+//! answered (`RequestRecord::answer`).
 
 use super::{Reporter, RequestRecord};
 use crate::metrics::RunRecord;
