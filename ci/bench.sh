@@ -43,6 +43,11 @@ cargo build -j2 --release --locked --example bench_floor
 step "benchmark ($mode mode)"
 "$ONNXRS_PYTHON" bench/bench.py --mode "$mode"
 
+step "the request log's cost on execute (examples/bench_request_log.rs)"
+cargo build -j2 --release --locked --example bench_request_log
+mkdir -p build/bench
+target/release/examples/bench_request_log 200000 100000 | tee build/bench/request-log.json
+
 if [ "$update_docs" = 1 ]; then
   step "BENCHMARKS.md and docs/bench-*.png from this run"
   cp build/bench/BENCHMARKS.md BENCHMARKS.md

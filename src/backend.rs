@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::handover::Handover;
 use crate::metrics::Families;
 use crate::onnx::runtime::{self, Runtime, ThreadPools};
+use crate::request_log::{RequestLog, RequestLogSettings};
 
 /// The official backend's default for `default-max-batch-size`.
 const DEFAULT_MAX_BATCH_SIZE: usize = 4;
@@ -29,11 +30,13 @@ pub struct BackendState {
     pub handover: Handover,
     /// `thread-pools=shared|per-session`: where sessions' operator threads come from.
     pub thread_pools: ThreadPools,
+    /// `request-log=PATH`: the open request log, shared by every model (see `request_log`).
+    pub request_log: Option<Arc<RequestLog>>,
 }
 
 /// The settings of `--backend-config=onnxrs,key=value`: pure, apart from the state that holds
 /// them, so they can be tested and fuzzed without a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
     /// `ort-library=PATH`.
     pub ort_library: Option<PathBuf>,
@@ -44,6 +47,8 @@ pub struct BackendConfig {
     /// `thread-pools=shared|per-session` (shared unless set: one pool of as many threads as the
     /// process has CPUs, for every session whose config names no thread counts).
     pub thread_pools: ThreadPools,
+    /// `request-log=PATH` and `request-log-sample=R`.
+    pub request_log: Option<RequestLogSettings>,
 }
 
 impl BackendConfig {
@@ -72,6 +77,7 @@ impl BackendConfig {
             default_max_batch_size,
             metrics_on,
             thread_pools,
+            request_log: RequestLogSettings::parse(get("request-log"), get("request-log-sample"))?,
         })
     }
 }
@@ -79,8 +85,9 @@ impl BackendConfig {
 impl BackendState {
     /// From the backend config JSON the server hands over (see `BackendConfig::parse`).
     pub fn from_config(config: &serde_json::Value, backend_dir: Option<PathBuf>) -> Result<Self> {
-        let BackendConfig { ort_library, default_max_batch_size, metrics_on, thread_pools } =
+        let BackendConfig { ort_library, default_max_batch_size, metrics_on, thread_pools, request_log } =
             BackendConfig::parse(config)?;
+        let request_log = request_log.as_ref().map(RequestLog::open).transpose()?;
         Ok(BackendState {
             ort_library,
             backend_dir,
@@ -89,6 +96,7 @@ impl BackendState {
             metrics_on,
             handover: Handover::default(),
             thread_pools,
+            request_log,
         })
     }
 

@@ -11,6 +11,7 @@ use crate::memory::{ReportThrottle, heap_in_use};
 use crate::metrics::InstanceMetrics;
 use crate::model::ModelState;
 use crate::onnx::session::{Device, OnnxSession, SessionSettings};
+use crate::request_log::{InstanceLog, InstanceNames};
 use crate::triton::memory::MemoryUsage;
 use crate::triton::{Instance, InstanceKind, MemoryType};
 
@@ -36,6 +37,8 @@ pub struct InstanceState {
     gpu_reported: ReportThrottle,
     /// onnxrs's metrics for this instance (None when switched off).
     metrics: Option<InstanceMetrics>,
+    /// Where its answered requests are logged, when the request log is on.
+    pub request_log: Option<InstanceLog>,
 }
 
 impl InstanceState {
@@ -70,7 +73,13 @@ impl InstanceState {
             throttle: ReportThrottle::new(0, MEMORY_REPORT_INTERVAL_NS),
             gpu_reported: ReportThrottle::new(0, 0),
             metrics: None,
+            request_log: None,
         };
+        state.request_log = model.request_log.as_ref().map(|log| {
+            let names =
+                InstanceNames { model: model.name.clone(), version: model.version, instance: state.name.clone() };
+            log.instance(names)
+        });
         let usage = state.memory_usage();
         state.remember(&usage);
         instance.report_memory_usage(&usage).map_err(context)?;

@@ -41,6 +41,7 @@ pub mod model;
 // statistics).
 #[allow(unsafe_code)]
 pub mod onnx;
+pub mod request_log;
 // The generated bindings to Triton's C API.
 #[allow(unsafe_code)]
 mod sys;

@@ -12,6 +12,7 @@ use crate::handover::Ticket;
 use crate::metrics::ModelMetrics;
 use crate::onnx::runtime::{Runtime, ThreadPools};
 use crate::onnx::session::{Device, GraphOptimization, ModelIo, OnnxSession, SessionSettings};
+use crate::request_log::ModelLog;
 use crate::triton::Model;
 
 pub struct ModelState {
@@ -34,6 +35,8 @@ pub struct ModelState {
     pub(crate) direct_outputs: Vec<crate::execute::direct::DirectOutput>,
     /// The shared sessions, one per device, made by the first instance on it.
     shared: Mutex<Vec<(Device, Arc<OnnxSession>)>>,
+    /// The backend's request log with this model's sampling, when `request-log=PATH` is set.
+    pub request_log: Option<ModelLog>,
 }
 
 /// An instance's session, and whether this instance made it (the one that reports its memory).
@@ -141,6 +144,9 @@ impl ModelState {
             _ => None,
         };
         let direct_outputs = crate::execute::direct::eligible(&config, &io);
+        // Checked even when the log is off: a bad value is a config error either way.
+        let log_sample = params::request_log_sample(&config)?;
+        let request_log = backend.request_log.as_ref().map(|log| ModelLog::new(log, log_sample));
         Ok(ModelState {
             name: name.to_string(),
             version,
@@ -155,6 +161,7 @@ impl ModelState {
             share_session,
             direct_outputs,
             shared: Mutex::new(Vec::new()),
+            request_log,
         })
     }
 

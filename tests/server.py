@@ -7,6 +7,8 @@ check talks to them with.
 - `Rest`: Triton's HTTP/REST API (repository index, load and unload, config, statistics, JSON
   inference); every `TritonServer` is one, and tests/gpu/gpu_check.py uses it on its own.
 - `Metrics`: the Prometheus text of `/metrics`, parsed.
+- `OtlpReceiver`: an OTLP/HTTP trace collector on a free loopback port (Triton's OpenTelemetry
+  trace mode exports to it), decoding with `opentelemetry-proto`.
 - `infer` (tritonclient over HTTP or gRPC), `binary_infer` (plain HTTP with Triton's binary
   extension; `bytes_elements` packs BYTES data for it) and `json_body` (a plain HTTP JSON
   request).
@@ -17,6 +19,7 @@ nothing else. tritonclient and requests are there in the test environment (.deps
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -315,6 +318,90 @@ class TritonServer(Rest):
     def metrics(self) -> Metrics:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
             return Metrics(r.read().decode())
+
+
+class OtlpReceiver:
+    """`with OtlpReceiver() as r:` an OTLP/HTTP trace collector on a free loopback port, for
+    `--trace-config opentelemetry,url=<r.url>`: every POST to /v1/traces is decoded with the
+    `opentelemetry-proto` package (protobuf, or OTLP's JSON, which Triton's exporter sends) and
+    its spans kept in `spans` (`Span` messages, in arrival order)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.spans: list = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    export = receiver.decode(body, self.headers.get("Content-Type", ""))
+                except Exception as e:  # answered as the error it is; the test sees no spans
+                    self.send_response(400)
+                    self.end_headers()
+                    self.wfile.write(str(e).encode())
+                    return
+                with receiver._lock:
+                    for resource in export.resource_spans:
+                        for scope in resource.scope_spans:
+                            receiver.spans.extend(scope.spans)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self._pb2 = trace_service_pb2
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1/traces"
+
+    def decode(self, body: bytes, content_type: str):
+        """One ExportTraceServiceRequest from an OTLP/HTTP body."""
+        from google.protobuf import json_format
+
+        request = self._pb2.ExportTraceServiceRequest()
+        if "json" not in content_type:
+            request.ParseFromString(body)
+            return request
+        # OTLP's JSON writes trace and span ids as hex, protobuf's JSON mapping wants base64.
+        def ids_to_base64(node):
+            if isinstance(node, dict):
+                return {
+                    k: base64.b64encode(bytes.fromhex(v)).decode()
+                    if k in ("traceId", "spanId", "parentSpanId") and isinstance(v, str)
+                    else ids_to_base64(v)
+                    for k, v in node.items()
+                }
+            if isinstance(node, list):
+                return [ids_to_base64(v) for v in node]
+            return node
+
+        return json_format.ParseDict(ids_to_base64(json.loads(body)), request, ignore_unknown_fields=True)
+
+    def snapshot(self) -> list:
+        with self._lock:
+            return list(self.spans)
+
+    def __enter__(self) -> OtlpReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
 
 
 class Metrics:

@@ -1,5 +1,5 @@
 """Telemetry: onnxrs's own metrics after a known workload, switching them off, the backend's
-activities in Triton's trace file, its lines in Triton's log in the chosen format, the
+activities in Triton's trace file and as OpenTelemetry spans, its lines in Triton's log in the chosen format, the
 consistency-check command, and the Prometheus rules and Grafana dashboard checked against a real
 server's metric names."""
 
@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from make_models import GATHER_TABLE
-from server import ROOT, json_body
+from server import ROOT, OtlpReceiver, json_body
 
 DEPLOY = ROOT / "deploy"
 CHECK = DEPLOY / "onnxrs-check"
@@ -30,6 +30,16 @@ def gather(s, idx, request_id=None):
         body["id"] = request_id
     return requests.post(f"{s.url}/v2/models/gather_fail/infer", json=body, timeout=30)
 
+
+# onnxrs's steps in a traced request, in order (execute/reporting.rs).
+ACTIVITIES = [
+    "ONNXRS_GATHER_START",
+    "ONNXRS_GATHER_END",
+    "ONNXRS_ORT_RUN_START",
+    "ONNXRS_ORT_RUN_END",
+    "ONNXRS_SCATTER_START",
+    "ONNXRS_SCATTER_END",
+]
 
 WORKLOAD_GOOD = [[[0, 1]], [[4], [3]], [[2, 2, 2]], [[1]], [[0], [1], [2]]]
 WORKLOAD_BAD = [[[5]], [[0, 9]]]
@@ -137,15 +147,81 @@ def test_trace_holds_the_backend_activities(server_for, tmp_path):
         for entry in json.loads(f.read_text()):
             for t in entry.get("timestamps", []):
                 events[t["name"]] = t["ns"]
-    ours = ["ONNXRS_GATHER_START", "ONNXRS_ORT_RUN_START", "ONNXRS_ORT_RUN_END", "ONNXRS_SCATTER_END"]
-    assert all(a in events for a in ours), sorted(events)
-    times = [events[a] for a in ours]
-    assert times == sorted(times), dict(zip(ours, times))
+    assert all(a in events for a in ACTIVITIES), sorted(events)
+    times = [events[a] for a in ACTIVITIES]
+    assert times == sorted(times), dict(zip(ACTIVITIES, times))
     # Inside Triton's own compute window, and the ORT run is what Triton calls compute infer.
     assert events["COMPUTE_START"] <= events["ONNXRS_GATHER_START"]
     assert events["ONNXRS_SCATTER_END"] <= events["COMPUTE_END"]
-    assert events["ONNXRS_ORT_RUN_START"] == events["COMPUTE_INPUT_END"]
-    assert events["ONNXRS_ORT_RUN_END"] == events["COMPUTE_OUTPUT_START"]
+    assert events["ONNXRS_GATHER_END"] == events["ONNXRS_ORT_RUN_START"] == events["COMPUTE_INPUT_END"]
+    assert events["ONNXRS_ORT_RUN_END"] == events["ONNXRS_SCATTER_START"] == events["COMPUTE_OUTPUT_START"]
+
+
+def test_opentelemetry_spans_hold_the_backend_steps(server_for):
+    """Triton's OpenTelemetry mode exports OTLP/HTTP to a receiver of ours: each traced request's
+    trace holds onnxrs's gather, ORT run and scatter as spans of the request, in order, inside
+    the compute span's window, with the model, version and request id on the request span."""
+    with OtlpReceiver() as receiver:
+        s = server_for(
+            ["gather_fail"],
+            "--trace-config=mode=opentelemetry",
+            f"--trace-config=opentelemetry,url={receiver.url}",
+            # Export each span batch at once instead of every 5 s.
+            "--trace-config=opentelemetry,bsp_schedule_delay=100",
+            "--trace-config=level=TIMESTAMPS",
+            "--trace-config=rate=1",
+        )
+        sent = {f"otel-{i}": idx for i, idx in enumerate([[[0, 1]], [[4], [3]], [[2, 2, 2]]])}
+        for request_id, idx in sent.items():
+            r = gather(s, idx, request_id)
+            assert r.status_code == 200, r.text
+            assert r.json()["id"] == request_id
+        deadline = time.monotonic() + 30
+        while True:
+            traces = spans_by_request_id(receiver.snapshot())
+            if all(len(traces.get(i, [])) >= 6 for i in sent) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert set(sent) <= set(traces), sorted(traces)
+    for request_id in sent:
+        spans = {sp.name: sp for sp in traces[request_id]}
+        request = spans["gather_fail"]
+        attributes = {a.key: a.value for a in request.attributes}
+        assert attributes["triton.model_name"].string_value == "gather_fail"
+        assert attributes["triton.model_version"].int_value == 1
+        assert attributes["triton.request_id"].string_value == request_id
+        compute = spans["compute"]
+        assert compute.parent_span_id == request.span_id
+        compute_events = {e.name: e.time_unix_nano for e in compute.events}
+        steps = [spans.get(n) for n in ("ONNXRS_GATHER", "ONNXRS_ORT_RUN", "ONNXRS_SCATTER")]
+        assert all(steps), sorted(spans)
+        for step in steps:
+            # A span of the request (Triton parents every backend span there), bounded by its
+            # own _START and _END activities.
+            assert step.parent_span_id == request.span_id
+            assert [e.name for e in step.events] == [step.name + "_START", step.name + "_END"]
+            assert [e.time_unix_nano for e in step.events] == [step.start_time_unix_nano, step.end_time_unix_nano]
+        gather_span, ort, scatter = steps
+        # In order, back to back, inside the compute span; the ORT run is Triton's compute infer.
+        assert compute.start_time_unix_nano <= gather_span.start_time_unix_nano
+        assert gather_span.end_time_unix_nano == ort.start_time_unix_nano == compute_events["COMPUTE_INPUT_END"]
+        assert ort.end_time_unix_nano == scatter.start_time_unix_nano == compute_events["COMPUTE_OUTPUT_START"]
+        assert scatter.end_time_unix_nano <= compute.end_time_unix_nano
+        assert compute_events["COMPUTE_END"] == compute.end_time_unix_nano
+
+
+def spans_by_request_id(spans) -> dict[str, list]:
+    """The spans of each trace whose request span carries a triton.request_id."""
+    by_trace: dict[bytes, list] = {}
+    for sp in spans:
+        by_trace.setdefault(sp.trace_id, []).append(sp)
+    out = {}
+    for trace in by_trace.values():
+        for sp in trace:
+            for a in sp.attributes:
+                if a.key == "triton.request_id":
+                    out[a.value.string_value] = trace
+    return out
 
 
 def test_backend_lines_in_tritons_log_in_the_chosen_format(server_for, tmp_path):

@@ -23,7 +23,7 @@ use triton_onnxrs::config::{cuda, params};
 use triton_onnxrs::onnx::runtime::ThreadPools;
 use triton_onnxrs::onnx::session::GraphOptimization;
 
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 23] = [
     "memory.enable_memory_arena_shrinkage",
     "memory.enable_arena_shrinkage",
     "intra_op_thread_count",
@@ -44,6 +44,9 @@ const KEYS: [&str; 20] = [
     "enable_cuda_graph",
     "share_session_between_instances",
     "thread-pools",
+    "request-log",
+    "request-log-sample",
+    "request_log_sample",
 ];
 
 const VALUES: [&str; 26] = [
@@ -128,7 +131,7 @@ fn text(t: &Text) -> String {
 
 /// The domains, spelled out.
 /// The parameters onnxrs documents (README): others are warned about, unknown memory.* refused.
-const DOCUMENTED: [&str; 12] = [
+const DOCUMENTED: [&str; 13] = [
     "intra_op_thread_count",
     "inter_op_thread_count",
     "execution_mode",
@@ -141,6 +144,7 @@ const DOCUMENTED: [&str; 12] = [
     "do_copy_in_default_stream",
     "metrics",
     "share_session_between_instances",
+    "request_log_sample",
 ];
 
 /// `cpu:0;gpu:1` device lists, as ONNX Runtime's shrinkage run option takes them.
@@ -164,6 +168,10 @@ fn flag(v: &str) -> Option<bool> {
         "0" | "false" => Some(false),
         _ => None,
     }
+}
+/// A share of requests: a number from 0 to 1.
+fn share(v: &str) -> Option<f64> {
+    v.trim().parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r))
 }
 fn int(v: &str) -> Option<i64> {
     v.trim().parse().ok()
@@ -197,17 +205,29 @@ fn backend(input: &Input) {
     });
     // Refused when either is invalid: the two are checked together below.
     let metrics = metrics.and_then(|m| pools.map(|_| m)).map_err(|_| ());
-    match (state, max_batch, metrics) {
-        (Ok(s), Ok(max_batch), Ok(metrics)) => {
+    let sample = read(&strings, "request-log-sample", share);
+    match (state, max_batch, metrics, sample) {
+        (Ok(s), Ok(max_batch), Ok(metrics), Ok(sample)) => {
             assert_eq!(s.default_max_batch_size, max_batch.unwrap_or(4));
             assert_eq!(s.metrics_on, metrics.unwrap_or(true));
             let shared = matches!(s.thread_pools, ThreadPools::Shared { threads } if threads >= 1);
             assert_eq!(shared, pools != Ok(Some(true)), "per-session only when asked for");
             let library = strings.get("ort-library").filter(|l| !l.is_empty());
             assert_eq!(s.ort_library.as_deref(), library.map(std::path::Path::new));
+            // The request log: a path that is not blank turns it on (the file is opened later,
+            // by the backend's state, not by parsing).
+            let log = strings.get("request-log").map(|p| p.trim()).filter(|p| !p.is_empty());
+            assert_eq!(s.request_log.as_ref().map(|r| r.path.as_path()), log.map(std::path::Path::new));
+            if let Some(r) = &s.request_log {
+                assert_eq!(r.sample, sample.unwrap_or(1.0));
+            }
         }
-        (Err(e), m, f) => assert!(m.is_err() || f.is_err(), "backend config refused for no reason: {e}"),
-        (Ok(_), m, f) => panic!("backend config accepted with an invalid value ({m:?}, {f:?}): {strings:?}"),
+        (Err(e), m, f, r) => {
+            assert!(m.is_err() || f.is_err() || r.is_err(), "backend config refused for no reason: {e}")
+        }
+        (Ok(_), m, f, r) => {
+            panic!("backend config accepted with an invalid value ({m:?}, {f:?}, {r:?}): {strings:?}")
+        }
     }
 }
 
@@ -358,6 +378,11 @@ fn model(input: &Input) {
         (Ok(on), Ok(want)) => assert_eq!(on, want.unwrap_or(false)),
         (Err(_), Err(())) => {}
         (got, want) => panic!("share_session = {got:?}, the domain says {want:?}"),
+    }
+    match (params::request_log_sample(&config), read(p, "request_log_sample", share)) {
+        (Ok(got), Ok(want)) => assert_eq!(got, want),
+        (Err(_), Err(())) => {}
+        (got, want) => panic!("request_log_sample = {got:?}, the domain says {want:?}"),
     }
 }
 

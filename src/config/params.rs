@@ -12,6 +12,9 @@
 //! | `memory.enable_memory_arena_shrinkage` | devices whose arena gives back its free memory after every run: `cpu:0`, `gpu:0`, `cpu:0;gpu:1` (an ONNX Runtime run option) | off |
 //! | `share_session_between_instances` | `true`/`1`: the instances on one device run one session (one copy of the weights) | off |
 //! | `optimization { graph { level } }` | -1 basic, 0 all, 1 extended, 2 none (as the official backend) | all |
+//!
+//! And onnxrs's own: `metrics` (0 turns its metrics off for the model) and `request_log_sample`
+//! (the model's share of successful requests in the request log, 0 to 1).
 
 //!
 //! The CUDA execution provider's options are in `config::cuda`.
@@ -24,7 +27,7 @@ pub const ARENA_SHRINKAGE: &str = "memory.enable_memory_arena_shrinkage";
 /// ignores them silently, so a misspelt key would change nothing without anyone knowing); an
 /// unknown `memory.*` key fails the load, since memory settings that do nothing are the ones an
 /// operator counts on most.
-const KNOWN: [&str; 12] = [
+const KNOWN: [&str; 13] = [
     "intra_op_thread_count",
     "inter_op_thread_count",
     "execution_mode",
@@ -37,6 +40,7 @@ const KNOWN: [&str; 12] = [
     "do_copy_in_default_stream",
     "metrics",
     SHARE_SESSION,
+    "request_log_sample",
 ];
 
 /// The key users of the official backend's pull requests for one session per model write.
@@ -177,6 +181,13 @@ pub fn unknown_parameters(config: &ModelConfig) -> Result<Vec<String>> {
 /// The model parameter `metrics` ("0" turns onnxrs's metrics off for this model).
 pub fn metrics_enabled(config: &ModelConfig) -> Result<bool> {
     bool_param(&config.parameters, "metrics", true)
+}
+
+/// The model parameter `request_log_sample`: the share of the model's successful requests the
+/// request log keeps (`None`: the backend's `request-log-sample`).
+pub fn request_log_sample(config: &ModelConfig) -> Result<Option<f64>> {
+    let what = "parameter 'request_log_sample'";
+    config.parameters.get("request_log_sample").map(|v| crate::request_log::parse_share(what, v)).transpose()
 }
 
 #[cfg(test)]

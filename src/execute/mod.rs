@@ -30,6 +30,7 @@ use crate::inputs::CheckedRequest;
 use crate::instance::InstanceState;
 use crate::metrics::{ErrorClass, ModelMetrics, SequencePosition};
 use crate::model::ModelState;
+use crate::request_log::{InstanceLog, LoggedOutcome, RunSize};
 use crate::triton::instance::Timestamps;
 use crate::triton::{Instance, InstanceKind, OwnedRequest, Request, Response};
 
@@ -65,6 +66,8 @@ struct RequestRecord<'r> {
     checked: Option<CheckedRequest<'r>>,
     /// For a model with sequence_batching: where the request lies in its sequence.
     position: Option<SequencePosition>,
+    /// The ONNX Runtime run it took part in (the last, when a fused run was retried alone).
+    run: Option<RunSize>,
     outcome: Outcome,
 }
 
@@ -74,7 +77,7 @@ impl<'r> RequestRecord<'r> {
             Ok(response) => (Some(response), Outcome::Pending),
             Err(e) => (None, Outcome::Failed(e, ErrorClass::Internal)),
         };
-        RequestRecord { request, response, checked: None, position: None, outcome }
+        RequestRecord { request, response, checked: None, position: None, run: None, outcome }
     }
 
     fn checked(&self) -> Result<&CheckedRequest<'r>> {
@@ -84,7 +87,7 @@ impl<'r> RequestRecord<'r> {
     /// Reports the request's statistics, then sends its response; once only. Statistics go first
     /// so that a client that reads /stats right after its response sees its own request counted.
     fn answer(&mut self, reporter: Reporter<'_>) {
-        let Reporter { instance, metrics, label } = reporter;
+        let Reporter { instance, metrics, label, request_log } = reporter;
         let (success, timestamps, result) = match mem::replace(&mut self.outcome, Outcome::Answered) {
             Outcome::Answered => return,
             Outcome::Succeeded(t) => {
@@ -97,19 +100,24 @@ impl<'r> RequestRecord<'r> {
                 if let Some(m) = metrics {
                     m.record_error(class);
                 }
-                (false, Timestamps::default(), Err(e))
+                (false, Timestamps::default(), Err((e, class)))
             }
             Outcome::Pending => {
                 if let Some(m) = metrics {
                     m.record_error(ErrorClass::Internal);
                 }
-                (false, Timestamps::default(), Err(Error::internal("onnxrs: the request was not executed")))
+                let e = Error::internal("onnxrs: the request was not executed");
+                (false, Timestamps::default(), Err((e, ErrorClass::Internal)))
             }
         };
         let request = self.request;
         if let Err(e) = instance.report_statistics(request, success, timestamps) {
             log::error!("onnxrs: cannot report statistics for a request: {e}");
         }
+        if let Some(log) = request_log {
+            log.record(request.id().unwrap_or_default(), self.run, logged_outcome(timestamps, &result));
+        }
+        let result = result.map_err(|(e, _)| e);
         if let Err(e) = &result {
             log::debug!("onnxrs: {label}: request '{}' failed: {e}", request.id().unwrap_or_default());
         }
@@ -130,13 +138,28 @@ impl<'r> RequestRecord<'r> {
     }
 }
 
-/// Where a request's outcome goes: Triton's statistics, onnxrs's metrics, the log.
+/// What the request log says of an outcome: the stage times of the statistics just reported,
+/// or the error.
+fn logged_outcome(t: Timestamps, result: &std::result::Result<(), Failure>) -> LoggedOutcome {
+    match result {
+        Ok(()) => LoggedOutcome::Success {
+            input_ns: t.compute_start.saturating_sub(t.exec_start),
+            infer_ns: t.compute_end.saturating_sub(t.compute_start),
+            output_ns: t.exec_end.saturating_sub(t.compute_end),
+        },
+        Err((e, class)) => LoggedOutcome::Failure { kind: class.label(), message: e.message().to_string() },
+    }
+}
+
+/// Where a request's outcome goes: Triton's statistics, onnxrs's metrics, the log, the request
+/// log.
 #[derive(Clone, Copy)]
 struct Reporter<'i> {
     instance: Instance<'i>,
     metrics: Option<&'i ModelMetrics>,
     /// "model 'm' version 1 instance 'm_0'", for log lines.
     label: &'i str,
+    request_log: Option<&'i InstanceLog>,
 }
 
 /// What every step of one execution shares.
@@ -170,7 +193,12 @@ impl Drop for Execution<'_> {
 /// concerns.
 pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &InstanceState, requests: Vec<OwnedRequest>) {
     let exec_start = clock::now_ns();
-    let reporter = Reporter { instance, metrics: model.metrics.as_ref(), label: &state.label };
+    let reporter = Reporter {
+        instance,
+        metrics: model.metrics.as_ref(),
+        label: &state.label,
+        request_log: state.request_log.as_ref(),
+    };
     // `requests` is a parameter, so it outlives `execution` even while a panic unwinds: every
     // request is answered (by `execution`'s drop) before it is released (by its own).
     let mut execution =

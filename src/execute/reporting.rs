@@ -1,9 +1,11 @@
 //! Reporting a run that happened: one batch statistic to Triton, one record to onnxrs's metrics,
-//! and the backend's own steps in the trace of each traced request. Each request's own
-//! statistics are reported when it is answered (`RequestRecord::answer`).
+//! the backend's own steps in the trace of each traced request, and the run's size on each of
+//! its records (for the request log). Each request's own statistics are reported when it is
+//! answered (`RequestRecord::answer`).
 
 use super::{Reporter, RequestRecord};
 use crate::metrics::RunRecord;
+use crate::request_log::RunSize;
 use crate::triton::instance::Timestamps;
 
 /// What one run did.
@@ -20,7 +22,7 @@ pub(super) struct RunFigures {
     pub(super) direct_output_bytes: u64,
 }
 
-pub(super) fn report_run(reporter: Reporter<'_>, records: &[&mut RequestRecord<'_>], figures: &RunFigures) {
+pub(super) fn report_run(reporter: Reporter<'_>, records: &mut [&mut RequestRecord<'_>], figures: &RunFigures) {
     let RunFigures { rows, times, input_bytes, output_bytes, direct_output_bytes } = *figures;
     if let Err(e) = reporter.instance.report_batch_statistics(rows, times) {
         log::error!("onnxrs: cannot report batch statistics: {e}");
@@ -37,14 +39,21 @@ pub(super) fn report_run(reporter: Reporter<'_>, records: &[&mut RequestRecord<'
         });
     }
     // The backend's own steps, in the trace of each traced request (Triton's trace file or
-    // OpenTelemetry export shows them next to its own activities).
+    // OpenTelemetry export shows them next to its own activities). Each step is a `_START` /
+    // `_END` pair: Triton's OpenTelemetry mode turns such a pair into a span of its own, so a
+    // trace viewer shows gather, ONNX Runtime and scatter as three spans of the request. At
+    // equal timestamps a step ends before the next starts.
     let activities = [
         (times.exec_start, c"ONNXRS_GATHER_START"),
+        (times.compute_start, c"ONNXRS_GATHER_END"),
         (times.compute_start, c"ONNXRS_ORT_RUN_START"),
         (times.compute_end, c"ONNXRS_ORT_RUN_END"),
+        (times.compute_end, c"ONNXRS_SCATTER_START"),
         (times.exec_end, c"ONNXRS_SCATTER_END"),
     ];
+    let run = RunSize { requests: records.len(), rows };
     for record in records {
         record.request.report_trace_activities(&activities);
+        record.run = Some(run);
     }
 }
