@@ -231,11 +231,13 @@ def shared_session(backends: Path, big: Path) -> dict:
 
 def concurrent_load(s: TritonServer, names: list[str], tag: str) -> dict:
     """One perf_analyzer per model at once (HTTP, concurrency 2 each): the server's count of
-    requests over two windows while they all run, and each one's latencies."""
+    requests over two windows while they all run, and each one's latencies over its 3 windows.
+    Each reports after exactly 3 windows, however much they differ (the others starting and
+    stopping around its first and last would make it give up), so that all run together."""
     w = WINDOW_MS / 1e3
     csvs = [OUT / f"pa-{tag}-{n}.csv" for n in names]
     procs = [
-        subprocess.Popen(bench.perf_command(s, n, "http", 2, WINDOW_MS, f), env=bench.perf_env(),
+        subprocess.Popen(bench.perf_command(s, n, "http", 2, WINDOW_MS, f, stability=10000, max_trials=3), env=bench.perf_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for n, f in zip(names, csvs)
     ]

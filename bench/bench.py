@@ -142,13 +142,14 @@ def ort_run_us(server, model) -> tuple[float, float] | None:
         return None
 
 
-def perf_command(server, model, proto, conc, window_ms, out_csv: Path) -> list[str]:
-    """perf_analyzer's command line for one point: closed loop at `conc`, zeros as inputs."""
+def perf_command(server, model, proto, conc, window_ms, out_csv: Path, stability=100, max_trials=6) -> list[str]:
+    """perf_analyzer's command line for one point: closed loop at `conc`, zeros as inputs; it
+    reports once 3 windows agree within `stability` percent, and fails after `max_trials`."""
     url = server.http_addr if proto == "http" else server.grpc_addr
     return [
         str(PERF), "-m", model, "-u", url, "-i", proto, "--concurrency-range", f"{conc}:{conc}",
-        "--input-data", "zero", "--measurement-interval", str(window_ms), "-s", "100", "--max-trials", "6",
-        "-f", str(out_csv), "--verbose-csv",
+        "--input-data", "zero", "--measurement-interval", str(window_ms), "-s", str(stability),
+        "--max-trials", str(max_trials), "-f", str(out_csv), "--verbose-csv",
     ]
 
 
