@@ -142,17 +142,32 @@ def ort_run_us(server, model) -> tuple[float, float] | None:
         return None
 
 
-def perf_point(server, model, proto, conc, window_ms, out_csv: Path) -> dict:
+def perf_command(server, model, proto, conc, window_ms, out_csv: Path, stability=100, max_trials=6) -> list[str]:
+    """perf_analyzer's command line for one point: closed loop at `conc`, zeros as inputs; it
+    reports once 3 windows agree within `stability` percent, and fails after `max_trials`."""
     url = server.http_addr if proto == "http" else server.grpc_addr
-    cmd = [
+    return [
         str(PERF), "-m", model, "-u", url, "-i", proto, "--concurrency-range", f"{conc}:{conc}",
-        "--input-data", "zero", "--measurement-interval", str(window_ms), "-s", "100", "--max-trials", "6",
-        "-f", str(out_csv), "--verbose-csv",
+        "--input-data", "zero", "--measurement-interval", str(window_ms), "-s", str(stability),
+        "--max-trials", str(max_trials), "-f", str(out_csv), "--verbose-csv",
     ]
-    env = dict(os.environ, LD_LIBRARY_PATH=str(PERF.parent / "lib"))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+def perf_env() -> dict[str, str]:
+    """perf_analyzer's environment: the libraries it needs by soname (see ci/bench.sh)."""
+    return dict(os.environ, LD_LIBRARY_PATH=str(PERF.parent / "lib"))
+
+
+def perf_point(server, model, proto, conc, window_ms, out_csv: Path) -> dict:
+    cmd = perf_command(server, model, proto, conc, window_ms, out_csv)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=perf_env(), timeout=900)
     if r.returncode != 0 or not out_csv.exists():
         raise RuntimeError(f"perf_analyzer failed for {model} {proto} c={conc}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return read_perf_csv(out_csv)
+
+
+def read_perf_csv(out_csv: Path) -> dict:
+    """Throughput and latency percentiles of the point perf_analyzer wrote to `out_csv`."""
     row = next(csv.DictReader(out_csv.open()))
     return {
         "infer_per_s": float(row["Inferences/Second"]),
@@ -168,14 +183,20 @@ def build_repo(mode: str, contenders: list[str]) -> Path:
         for contender in contenders:
             for b in batchings:
                 name = f"{model}_{contender}{'_db' if b else ''}"
-                d = repo / name / "1"
-                d.mkdir(parents=True)
-                (d / "model.onnx").symlink_to(MODELS_DIR / f"{model}.onnx")
-                (repo / name / "config.pbtxt").write_text(config(name, model, contender, b))
-                if contender == "python":
-                    site = [p for p in sys.path if p.endswith("site-packages")]
-                    (d / "model.py").write_text(PY_MODEL.replace("SITE_PACKAGES", repr(site)))
+                write_model(repo, name, MODELS_DIR / f"{model}.onnx", config(name, model, contender, b), contender)
     return repo
+
+
+def write_model(repo: Path, name: str, onnx_file: Path, config_text: str, contender: str = "onnxrs") -> None:
+    """Model `name` in `repo`: version 1 links to `onnx_file`; the Python contender gets its
+    model.py (PY_MODEL) beside it."""
+    d = repo / name / "1"
+    d.mkdir(parents=True)
+    (d / "model.onnx").symlink_to(onnx_file)
+    (repo / name / "config.pbtxt").write_text(config_text)
+    if contender == "python":
+        site = [p for p in sys.path if p.endswith("site-packages")]
+        (d / "model.py").write_text(PY_MODEL.replace("SITE_PACKAGES", repr(site)))
 
 
 def backend_dir(contenders: list[str]) -> Path:
@@ -195,6 +216,16 @@ def backend_dir(contenders: list[str]) -> Path:
     return d
 
 
+def python_backend_env() -> None:
+    """Sets, in this process's environment (which the servers it starts inherit), what the Python
+    backend's stub needs: it runs the system's libpython, so this environment's packages, and,
+    copied out of the wheel's tree, the wheel's libraries its RPATH pointed at."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p.endswith("site-packages"))
+    libs = str(DEPS / "triton" / "nvidia_pytriton.libs")
+    if libs not in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep):
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(x for x in (libs, os.environ.get("LD_LIBRARY_PATH")) if x)
+
+
 def floor(model: str, batch: int, seconds: float) -> dict:
     ort = os.environ["ONNXRS_ORT_LIBRARY"]
     r = subprocess.run(
@@ -208,11 +239,7 @@ def run(mode: str) -> dict:
     contenders = ["onnxrs", "python"] + (["official"] if os.environ.get("ONNXRS_BENCH_REFERENCE_BACKEND_DIR") else [])
     repo = build_repo(mode, contenders)
     backends = backend_dir(contenders)
-    # The Python backend's stub runs the system's libpython: give it this environment's packages,
-    # and, copied out of the wheel's tree, the wheel's libraries its RPATH pointed at.
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p.endswith("site-packages"))
-    libs = str(DEPS / "triton" / "nvidia_pytriton.libs")
-    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(x for x in (libs, os.environ.get("LD_LIBRARY_PATH")) if x)
+    python_backend_env()
     points = []
     for model, (protos, concs, batchings, repeats, window) in PLANS[mode].items():
         for proto in protos:

@@ -6,18 +6,31 @@
 #   bash ci/bench.sh                 quick mode (under 5 minutes on 2 cores)
 #   bash ci/bench.sh --full          full mode (HTTP and gRPC, more points, longer windows, 3 repeats)
 #   bash ci/bench.sh --update-docs   (with either) also copy the report to BENCHMARKS.md and docs/
+#                                    (sections of BENCHMARKS.md between <!-- NAME:begin/end --> kept)
+#   bash ci/bench.sh --ahead         only the issue-12 scenarios (bench/ahead.py: per-run cost, one
+#                                    session for many instances, shared thread pool, outputs without
+#                                    a copy; under 5 minutes on 2 cores): build/bench/ahead.{json,md};
+#                                    with --update-docs, ahead.md replaces BENCHMARKS.md's section
+#                                    between <!-- ahead:begin --> and <!-- ahead:end --> (or is
+#                                    appended), the rest untouched. ONNXRS_BENCH_WINDOW_MS shortens
+#                                    its windows (default 2000) for a check that it works.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ONNXRS_ROOT"
 mode=quick
 update_docs=0
+ahead=0
 for arg in "$@"; do
   case "$arg" in
     --full) mode=full ;;
     --update-docs) update_docs=1 ;;
+    --ahead) ahead=1 ;;
     *) echo "unknown argument $arg (see the head of $0)"; exit 2 ;;
   esac
 done
+if [ "$ahead" = 1 ] && [ "$mode" = full ]; then
+  echo "--ahead runs its own scenarios: it takes no --full"; exit 2
+fi
 bash ci/setup.sh >/dev/null
 
 step "benchmark models (random weights)"
@@ -37,6 +50,19 @@ if [ ! -x "$pa/perf_analyzer" ]; then
 fi
 LD_LIBRARY_PATH="$pa/lib" "$pa/perf_analyzer" --version 2>/dev/null | head -1 || true
 
+if [ "$ahead" = 1 ]; then
+  step "the per-run cost micro-benchmark (examples/run_cost.rs)"
+  cargo build -j2 --release --locked --example run_cost
+
+  step "issue-12 scenarios (bench/ahead.py)"
+  "$ONNXRS_PYTHON" bench/ahead.py
+  if [ "$update_docs" = 1 ]; then
+    step "BENCHMARKS.md: the section between <!-- ahead:begin --> and <!-- ahead:end --> from this run"
+    "$ONNXRS_PYTHON" bench/ahead.py --splice-into BENCHMARKS.md
+  fi
+  exit 0
+fi
+
 step "the in-process floor (examples/bench_floor.rs)"
 cargo build -j2 --release --locked --example bench_floor
 
@@ -50,6 +76,7 @@ target/release/examples/bench_request_log 200000 100000 | tee build/bench/reques
 
 if [ "$update_docs" = 1 ]; then
   step "BENCHMARKS.md and docs/bench-*.png from this run"
-  cp build/bench/BENCHMARKS.md BENCHMARKS.md
+  # The report replaces the file; sections other scripts own (between markers) are kept.
+  "$ONNXRS_PYTHON" bench/ahead.py --replace-docs build/bench/BENCHMARKS.md BENCHMARKS.md
   cp build/bench/bench-throughput.png build/bench/bench-stages.png docs/
 fi
