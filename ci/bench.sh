@@ -54,6 +54,14 @@ if [ "$ahead" = 1 ]; then
   step "the per-run cost micro-benchmark (examples/run_cost.rs)"
   cargo build -j2 --release --locked --example run_cost
 
+  step "where the server's CPU goes for a small model (bench/profile.py: perf record on tritonserver)"
+  rm -f build/bench/profile.txt
+  if ! command -v perf >/dev/null; then
+    sudo_cmd=(); [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq linux-perf >/dev/null 2>&1 || true
+  fi
+  if command -v perf >/dev/null; then "$ONNXRS_PYTHON" bench/profile.py; else echo "no perf: skipped"; fi
+
   step "issue-12 scenarios (bench/ahead.py)"
   "$ONNXRS_PYTHON" bench/ahead.py
   if [ "$update_docs" = 1 ]; then
