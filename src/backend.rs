@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::params::parse_flag;
 use crate::error::{Error, Result};
 use crate::handover::Handover;
-use crate::metrics::Families;
+use crate::metrics::{Families, SharedArenaGauge};
 use crate::onnx::runtime::{self, Runtime, ThreadPools};
 use crate::request_log::{RequestLog, RequestLogSettings};
 
@@ -32,6 +32,16 @@ pub struct BackendState {
     pub thread_pools: ThreadPools,
     /// `request-log=PATH`: the open request log, shared by every model (see `request_log`).
     pub request_log: Option<Arc<RequestLog>>,
+    /// `shared-arena=1` / `shared-arena-max-bytes=N`: one CPU arena for every session, and its cap.
+    pub shared_arena: Option<SharedArenaConfig>,
+    /// Its gauge, with metrics on (it holds the families, so it is deleted before them).
+    pub shared_arena_gauge: Option<Arc<SharedArenaGauge>>,
+}
+
+/// The shared CPU arena asked for (`onnx::arena`): its cap, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedArenaConfig {
+    pub max_bytes: Option<u64>,
 }
 
 /// The settings of `--backend-config=onnxrs,key=value`: pure, apart from the state that holds
@@ -49,6 +59,8 @@ pub struct BackendConfig {
     pub thread_pools: ThreadPools,
     /// `request-log=PATH` and `request-log-sample=R`.
     pub request_log: Option<RequestLogSettings>,
+    /// `shared-arena=0|1` (off unless set), `shared-arena-max-bytes=N` (a cap; turns it on).
+    pub shared_arena: Option<SharedArenaConfig>,
 }
 
 impl BackendConfig {
@@ -72,20 +84,43 @@ impl BackendConfig {
                 )));
             }
         };
+        let shared_arena = shared_arena(get("shared-arena"), get("shared-arena-max-bytes"))?;
         Ok(BackendConfig {
             ort_library: get("ort-library").filter(|s| !s.is_empty()).map(PathBuf::from),
             default_max_batch_size,
             metrics_on,
             thread_pools,
             request_log: RequestLogSettings::parse(get("request-log"), get("request-log-sample"))?,
+            shared_arena,
         })
+    }
+}
+
+/// `shared-arena` and `shared-arena-max-bytes`: a cap alone turns the shared arena on; a cap with
+/// `shared-arena=0` is a contradiction, refused rather than guessed.
+fn shared_arena(flag: Option<&str>, max_bytes: Option<&str>) -> Result<Option<SharedArenaConfig>> {
+    let on = flag.map(|v| parse_flag("backend config shared-arena", v)).transpose()?;
+    let max_bytes = max_bytes
+        .map(|v| match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(Error::invalid_arg(format!(
+                "backend config shared-arena-max-bytes must be a positive byte count, got '{v}'"
+            ))),
+        })
+        .transpose()?;
+    match (on, max_bytes) {
+        (Some(false), Some(_)) => Err(Error::invalid_arg(
+            "backend config shared-arena-max-bytes caps the shared arena, but shared-arena=0 turns it off",
+        )),
+        (Some(true), _) | (None, Some(_)) => Ok(Some(SharedArenaConfig { max_bytes })),
+        (Some(false) | None, None) => Ok(None),
     }
 }
 
 impl BackendState {
     /// From the backend config JSON the server hands over (see `BackendConfig::parse`).
     pub fn from_config(config: &serde_json::Value, backend_dir: Option<PathBuf>) -> Result<Self> {
-        let BackendConfig { ort_library, default_max_batch_size, metrics_on, thread_pools, request_log } =
+        let BackendConfig { ort_library, default_max_batch_size, metrics_on, thread_pools, request_log, shared_arena } =
             BackendConfig::parse(config)?;
         let request_log = request_log.as_ref().map(RequestLog::open).transpose()?;
         Ok(BackendState {
@@ -97,6 +132,8 @@ impl BackendState {
             handover: Handover::default(),
             thread_pools,
             request_log,
+            shared_arena,
+            shared_arena_gauge: None,
         })
     }
 
@@ -110,6 +147,12 @@ impl BackendState {
             Ok(f) => self.metrics = Some(f),
             Err(e) => log::warn!("onnxrs: backend metrics are off: {e}"),
         }
+        if let (Some(_), Some(f)) = (self.shared_arena, &self.metrics) {
+            match SharedArenaGauge::new(f) {
+                Ok(g) => self.shared_arena_gauge = Some(g),
+                Err(e) => log::warn!("onnxrs: no onnxrs_shared_arena_bytes gauge: {e}"),
+            }
+        }
     }
 
     /// The loaded ONNX Runtime, loading it on first use; the error says where we looked.
@@ -121,6 +164,16 @@ impl BackendState {
         let rt = runtime::init_with(&path, self.thread_pools)?;
         if rt.thread_pools != self.thread_pools {
             log::warn!("onnxrs: ONNX Runtime is already running with {:?} thread pools", rt.thread_pools);
+        }
+        Ok(rt)
+    }
+
+    /// The runtime, with the shared CPU arena registered on it first when one is configured
+    /// (before any session that would use it exists).
+    pub fn runtime_with_arena(&self) -> Result<&'static Runtime> {
+        let rt = self.runtime()?;
+        if let Some(a) = self.shared_arena {
+            crate::onnx::arena::register(rt, a.max_bytes)?;
         }
         Ok(rt)
     }
@@ -155,5 +208,25 @@ mod tests {
             ThreadPools::Shared { .. }
         ));
         assert!(pools("global").unwrap_err().message().contains("'shared' or 'per-session'"));
+    }
+
+    #[test]
+    fn shared_arena_settings() {
+        let parse = |c: serde_json::Value| BackendConfig::parse(&json!({ "cmdline": c })).map(|b| b.shared_arena);
+        assert_eq!(parse(json!({})).unwrap(), None);
+        assert_eq!(parse(json!({"shared-arena": "0"})).unwrap(), None);
+        assert_eq!(parse(json!({"shared-arena": "1"})).unwrap(), Some(SharedArenaConfig { max_bytes: None }));
+        let capped = Some(SharedArenaConfig { max_bytes: Some(1 << 20) });
+        assert_eq!(parse(json!({"shared-arena-max-bytes": " 1048576"})).unwrap(), capped);
+        assert_eq!(parse(json!({"shared-arena": "true", "shared-arena-max-bytes": "1048576"})).unwrap(), capped);
+        for (c, want) in [
+            (json!({"shared-arena": "yes"}), "shared-arena must be 0 or 1"),
+            (json!({"shared-arena-max-bytes": "0"}), "must be a positive byte count, got '0'"),
+            (json!({"shared-arena-max-bytes": "1G"}), "must be a positive byte count, got '1G'"),
+            (json!({"shared-arena": "0", "shared-arena-max-bytes": "1024"}), "shared-arena=0 turns it off"),
+        ] {
+            let e = parse(c.clone()).unwrap_err();
+            assert!(e.message().contains(want), "{c}: {e}");
+        }
     }
 }

@@ -8,8 +8,9 @@ use crate::clock;
 use crate::config::cuda;
 use crate::error::{Error, Result};
 use crate::memory::{ReportThrottle, heap_in_use};
-use crate::metrics::InstanceMetrics;
+use crate::metrics::{InstanceMetrics, SharedArenaGauge};
 use crate::model::ModelState;
+use crate::onnx::arena;
 use crate::onnx::session::{Device, OnnxSession, SessionSettings};
 use crate::request_log::{InstanceLog, InstanceNames};
 use crate::triton::memory::MemoryUsage;
@@ -39,6 +40,10 @@ pub struct InstanceState {
     metrics: Option<InstanceMetrics>,
     /// Where its answered requests are logged, when the request log is on.
     pub request_log: Option<InstanceLog>,
+    /// Its session allocates from the shared CPU arena: the arena is not this instance's to
+    /// report (every instance would report the same bytes), so it reports none of it, and the
+    /// arena's own figure goes to `onnxrs_shared_arena_bytes` (this gauge, with metrics on).
+    shared_arena: Option<Option<Arc<SharedArenaGauge>>>,
 }
 
 impl InstanceState {
@@ -74,12 +79,14 @@ impl InstanceState {
             gpu_reported: ReportThrottle::new(0, 0),
             metrics: None,
             request_log: None,
+            shared_arena: arena::uses_shared(&settings).then(|| model.shared_arena_gauge.clone()),
         };
         state.request_log = model.request_log.as_ref().map(|log| {
             let names =
                 InstanceNames { model: model.name.clone(), version: model.version, instance: state.name.clone() };
             log.instance(names)
         });
+        state.report_shared_arena();
         let usage = state.memory_usage();
         state.remember(&usage);
         instance.report_memory_usage(&usage).map_err(context)?;
@@ -102,11 +109,15 @@ impl InstanceState {
         Ok(state)
     }
 
-    /// What the session holds now: the CPU arena's figure (or the heap growth measured at load),
-    /// and for a GPU instance the CUDA arena's figure on its device.
+    /// What the session holds now: the CPU arena's figure (or the heap growth measured at load;
+    /// none of the shared arena, see `shared_arena`), and for a GPU instance the CUDA arena's
+    /// figure on its device.
     pub fn memory_usage(&self) -> Vec<MemoryUsage> {
         let session = &self.session;
-        let cpu = if self.reports_session { session.allocator_bytes().unwrap_or(self.load_heap_bytes) } else { 0 };
+        // The shared arena is reported once, as the backend's (`report_shared_arena`); a shared
+        // session by the instance that made it.
+        let own_arena = self.reports_session && self.shared_arena.is_none();
+        let cpu = if own_arena { session.allocator_bytes().unwrap_or(self.load_heap_bytes) } else { 0 };
         let mut usage = vec![MemoryUsage { memory_type: MemoryType::Cpu, device: 0, bytes: cpu }];
         if self.kind == InstanceKind::Gpu {
             let gpu = if self.reports_session { session.gpu_allocator_bytes(self.device_id).unwrap_or(0) } else { 0 };
@@ -130,6 +141,7 @@ impl InstanceState {
         if !self.throttle.due(clock::now_ns()) {
             return;
         }
+        self.report_shared_arena();
         let usage = self.memory_usage();
         if self.remember(&usage) {
             if let Err(e) = instance.report_memory_usage(&usage) {
@@ -138,6 +150,15 @@ impl InstanceState {
             if let Some(m) = &self.metrics {
                 m.set_memory(&usage);
             }
+        }
+    }
+
+    /// Sets the shared arena's gauge to what the arena holds now (when this instance uses it).
+    /// The session's CPU allocator is the shared arena itself, so any session on it can tell.
+    fn report_shared_arena(&self) {
+        let Some(Some(gauge)) = &self.shared_arena else { return };
+        if let Some(bytes) = self.session.allocator_bytes() {
+            gauge.set(bytes);
         }
     }
 }

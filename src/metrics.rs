@@ -71,6 +71,7 @@ pub struct Families {
     instance_load_ms: Family,
     memory_bytes: Family,
     sequence_steps: Family,
+    shared_arena_bytes: Family,
 }
 
 impl std::fmt::Debug for Families {
@@ -134,6 +135,11 @@ impl Families {
                 Counter,
                 "onnxrs_sequence_steps_total",
                 "Requests of sequences a stateful model answered with success, by position in the sequence (start, middle, end; a one-request sequence counts as start)",
+            )?,
+            shared_arena_bytes: Family::new(
+                Gauge,
+                "onnxrs_shared_arena_bytes",
+                "Bytes the shared CPU arena (backend config shared-arena) holds for the sessions of every model",
             )?,
         }))
     }
@@ -291,6 +297,30 @@ impl ModelMetrics {
             memory,
             _families: Arc::clone(&self.families),
         })
+    }
+}
+
+/// The shared CPU arena's gauge: one series for the backend, created once (a second series with
+/// the same labels would be the same one, deleted by whichever holder left first).
+pub struct SharedArenaGauge {
+    gauge: Metric,
+    _families: Arc<Families>,
+}
+
+impl std::fmt::Debug for SharedArenaGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedArenaGauge")
+    }
+}
+
+impl SharedArenaGauge {
+    pub fn new(families: &Arc<Families>) -> Result<Arc<Self>> {
+        let gauge = Metric::new(&families.shared_arena_bytes, &[], None)?;
+        Ok(Arc::new(SharedArenaGauge { gauge, _families: Arc::clone(families) }))
+    }
+
+    pub fn set(&self, bytes: u64) {
+        self.gauge.set(bytes as f64);
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::model_config::ModelConfig;
 use crate::config::{autocomplete, check, params};
 use crate::error::{Error, Result};
 use crate::handover::Ticket;
-use crate::metrics::ModelMetrics;
+use crate::metrics::{ModelMetrics, SharedArenaGauge};
 use crate::onnx::runtime::{Runtime, ThreadPools};
 use crate::onnx::session::{Device, GraphOptimization, ModelIo, OnnxSession, SessionSettings};
 use crate::request_log::ModelLog;
@@ -37,6 +37,8 @@ pub struct ModelState {
     shared: Mutex<Vec<(Device, Arc<OnnxSession>)>>,
     /// The backend's request log with this model's sampling, when `request-log=PATH` is set.
     pub request_log: Option<ModelLog>,
+    /// The shared CPU arena's gauge, when this model's sessions allocate from it.
+    pub shared_arena_gauge: Option<Arc<SharedArenaGauge>>,
 }
 
 /// An instance's session, and whether this instance made it (the one that reports its memory).
@@ -87,7 +89,7 @@ impl ModelState {
         let mut json = model.config()?;
         let first = ModelConfig::parse(&json)?;
         let model_path = model_file(&model.repository()?, version, &first.default_model_filename)?;
-        let runtime = backend.runtime()?;
+        let runtime = backend.runtime_with_arena()?;
         let io = read_io(runtime, &model_path)?;
         let completed = if model.auto_complete_config()? {
             autocomplete::complete(&json, &io, backend.default_max_batch_size)?
@@ -104,13 +106,18 @@ impl ModelState {
         config.add_implicit_inputs()?;
         check::bind_scalars(&mut config, &io);
         check::check_against_graph(&config, &io)?;
-        let settings = params::session_settings(&config, crate::cpu::available_cpus())?;
+        let mut settings = params::session_settings(&config, crate::cpu::available_cpus())?;
+        params::apply_shared_arena(&mut settings, &config, backend.shared_arena.is_some())?;
         let unknown = params::unknown_parameters(&config)?;
         if !unknown.is_empty() {
             log::warn!(
                 "onnxrs: model '{name}' version {version}: parameters onnxrs does not know, ignored: {}",
                 unknown.join(", ")
             );
+        }
+        let shared_arena = crate::onnx::arena::uses_shared(&settings);
+        if shared_arena {
+            log::info!("onnxrs: model '{name}' version {version}: sessions allocate from the shared CPU arena");
         }
         if let Some((_, devices)) = settings.run_config_entries.iter().find(|(k, _)| k == params::ARENA_SHRINKAGE) {
             log::info!("onnxrs: model '{name}' version {version}: arena shrinkage after every run on {devices}");
@@ -162,6 +169,7 @@ impl ModelState {
             direct_outputs,
             shared: Mutex::new(Vec::new()),
             request_log,
+            shared_arena_gauge: backend.shared_arena_gauge.clone().filter(|_| shared_arena),
         })
     }
 

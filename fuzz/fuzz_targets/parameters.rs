@@ -23,7 +23,7 @@ use triton_onnxrs::config::{cuda, params};
 use triton_onnxrs::onnx::runtime::ThreadPools;
 use triton_onnxrs::onnx::session::GraphOptimization;
 
-const KEYS: [&str; 23] = [
+const KEYS: [&str; 26] = [
     "memory.enable_memory_arena_shrinkage",
     "memory.enable_arena_shrinkage",
     "intra_op_thread_count",
@@ -47,6 +47,9 @@ const KEYS: [&str; 23] = [
     "request-log",
     "request-log-sample",
     "request_log_sample",
+    "memory.shared_arena",
+    "shared-arena",
+    "shared-arena-max-bytes",
 ];
 
 const VALUES: [&str; 26] = [
@@ -131,13 +134,14 @@ fn text(t: &Text) -> String {
 
 /// The domains, spelled out.
 /// The parameters onnxrs documents (README): others are warned about, unknown memory.* refused.
-const DOCUMENTED: [&str; 13] = [
+const DOCUMENTED: [&str; 14] = [
     "intra_op_thread_count",
     "inter_op_thread_count",
     "execution_mode",
     "enable_mem_arena",
     "enable_mem_pattern",
     "memory.enable_memory_arena_shrinkage",
+    "memory.shared_arena",
     "cudnn_conv_algo_search",
     "gpu_mem_limit",
     "arena_extend_strategy",
@@ -206,12 +210,24 @@ fn backend(input: &Input) {
     // Refused when either is invalid: the two are checked together below.
     let metrics = metrics.and_then(|m| pools.map(|_| m)).map_err(|_| ());
     let sample = read(&strings, "request-log-sample", share);
+    // The shared arena: a flag and a positive cap; a cap turns it on, and a cap with the flag off
+    // is a contradiction.
+    let shared = read(&strings, "shared-arena", flag);
+    let cap = read(&strings, "shared-arena-max-bytes", |v| v.trim().parse::<u64>().ok().filter(|&n| n > 0));
+    let arena = match (shared, cap) {
+        (Ok(Some(false)), Ok(Some(_))) => Err(()),
+        (Ok(on), Ok(cap)) => Ok((on == Some(true) || cap.is_some()).then_some(cap)),
+        _ => Err(()),
+    };
+    // Refused when either is invalid: the two are checked together below.
+    let sample = sample.and_then(|s| arena.map(|a| (s, a)));
     match (state, max_batch, metrics, sample) {
-        (Ok(s), Ok(max_batch), Ok(metrics), Ok(sample)) => {
+        (Ok(s), Ok(max_batch), Ok(metrics), Ok((sample, arena))) => {
             assert_eq!(s.default_max_batch_size, max_batch.unwrap_or(4));
             assert_eq!(s.metrics_on, metrics.unwrap_or(true));
             let shared = matches!(s.thread_pools, ThreadPools::Shared { threads } if threads >= 1);
             assert_eq!(shared, pools != Ok(Some(true)), "per-session only when asked for");
+            assert_eq!(s.shared_arena.map(|a| a.max_bytes), arena);
             let library = strings.get("ort-library").filter(|l| !l.is_empty());
             assert_eq!(s.ort_library.as_deref(), library.map(std::path::Path::new));
             // The request log: a path that is not blank turns it on (the file is opened later,

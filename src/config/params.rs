@@ -11,6 +11,7 @@
 //! | `session.<key>` | any ONNX Runtime session config entry, passed through | — |
 //! | `memory.enable_memory_arena_shrinkage` | devices whose arena gives back its free memory after every run: `cpu:0`, `gpu:0`, `cpu:0;gpu:1` (an ONNX Runtime run option) | off |
 //! | `share_session_between_instances` | `true`/`1`: the instances on one device run one session (one copy of the weights) | off |
+//! | `memory.shared_arena` | 0 / 1: whether the model's sessions allocate from the shared CPU arena (`--backend-config=onnxrs,shared-arena=1`) | 1 when the backend has one |
 //! | `optimization { graph { level } }` | -1 basic, 0 all, 1 extended, 2 none (as the official backend) | all |
 //!
 //! And onnxrs's own: `metrics` (0 turns its metrics off for the model) and `request_log_sample`
@@ -23,17 +24,21 @@ use std::collections::BTreeMap;
 /// The run option that makes the named devices' arenas free what they hold after each run.
 pub const ARENA_SHRINKAGE: &str = "memory.enable_memory_arena_shrinkage";
 
+/// Whether the model's sessions use the backend's shared CPU arena (`onnx::arena`).
+pub const SHARED_ARENA: &str = "memory.shared_arena";
+
 /// Every parameter onnxrs reads. Others are named in a warning at load (the official backend
 /// ignores them silently, so a misspelt key would change nothing without anyone knowing); an
 /// unknown `memory.*` key fails the load, since memory settings that do nothing are the ones an
 /// operator counts on most.
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 14] = [
     "intra_op_thread_count",
     "inter_op_thread_count",
     "execution_mode",
     "enable_mem_arena",
     "enable_mem_pattern",
     ARENA_SHRINKAGE,
+    SHARED_ARENA,
     "cudnn_conv_algo_search",
     "gpu_mem_limit",
     "arena_extend_strategy",
@@ -53,6 +58,7 @@ pub fn share_session(config: &ModelConfig) -> Result<bool> {
 
 use crate::config::model_config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::onnx::arena::USE_ENV_ALLOCATORS;
 use crate::onnx::session::{GraphOptimization, SessionSettings};
 
 pub(super) fn int_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<i64>> {
@@ -133,6 +139,35 @@ pub fn session_settings(config: &ModelConfig, default_threads: usize) -> Result<
     })
 }
 
+/// Makes `settings` allocate from the shared CPU arena when the backend has one (`backend_has`)
+/// and the model does not opt out (`memory.shared_arena: 0`) or turn its arena off
+/// (`enable_mem_arena: 0`, which keeps its sessions off every arena). Asking for the shared arena
+/// where there is none refuses the load rather than silently using a private one.
+pub fn apply_shared_arena(settings: &mut SessionSettings, config: &ModelConfig, backend_has: bool) -> Result<()> {
+    let wanted = config.parameters.get(SHARED_ARENA).map(|v| parse_flag(&format!("parameter '{SHARED_ARENA}'"), v));
+    let use_it = match wanted.transpose()? {
+        None => backend_has && settings.mem_arena,
+        Some(false) => false,
+        Some(true) if !backend_has => {
+            return Err(Error::invalid_arg(format!(
+                "parameter '{SHARED_ARENA}' asks for the shared CPU arena, but the backend has none: start the \
+                 server with --backend-config=onnxrs,shared-arena=1"
+            )));
+        }
+        Some(true) if !settings.mem_arena => {
+            return Err(Error::invalid_arg(format!(
+                "parameter '{SHARED_ARENA}' asks for the shared CPU arena, but 'enable_mem_arena' is 0"
+            )));
+        }
+        Some(true) => true,
+    };
+    if use_it {
+        settings.config_entries.retain(|(k, _)| k != USE_ENV_ALLOCATORS);
+        settings.config_entries.push((USE_ENV_ALLOCATORS.to_string(), "1".to_string()));
+    }
+    Ok(())
+}
+
 /// Checks `cpu:0;gpu:1`-style device lists (what ONNX Runtime's run option accepts) and returns
 /// the list as ONNX Runtime wants it.
 fn shrinkage_devices(value: &str) -> Result<String> {
@@ -171,7 +206,7 @@ pub fn unknown_parameters(config: &ModelConfig) -> Result<Vec<String>> {
         .collect();
     if let Some(k) = unknown.iter().find(|k| k.starts_with("memory.")) {
         return Err(Error::invalid_arg(format!(
-            "parameter '{k}' is not a memory setting onnxrs knows (it knows '{ARENA_SHRINKAGE}'); \
+            "parameter '{k}' is not a memory setting onnxrs knows (it knows '{ARENA_SHRINKAGE}' and '{SHARED_ARENA}'); \
              it would change nothing, so the load is refused"
         )));
     }
@@ -216,6 +251,30 @@ mod tests {
         let e = unknown_parameters(&cfg(json!({"memory.enable_arena_shrinkage": {"string_value": "cpu:0"}}), None))
             .unwrap_err();
         assert!(e.message().contains("'memory.enable_arena_shrinkage' is not a memory setting"), "{e}");
+    }
+
+    #[test]
+    fn shared_arena_is_opt_out_per_model() {
+        let entry = (USE_ENV_ALLOCATORS.to_string(), "1".to_string());
+        let apply = |params: serde_json::Value, backend_has: bool| {
+            let c = cfg(params, None);
+            let mut s = session_settings(&c, 1)?;
+            apply_shared_arena(&mut s, &c, backend_has).map(|()| s.config_entries.contains(&entry))
+        };
+        assert!(apply(json!({}), true).unwrap());
+        assert!(!apply(json!({}), false).unwrap());
+        assert!(!apply(json!({SHARED_ARENA: {"string_value": "0"}}), true).unwrap());
+        assert!(apply(json!({SHARED_ARENA: {"string_value": "1"}}), true).unwrap());
+        // A model without an arena stays off the shared one, and cannot ask for it.
+        assert!(!apply(json!({"enable_mem_arena": {"string_value": "0"}}), true).unwrap());
+        let e = apply(json!({"enable_mem_arena": {"string_value": "0"}, SHARED_ARENA: {"string_value": "1"}}), true)
+            .unwrap_err();
+        assert!(e.message().contains("'enable_mem_arena' is 0"), "{e}");
+        let e = apply(json!({SHARED_ARENA: {"string_value": "1"}}), false).unwrap_err();
+        assert!(e.message().contains("--backend-config=onnxrs,shared-arena=1"), "{e}");
+        let e = apply(json!({SHARED_ARENA: {"string_value": "on"}}), true).unwrap_err();
+        assert!(e.message().contains("'memory.shared_arena' must be 0 or 1"), "{e}");
+        assert!(unknown_parameters(&cfg(json!({SHARED_ARENA: {"string_value": "1"}}), None)).unwrap().is_empty());
     }
 
     fn cfg(params: serde_json::Value, level: Option<i64>) -> ModelConfig {

@@ -2,6 +2,7 @@
 //! The only code that names `ort`: what leaves this module is the crate's own types (`DataType`,
 //! `Error`, `OutputView`, `RunOutputs`).
 
+pub mod arena;
 pub(crate) mod element;
 mod error;
 pub mod runtime;

@@ -15,10 +15,10 @@ use ort::value::ValueType;
 
 use crate::dtype::DataType;
 use crate::error::{Error, Result, ResultExt};
-use crate::onnx::element;
 use crate::onnx::runtime::{Runtime, ThreadPools};
 use crate::onnx::tensor::{InputTensor, OutputTensor, RunOutputs};
 use crate::onnx::value::OwnedValue;
+use crate::onnx::{arena, element};
 
 /// Graph optimization, in the order ONNX Runtime applies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,6 +322,9 @@ impl OnnxSession {
         // SAFETY: the status of the call above, consumed once.
         if let Err(e) = unsafe { ort::Error::result_from_status(status) } {
             let msg = format!("onnxruntime run failed: {}", e.message());
+            if let Some(exhausted) = arena::exhausted(&msg, arena::registered().and_then(|a| a.max_bytes)) {
+                return Err(exhausted);
+            }
             return Err(match e.code() {
                 ort::ErrorCode::InvalidArgument => Error::invalid_arg(msg),
                 _ => Error::internal(msg),
@@ -356,20 +359,6 @@ impl OnnxSession {
 /// One statistic of an allocator (ONNX Runtime's arena keeps "InUse", "TotalAllocated",
 /// "MaxInUse", "NumAllocs", ...). `None` when the allocator keeps no statistics.
 pub fn allocator_stat(allocator: &ort::memory::Allocator, key: &str) -> Option<u64> {
-    let mut kvps = std::ptr::null_mut();
-    // SAFETY: a live allocator; on success we own `kvps` and release it below.
-    let status = unsafe { (ort::api().AllocatorGetStats)(allocator.ptr(), &mut kvps) };
-    // SAFETY: the status of the call above, consumed once.
-    if unsafe { ort::Error::result_from_status(status) }.is_err() || kvps.is_null() {
-        return None;
-    }
-    let ckey = std::ffi::CString::new(key).ok()?;
-    // SAFETY: `kvps` is live; the returned value (if any) is owned by it and read before release.
-    unsafe {
-        let v = (ort::api().GetKeyValue)(kvps, ckey.as_ptr());
-        let parsed =
-            if v.is_null() { None } else { std::ffi::CStr::from_ptr(v).to_str().ok().and_then(|s| s.parse().ok()) };
-        (ort::api().ReleaseKeyValuePairs)(kvps);
-        parsed
-    }
+    // SAFETY: a live allocator, borrowed for the call.
+    unsafe { arena::raw_allocator_stat(allocator.ptr(), key) }
 }

@@ -1,0 +1,140 @@
+//! One CPU arena for every session (`--backend-config=onnxrs,shared-arena=1`), optionally capped
+//! (`shared-arena-max-bytes=N`).
+//!
+//! By default each session has its own CPU arena, grown to the peak of the runs it served and kept:
+//! N instances of dynamic-shape models hold N peaks. Registered here once on the environment
+//! (`CreateAndRegisterAllocator` with an `OrtArenaCfg`), one arena serves every session built
+//! with `session.use_env_allocators=1`, so they hold one peak between them: the largest set of
+//! runs that were in flight together. Its `max_mem` is the only way ONNX Runtime offers to bound a
+//! CPU arena; a run that would take it past the cap fails, and `exhausted` turns that failure into
+//! an error that names the cap, for that request alone.
+
+use once_cell::sync::OnceCell;
+use ort::AsPointer;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+
+use crate::error::{Error, Result};
+use crate::onnx::runtime::Runtime;
+use crate::onnx::session::SessionSettings;
+
+/// The session config entry that makes a session allocate from the environment's arena.
+pub const USE_ENV_ALLOCATORS: &str = "session.use_env_allocators";
+
+/// What was registered, once per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedArena {
+    /// `max_mem`: the most the arena may take from the system; `None` for no cap.
+    pub max_bytes: Option<u64>,
+}
+
+static SHARED: OnceCell<SharedArena> = OnceCell::new();
+
+fn cpu_arena_info() -> Result<MemoryInfo<'static>> {
+    Ok(MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)?)
+}
+
+/// Registers the shared CPU arena on `runtime`'s environment, once per process; later calls
+/// return what was registered (a process keeps one environment, and so one shared arena).
+pub fn register(runtime: &Runtime, max_bytes: Option<u64>) -> Result<SharedArena> {
+    let arena = *SHARED.get_or_try_init(|| {
+        let max_mem = usize::try_from(max_bytes.unwrap_or(0))
+            .map_err(|_| Error::invalid_arg("shared-arena-max-bytes does not fit this machine's size_t"))?;
+        // `max_mem` 0 is ONNX Runtime's "no limit"; the other keys keep their defaults (-1).
+        let keys = [c"max_mem".as_ptr()];
+        let values = [max_mem];
+        let mut cfg = std::ptr::null_mut();
+        // SAFETY: one key and one value, both arrays live across the call; on success we own `cfg`.
+        let status = unsafe { (ort::api().CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), 1, &mut cfg) };
+        // SAFETY: the status of the call above, consumed once.
+        unsafe { ort::Error::result_from_status(status)? };
+        let info = cpu_arena_info()?;
+        // SAFETY: the environment lives for the process (runtime.rs keeps it in a static); `info` and
+        // `cfg` are live. ONNX Runtime copies what it needs from both, so `cfg` is released below.
+        // This runs once, before any session asks for the environment's allocators.
+        let status =
+            unsafe { (ort::api().CreateAndRegisterAllocator)(runtime.environment.ptr().cast_mut(), info.ptr(), cfg) };
+        // SAFETY: `cfg` was created above and is not used again.
+        unsafe { (ort::api().ReleaseArenaCfg)(cfg) };
+        // SAFETY: the status of the registration, consumed once.
+        unsafe { ort::Error::result_from_status(status) }
+            .map_err(|e| Error::unavailable(format!("cannot register the shared CPU arena: {e}")))?;
+        let cap = max_bytes.map_or_else(|| "no cap".to_string(), |b| format!("capped at {b} bytes"));
+        log::info!("onnxrs: one shared CPU arena for the sessions of every model ({cap})");
+        Ok::<_, Error>(SharedArena { max_bytes })
+    })?;
+    if arena.max_bytes != max_bytes {
+        log::warn!("onnxrs: the shared CPU arena is already registered ({arena:?}); keeping it");
+    }
+    Ok(arena)
+}
+
+/// Whether sessions built with `settings` allocate from the shared arena.
+pub fn uses_shared(settings: &SessionSettings) -> bool {
+    registered().is_some() && settings.config_entries.iter().any(|(k, v)| k == USE_ENV_ALLOCATORS && v == "1")
+}
+
+/// The shared arena, if one is registered.
+pub fn registered() -> Option<SharedArena> {
+    SHARED.get().copied()
+}
+
+/// One statistic of the allocator at `allocator`.
+///
+/// # Safety
+/// `allocator` must be a live `OrtAllocator` for the duration of the call.
+pub(crate) unsafe fn raw_allocator_stat(allocator: *const ort::sys::OrtAllocator, key: &str) -> Option<u64> {
+    let mut kvps = std::ptr::null_mut();
+    // SAFETY: a live allocator (the caller's promise); on success we own `kvps` and release it below.
+    let status = unsafe { (ort::api().AllocatorGetStats)(allocator, &mut kvps) };
+    // SAFETY: the status of the call above, consumed once.
+    if unsafe { ort::Error::result_from_status(status) }.is_err() || kvps.is_null() {
+        return None;
+    }
+    let ckey = std::ffi::CString::new(key).ok();
+    // SAFETY: `kvps` is live; the returned value (if any) is owned by it and read before release.
+    unsafe {
+        let v = ckey.map_or(std::ptr::null(), |k| (ort::api().GetKeyValue)(kvps, k.as_ptr()));
+        let parsed =
+            if v.is_null() { None } else { std::ffi::CStr::from_ptr(v).to_str().ok().and_then(|s| s.parse().ok()) };
+        (ort::api().ReleaseKeyValuePairs)(kvps);
+        parsed
+    }
+}
+
+/// A run's failure as the request's error when it is ONNX Runtime's arena refusing memory:
+/// UNAVAILABLE ("resource exhausted"), naming the cap when one is set, since that is the setting
+/// to change. `None` for any other failure.
+pub fn exhausted(ort_message: &str, max_bytes: Option<u64>) -> Option<Error> {
+    const SIGNS: [&str; 3] = ["Failed to allocate memory", "Available memory of", "is smaller than requested bytes"];
+    if !SIGNS.iter().any(|s| ort_message.contains(s)) {
+        return None;
+    }
+    let what = match max_bytes {
+        Some(cap) => format!(
+            "the run needs more memory than the shared CPU arena's cap leaves free \
+             (--backend-config=onnxrs,shared-arena-max-bytes={cap}); other requests are unaffected"
+        ),
+        None => "ONNX Runtime could not allocate the memory the run needs".to_string(),
+    };
+    Some(Error::unavailable(format!("resource exhausted: {what}: {ort_message}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn exhaustion_names_the_cap() {
+        let ort = "onnxruntime run failed: Non-zero status code returned while running MatMul node. \
+                   Name:'' Status Message: Available memory of 8126464 is smaller than requested bytes of 16777216";
+        let e = exhausted(ort, Some(8 << 20)).unwrap();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.message().starts_with("resource exhausted: "), "{e}");
+        assert!(e.message().contains("shared-arena-max-bytes=8388608"), "{e}");
+        assert!(e.message().ends_with("requested bytes of 16777216"), "{e}");
+        let e = exhausted("Failed to allocate memory for requested buffer of size 1024", None).unwrap();
+        assert!(e.message().contains("could not allocate") && !e.message().contains("max-bytes"), "{e}");
+        assert!(exhausted("Got invalid dimensions for input: X", Some(1)).is_none());
+    }
+}
