@@ -1,15 +1,21 @@
 """Memory that comes and goes with dynamic shapes: ONNX Runtime's arena grows to the largest
 request it served; with `memory.enable_memory_arena_shrinkage` (the official backend's key) it
-gives the memory back after every run, and the figures onnxrs reports follow it down. Unknown
-parameters never pass silently.
+gives the memory back after every run, and the figures onnxrs reports follow it down. With
+`--backend-config=onnxrs,shared-arena=1` every session allocates from one arena, so instances
+hold one peak between them instead of one each; `shared-arena-max-bytes` caps it, and a request
+that would need more fails alone. Unknown parameters never pass silently.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 from server import TritonServer, infer, make_repo
+from tritonclient.utils import InferenceServerException
 
 MIB = 1 << 20
 # The memory figure is re-read at most once a second (instance.rs), after an execute.
@@ -68,6 +74,143 @@ def test_arena_shrinkage_gives_memory_back(server_for):
     assert "arena shrinkage after every run on cpu:0" in s.log_text()
 
 
+def arena_repo(dest: Path, names: list[str], instances: int, parameters: dict[str, str] | None = None) -> Path:
+    """Copies of `arena_keep` under `names`, each with `instances` CPU instances (and `parameters`)."""
+    make_repo(dest / "src", ["arena_keep"])
+    base = (dest / "src" / "arena_keep" / "config.pbtxt").read_text()
+    for n in names:
+        shutil.copytree(dest / "src" / "arena_keep", dest / "repo" / n)
+        cfg = base.replace('name: "arena_keep"', f'name: "{n}"').replace("count: 1", f"count: {instances}")
+        for k, v in (parameters or {}).items():
+            cfg += f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n'
+        (dest / "repo" / n / "config.pbtxt").write_text(cfg)
+    return dest / "repo"
+
+
+def together(calls) -> list:
+    """Runs the calls at the same time; their results (or exceptions) in order."""
+
+    def run(call):
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 - returned for the caller to assert on
+            return e
+
+    with ThreadPoolExecutor(len(calls)) as ex:
+        return list(ex.map(run, calls))
+
+
+def refreshed_instance_figures(s: TritonServer, models: list[str], instances: int) -> dict[str, float]:
+    """Each instance's `onnxrs_memory_bytes` after every instance has re-read it: each figure is
+    re-read after an execute a second after the last, so small requests go to all instances at
+    once (both instances of a model busy) until every instance has reported again."""
+    names = [(m, f"{m}_0_{i}") for m in models for i in range(instances)]
+    figures: dict[str, float] = {}
+    for _ in range(5):
+        time.sleep(REPORT_INTERVAL_S)
+        for r in together([lambda m=m: ask(s, m, 1, 16) for m in models for _ in range(2 * instances)]):
+            assert not isinstance(r, Exception), r
+        time.sleep(0.1)
+        now = s.metrics()
+        figures = {i: now.get("onnxrs_memory_bytes", model=m, instance=i, device="cpu") for m, i in names}
+        if all(v > 16 * MIB for v in figures.values()) or now.values("onnxrs_shared_arena_bytes"):
+            return figures
+    return figures
+
+
+def long_requests_on_every_instance(s: TritonServer, models: list[str]) -> None:
+    """Two long requests at once per model (one on each of its two instances), model after model:
+    the peaks of different models never overlap."""
+    for m in models:
+        for r in together([lambda m=m: ask(s, m, 4, 4096)] * 2):
+            assert not isinstance(r, Exception), r
+
+
+FOUR = ["arena_a", "arena_b", "arena_c", "arena_d"]
+
+
+def test_shared_arena_holds_one_peak_for_four_models(tmp_path):
+    # Each instance its own arena (the default): eight arenas, each grown to its own peak.
+    with TritonServer(arena_repo(tmp_path / "own", FOUR, 2)) as s:
+        rss_before = s.rss_kib()
+        long_requests_on_every_instance(s, FOUR)
+        own = refreshed_instance_figures(s, FOUR, 2)
+        own_rss = s.rss_kib() - rss_before
+        own_reported = sum(s.stats(m)["memory_usage"][0]["byte_size"] for m in FOUR)
+        assert "onnxrs_shared_arena_bytes" not in s.metrics().names()
+    # Every instance of every model on one arena: it holds the largest set of runs in flight at
+    # once (two), not eight peaks.
+    with TritonServer(arena_repo(tmp_path / "shared", FOUR, 2), "--backend-config=onnxrs,shared-arena=1") as s:
+        rss_before = s.rss_kib()
+        long_requests_on_every_instance(s, FOUR)
+        figures = refreshed_instance_figures(s, FOUR, 2)
+        shared_rss = s.rss_kib() - rss_before
+        shared = s.metrics().get("onnxrs_shared_arena_bytes")
+        # The arena is nobody's own: instances report none of it, the backend gauge all of it.
+        assert all(s.stats(m)["memory_usage"] == [{"type": "CPU", "id": 0, "byte_size": 0}] for m in FOUR)
+        assert set(figures.values()) == {0.0}, figures
+        assert "sessions allocate from the shared CPU arena" in s.log_text()
+    print(
+        f"4 models x 2 instances after 2 long requests each: own arenas {own_reported / MIB:.1f} MiB reported "
+        f"(per instance {sorted(round(v / MIB, 1) for v in own.values())}), RSS +{own_rss / 1024:.1f} MiB; "
+        f"shared arena {shared / MIB:.1f} MiB, RSS +{shared_rss / 1024:.1f} MiB"
+    )
+    # Every instance grew its own arena to at least one long request's activations (16 MiB each
+    # for h and Relu(h)), and the model figures are the sums of their instances'.
+    assert all(v > 32 * MIB for v in own.values()), own
+    assert own_reported == sum(own.values()), (own_reported, own)
+    # One arena holds what two concurrent long runs need: a quarter of eight peaks, and at least
+    # one run's worth.
+    assert 32 * MIB < shared < own_reported / 3, (shared, own_reported)
+    assert shared_rss < own_rss / 2, (shared_rss, own_rss)
+
+
+CAP = 8 * MIB
+
+
+def test_shared_arena_cap_fails_the_oversized_request_alone(tmp_path):
+    repo = arena_repo(tmp_path / "cap", ["arena_capped"], 2)
+    # A model may keep its own arena (uncapped) beside the shared one.
+    arena_repo(tmp_path / "own", ["arena_own"], 1, {"memory.shared_arena": "0"})
+    shutil.copytree(tmp_path / "own" / "repo" / "arena_own", repo / "arena_own")
+    with TritonServer(repo, f"--backend-config=onnxrs,shared-arena-max-bytes={CAP}") as s:
+        assert f"one shared CPU arena for the sessions of every model (capped at {CAP} bytes)" in s.log_text()
+        # The long request needs 16 MiB at once; small ones keep running beside it, on the other
+        # instance and after it.
+        results = together([lambda: ask(s, "arena_capped", 4, 4096)] + [lambda: ask(s, "arena_capped", 1, 16)] * 6)
+        failed, small = results[0], results[1:]
+        assert isinstance(failed, InferenceServerException), failed
+        assert failed.status() == "503", failed  # UNAVAILABLE
+        msg = failed.message()
+        assert msg.startswith("resource exhausted: the run needs more memory than the shared CPU arena's cap"), msg
+        assert f"--backend-config=onnxrs,shared-arena-max-bytes={CAP}" in msg, msg
+        assert "is smaller than requested bytes of 16777216" in msg, msg
+        assert small == [None] * 6, small
+        ask(s, "arena_capped", 1, 16)
+        ask(s, "arena_capped", 2, 512)
+        stats = s.stats("arena_capped")
+        assert stats["inference_stats"]["fail"]["count"] == 1, stats
+        assert s.metrics().get("onnxrs_request_errors_total", model="arena_capped", kind="ort_failure") == 1
+        # The arena stayed under its cap; the instances report none of it as theirs.
+        refreshed_instance_figures(s, ["arena_capped"], 2)
+        held = s.metrics().get("onnxrs_shared_arena_bytes")
+        assert 0 < held <= CAP, held
+        assert stats["memory_usage"] == [{"type": "CPU", "id": 0, "byte_size": 0}], stats
+        # The model that opted out runs the long request in its own arena, and reports it.
+        ask(s, "arena_own", 4, 4096)
+        assert reported(s, "arena_own") > 32 * MIB
+        assert s.metrics().get("onnxrs_shared_arena_bytes") <= CAP
+
+
+def test_shared_arena_settings_are_checked(tmp_path):
+    # A model asking for a shared arena the backend does not have is refused, naming the fix.
+    repo = arena_repo(tmp_path / "a", ["arena_wants"], 1, {"memory.shared_arena": "1"})
+    with TritonServer(repo, "--model-control-mode=explicit") as s:
+        status, body = s.request("POST", "/v2/repository/models/arena_wants/load", {})
+        assert status == 400, (status, body)
+        assert b"start the server with --backend-config=onnxrs,shared-arena=1" in body, body
+
+
 def test_unknown_parameters_do_not_pass_silently(server_for):
     s = server_for(["arena_keep", "mlp_fp32"], "--model-control-mode=explicit", "--load-model=*")
     cfg = s.repo / "arena_keep" / "config.pbtxt"
@@ -77,6 +220,7 @@ def test_unknown_parameters_do_not_pass_silently(server_for):
     status, body = s.request("POST", "/v2/repository/models/arena_keep/load", {})
     assert status == 400, (status, body)
     assert b"'memory.enable_arena_shrinkage' is not a memory setting onnxrs knows" in body, body
+    assert b"(it knows 'memory.enable_memory_arena_shrinkage' and 'memory.shared_arena')" in body, body
     # Any other unknown key loads, with a warning that names it.
     cfg.write_text(base + 'parameters { key: "intra_op_threads" value: { string_value: "2" } }\n')
     status, body = s.request("POST", "/v2/repository/models/arena_keep/load", {})
