@@ -14,17 +14,25 @@
 #                                    between <!-- ahead:begin --> and <!-- ahead:end --> (or is
 #                                    appended), the rest untouched. ONNXRS_BENCH_WINDOW_MS shortens
 #                                    its windows (default 2000) for a check that it works.
+#   bash ci/bench.sh --memory        only memory under dynamic shapes (bench/memory.py: RSS and
+#                                    memory_usage with and without arena shrinkage, one arena shared
+#                                    by 4 models x 2 instances, its cap, what shrinkage costs; a few
+#                                    minutes): build/bench/memory.{json,md}; with --update-docs,
+#                                    memory.md replaces BENCHMARKS.md's section between
+#                                    <!-- memory:begin --> and <!-- memory:end --> (or is appended).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ONNXRS_ROOT"
 mode=quick
 update_docs=0
 ahead=0
+memory=0
 for arg in "$@"; do
   case "$arg" in
     --full) mode=full ;;
     --update-docs) update_docs=1 ;;
     --ahead) ahead=1 ;;
+    --memory) memory=1 ;;
     *) echo "unknown argument $arg (see the head of $0)"; exit 2 ;;
   esac
 done
@@ -32,6 +40,12 @@ if [ "$ahead" = 1 ] && [ "$mode" = full ]; then
   echo "--ahead runs its own scenarios: it takes no --full"; exit 2
 fi
 bash ci/setup.sh >/dev/null
+
+if [ "$memory" = 1 ]; then
+  step "memory under dynamic shapes (bench/memory.py)"
+  "$ONNXRS_PYTHON" bench/memory.py $([ "$update_docs" = 1 ] && echo --update-docs)
+  exit 0
+fi
 
 step "benchmark models (random weights)"
 "$ONNXRS_PYTHON" tests/models/make_bench_models.py build/bench-models
