@@ -14,8 +14,8 @@ activations each). Scenarios:
    with `--backend-config=onnxrs,shared-arena=1`, and with the shared arena and shrinkage;
 3. a cap: `shared-arena-max-bytes` below what a long request needs: the long request fails alone
    while small and medium ones beside it and after it are served;
-4. shrinkage's cost: a closed loop of one client, small and medium requests, the arena kept vs
-   shrunk after every run, windows alternating.
+4. shrinkage's cost: one client, requests back to back alternating between a model that keeps
+   its arena and one that shrinks it after every run; small, medium and long requests.
 
 Writes build/bench/memory.json and build/bench/memory.md.
 """
@@ -57,8 +57,6 @@ SHRINK = {"memory.enable_memory_arena_shrinkage": "cpu:0"}
 # Re-read at most once a second after an execute (src/instance.rs).
 REPORT_INTERVAL_S = 1.2
 CAP = 96 * MIB
-THROUGHPUT_WINDOW_S = 3.0
-THROUGHPUT_REPEATS = 5
 
 
 def model_file() -> Path:
@@ -213,46 +211,46 @@ def cap() -> dict:
     return out
 
 
-def cpu_s(s: TritonServer) -> float:
-    """The server's CPU time so far (user + system), in seconds."""
-    fields = Path(f"/proc/{s.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def closed_loop(s: TritonServer, model: str, shape: tuple[int, int], seconds: float) -> list[float]:
-    """One client, requests back to back for `seconds`; each request's latency in seconds."""
+def interleaved(s: TritonServer, shape: tuple[int, int], seconds: float, least: int) -> dict[str, dict]:
+    """One client sends requests back to back, alternating between the kept and the shrunk
+    model, for `seconds` (and at least `least` pairs): both see the same load from other work.
+    Per model: each request's latency, and the server's compute_infer time per request."""
     x = np.zeros((*shape, WIDTH), dtype=np.float32)
     i = thttp.InferInput("X", list(x.shape), "FP32")
     i.set_data_from_numpy(x)
-    lat = []
-    with thttp.InferenceServerClient(s.http_addr) as c:
+    lat: dict[str, list[float]] = {"kept": [], "shrunk": []}
+    with thttp.InferenceServerClient(s.http_addr, network_timeout=600, connection_timeout=600) as c:
+        for m in lat:
+            c.infer(m, [i])  # warm up
+        before = {m: s.stats(m)["inference_stats"]["compute_infer"] for m in lat}
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            t = time.perf_counter()
-            c.infer(model, [i])
-            lat.append(time.perf_counter() - t)
-    return lat
+        pairs = 0
+        while time.monotonic() < end or pairs < least:
+            for m in (("kept", "shrunk") if pairs % 2 == 0 else ("shrunk", "kept")):
+                t = time.perf_counter()
+                c.infer(m, [i])
+                lat[m].append(time.perf_counter() - t)
+            pairs += 1
+    out = {}
+    for m, v in lat.items():
+        after = s.stats(m)["inference_stats"]["compute_infer"]
+        n = after["count"] - before[m]["count"]
+        out[m] = {
+            "requests": len(v),
+            "p50_ms": statistics.median(v) * 1e3,
+            "mean_ms": statistics.fmean(v) * 1e3,
+            "compute_infer_ms": (after["ns"] - before[m]["ns"]) / max(n, 1) / 1e6,
+        }
+    return out
 
 
 def throughput() -> dict:
-    """Scenario 4: the cost of shrinking after every run, windows of kept and shrunk alternating."""
+    """Scenario 4: the cost of shrinking after every run, requests alternating kept / shrunk."""
     out = {}
     with TritonServer(repo("throughput", {"kept": (1, {}), "shrunk": (1, SHRINK)})) as s:
-        for shape in (SMALL, MEDIUM):
-            runs: dict[str, list[dict]] = {"kept": [], "shrunk": []}
-            for m in ("kept", "shrunk"):
-                closed_loop(s, m, shape, 0.5)  # warm up
-            for r in range(THROUGHPUT_REPEATS):
-                for m in (("kept", "shrunk") if r % 2 == 0 else ("shrunk", "kept")):
-                    cpu = cpu_s(s)
-                    lat = closed_loop(s, m, shape, THROUGHPUT_WINDOW_S)
-                    runs[m].append({"per_s": len(lat) / sum(lat), "p50_ms": statistics.median(lat) * 1e3,
-                                    "cpu_ms": (cpu_s(s) - cpu) * 1e3 / len(lat)})
+        for shape, seconds, least in ((SMALL, 15.0, 100), (MEDIUM, 15.0, 20), (LONG, 0.0, 4)):
             key = f"{shape[0]}x{shape[1]}"
-            out[key] = {m: {"per_s": statistics.median(x["per_s"] for x in v),
-                            "p50_ms": statistics.median(x["p50_ms"] for x in v),
-                            "cpu_ms": statistics.median(x["cpu_ms"] for x in v),
-                            "per_s_all": [round(x["per_s"], 1) for x in v]} for m, v in runs.items()}
+            out[key] = interleaved(s, shape, seconds, least)
             print(f"throughput {key}: {out[key]}", flush=True)
     return out
 
@@ -346,19 +344,20 @@ def report(r: dict) -> str:
         f"The arena then held {mib(c['shared_arena'])} MiB (cap {mib(c['cap_bytes'])}); instances report "
         f"{mib(c['memory_usage'])} MiB as their own; peak RSS {kib(c['peak_rss_kib'])} MiB.",
         "",
-        f"**What shrinkage costs** (one client, closed loop, {THROUGHPUT_REPEATS} windows of "
-        f"{THROUGHPUT_WINDOW_S:.0f} s per setting, alternating; medians, every window's infer/s in brackets; "
-        "server CPU ms per request from /proc/PID/stat, less sensitive to the other work than infer/s):",
+        "**What shrinkage costs** (it frees after every run, and the next run takes the memory again): one "
+        "client sends requests back to back, alternating between two models that differ only in shrinkage "
+        "(so both see the same load from other work); latency at the client, compute_infer from the "
+        "server's statistics (the run itself), per request:",
         "",
-        "| request | kept: infer/s | shrunk: infer/s | kept: p50 ms | shrunk: p50 ms | kept: CPU ms/req | shrunk: CPU ms/req | shrunk ÷ kept infer/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| request | requests each | kept: p50 ms | shrunk: p50 ms | kept: compute_infer ms | shrunk: compute_infer ms | cost of shrinkage (compute_infer) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for shape, t in r["throughput"].items():
-        k, s = t["kept"], t["shrunk"]
+        k, sh = t["kept"], t["shrunk"]
+        cost = sh["compute_infer_ms"] / k["compute_infer_ms"] - 1
         lines.append(
-            f"| {shape}×{WIDTH} | {k['per_s']:.1f} {k['per_s_all']} | {s['per_s']:.1f} {s['per_s_all']} | "
-            f"{k['p50_ms']:.2f} | {s['p50_ms']:.2f} | {k['cpu_ms']:.2f} | {s['cpu_ms']:.2f} | "
-            f"{s['per_s'] / k['per_s']:.2f}× |"
+            f"| {shape}×{WIDTH} | {k['requests']} | {k['p50_ms']:.2f} | {sh['p50_ms']:.2f} | "
+            f"{k['compute_infer_ms']:.2f} | {sh['compute_infer_ms']:.2f} | {cost:+.1%} |"
         )
     return "\n".join(lines) + "\n"
 
