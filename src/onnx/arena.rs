@@ -101,6 +101,23 @@ pub(crate) unsafe fn raw_allocator_stat(allocator: *const ort::sys::OrtAllocator
     }
 }
 
+/// Refuses a session whose arrival put the shared arena past its cap (`held` bytes, read right
+/// after the session was created). Weights go into the arena outside its cap check (ONNX
+/// Runtime's `Reserve`), and once the arena holds more than `max_mem` its check of a run's
+/// allocation wraps around and lets everything through: a cap that no longer holds is refused
+/// here rather than left to be silently ignored.
+pub fn check_cap(held: u64, max_bytes: Option<u64>) -> Result<()> {
+    match max_bytes {
+        Some(cap) if held > cap => Err(Error::unavailable(format!(
+            "the shared CPU arena holds {held} bytes with this session's weights, more than its cap \
+             (--backend-config=onnxrs,shared-arena-max-bytes={cap}); the weights of every session on it count \
+             against the cap: raise it, or keep this model on its own arena with the parameter \
+             memory.shared_arena: \"0\""
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A run's failure as the request's error when it is ONNX Runtime's arena refusing memory:
 /// UNAVAILABLE ("resource exhausted"), naming the cap when one is set, since that is the setting
 /// to change. `None` for any other failure.
@@ -123,6 +140,17 @@ pub fn exhausted(ort_message: &str, max_bytes: Option<u64>) -> Option<Error> {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+
+    #[test]
+    fn weights_past_the_cap_are_refused() {
+        assert!(check_cap(1 << 20, Some(1 << 20)).is_ok());
+        assert!(check_cap(u64::MAX, None).is_ok());
+        let e = check_cap((1 << 20) + 1, Some(1 << 20)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(e.message().contains("holds 1048577 bytes"), "{e}");
+        assert!(e.message().contains("shared-arena-max-bytes=1048576"), "{e}");
+        assert!(e.message().contains("memory.shared_arena: \"0\""), "{e}");
+    }
 
     #[test]
     fn exhaustion_names_the_cap() {
