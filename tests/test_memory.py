@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 from server import TritonServer, infer, make_repo
 from tritonclient.utils import InferenceServerException
 
@@ -200,6 +201,52 @@ def test_shared_arena_cap_fails_the_oversized_request_alone(tmp_path):
         ask(s, "arena_own", 4, 4096)
         assert reported(s, "arena_own") > 32 * MIB
         assert s.metrics().get("onnxrs_shared_arena_bytes") <= CAP
+
+
+def shared_figure(s: TritonServer, model: str) -> float:
+    """`onnxrs_shared_arena_bytes` after the next execute of `model` re-read it."""
+    time.sleep(REPORT_INTERVAL_S)
+    ask(s, model, 1, 16)
+    time.sleep(0.1)
+    return s.metrics().get("onnxrs_shared_arena_bytes")
+
+
+def test_shrinkage_shrinks_the_shared_arena(tmp_path):
+    repo = arena_repo(tmp_path / "k", ["arena_kept"], 1)
+    arena_repo(tmp_path / "s", ["arena_shrunk"], 1, {"memory.enable_memory_arena_shrinkage": "cpu:0"})
+    shutil.copytree(tmp_path / "s" / "repo" / "arena_shrunk", repo / "arena_shrunk")
+    with TritonServer(repo, "--backend-config=onnxrs,shared-arena=1") as s:
+        start = shared_figure(s, "arena_kept")
+        ask(s, "arena_shrunk", 4, 4096)
+        after_shrunk = shared_figure(s, "arena_kept")
+        ask(s, "arena_kept", 4, 4096)
+        after_kept = shared_figure(s, "arena_kept")
+        # A run of the shrinking model frees what no run uses: the other model's leftovers too.
+        after_next_shrunk = shared_figure(s, "arena_shrunk")
+    print(f"shared arena MiB: start {start / MIB:.1f}, after the shrunk model's long run {after_shrunk / MIB:.1f}, "
+          f"after the kept model's {after_kept / MIB:.1f}, after the shrunk model's next run {after_next_shrunk / MIB:.1f}")
+    assert after_shrunk <= start + MIB, (start, after_shrunk)
+    assert after_kept - start >= 32 * MIB, (start, after_kept)  # h and Relu(h), 16 MiB each
+    assert after_next_shrunk <= start + MIB, (start, after_next_shrunk)
+
+
+def test_weights_past_the_cap_refuse_the_load(tmp_path):
+    # The weights count against the cap (128 KiB per session here): the second model would put
+    # the arena past it, where ONNX Runtime would stop enforcing it, so its load is refused.
+    cap = 192 << 10
+    repo = arena_repo(tmp_path / "w", ["arena_first", "arena_second"], 1)
+    with TritonServer(repo, "--model-control-mode=explicit", f"--backend-config=onnxrs,shared-arena-max-bytes={cap}") as s:
+        status, body = s.request("POST", "/v2/repository/models/arena_first/load", {})
+        assert status == 200, (status, body)
+        status, body = s.request("POST", "/v2/repository/models/arena_second/load", {})
+        assert status == 400, (status, body)
+        assert b"the shared CPU arena holds 262160 bytes with this session's weights, more than its cap" in body, body
+        assert f"shared-arena-max-bytes={cap}".encode() in body, body
+        # The refused session gave its weights back: the cap still holds for the first model.
+        ask(s, "arena_first", 1, 16)
+        with pytest.raises(InferenceServerException, match="resource exhausted"):
+            ask(s, "arena_first", 4, 4096)
+        ask(s, "arena_first", 1, 16)
 
 
 def test_shared_arena_settings_are_checked(tmp_path):
