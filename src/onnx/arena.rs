@@ -39,6 +39,7 @@ pub fn register(runtime: &Runtime, max_bytes: Option<u64>) -> Result<SharedArena
     let arena = *SHARED.get_or_try_init(|| {
         let max_mem = usize::try_from(max_bytes.unwrap_or(0))
             .map_err(|_| Error::invalid_arg("shared-arena-max-bytes does not fit this machine's size_t"))?;
+        let info = cpu_arena_info()?;
         // `max_mem` 0 is ONNX Runtime's "no limit"; the other keys keep their defaults (-1).
         let keys = [c"max_mem".as_ptr()];
         let values = [max_mem];
@@ -47,7 +48,6 @@ pub fn register(runtime: &Runtime, max_bytes: Option<u64>) -> Result<SharedArena
         let status = unsafe { (ort::api().CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), 1, &mut cfg) };
         // SAFETY: the status of the call above, consumed once.
         unsafe { ort::Error::result_from_status(status)? };
-        let info = cpu_arena_info()?;
         // SAFETY: the environment lives for the process (runtime.rs keeps it in a static); `info` and
         // `cfg` are live. ONNX Runtime copies what it needs from both, so `cfg` is released below.
         // This runs once, before any session asks for the environment's allocators.
