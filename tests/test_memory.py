@@ -230,6 +230,24 @@ def test_shrinkage_shrinks_the_shared_arena(tmp_path):
     assert after_next_shrunk <= start + MIB, (start, after_next_shrunk)
 
 
+def test_reloads_reuse_the_shared_arena(tmp_path):
+    # An unloaded model's sessions give their memory back to the shared arena, and the next load
+    # runs in it: unload / load cycles do not grow it.
+    repo = arena_repo(tmp_path / "r", ["arena_reloaded"], 2)
+    args = ["--model-control-mode=explicit", "--load-model=arena_reloaded", "--backend-config=onnxrs,shared-arena=1"]
+    with TritonServer(repo, *args) as s:
+        figures = []
+        for _ in range(5):
+            ask(s, "arena_reloaded", 4, 4096)
+            figures.append(shared_figure(s, "arena_reloaded"))
+            s.unload("arena_reloaded")
+            status, body = s.request("POST", "/v2/repository/models/arena_reloaded/load", {})
+            assert status == 200, (status, body)
+    print(f"shared arena after each of 5 reloads, MiB: {[round(f / MIB, 2) for f in figures]}")
+    assert figures[0] >= 32 * MIB, figures
+    assert max(figures) <= figures[0], figures
+
+
 def test_weights_past_the_cap_refuse_the_load(tmp_path):
     # The weights count against the cap (128 KiB per session here): the second model would put
     # the arena past it, where ONNX Runtime would stop enforcing it, so its load is refused.
