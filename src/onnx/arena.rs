@@ -78,29 +78,6 @@ pub fn registered() -> Option<SharedArena> {
     SHARED.get().copied()
 }
 
-/// One statistic of the allocator at `allocator`.
-///
-/// # Safety
-/// `allocator` must be a live `OrtAllocator` for the duration of the call.
-pub(crate) unsafe fn raw_allocator_stat(allocator: *const ort::sys::OrtAllocator, key: &str) -> Option<u64> {
-    let mut kvps = std::ptr::null_mut();
-    // SAFETY: a live allocator (the caller's promise); on success we own `kvps` and release it below.
-    let status = unsafe { (ort::api().AllocatorGetStats)(allocator, &mut kvps) };
-    // SAFETY: the status of the call above, consumed once.
-    if unsafe { ort::Error::result_from_status(status) }.is_err() || kvps.is_null() {
-        return None;
-    }
-    let ckey = std::ffi::CString::new(key).ok();
-    // SAFETY: `kvps` is live; the returned value (if any) is owned by it and read before release.
-    unsafe {
-        let v = ckey.map_or(std::ptr::null(), |k| (ort::api().GetKeyValue)(kvps, k.as_ptr()));
-        let parsed =
-            if v.is_null() { None } else { std::ffi::CStr::from_ptr(v).to_str().ok().and_then(|s| s.parse().ok()) };
-        (ort::api().ReleaseKeyValuePairs)(kvps);
-        parsed
-    }
-}
-
 /// Refuses a session whose arrival put the shared arena past its cap (`held` bytes, read right
 /// after the session was created). Weights go into the arena outside its cap check (ONNX
 /// Runtime's `Reserve`), and once the arena holds more than `max_mem` its check of a run's

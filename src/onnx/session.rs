@@ -359,6 +359,20 @@ impl OnnxSession {
 /// One statistic of an allocator (ONNX Runtime's arena keeps "InUse", "TotalAllocated",
 /// "MaxInUse", "NumAllocs", ...). `None` when the allocator keeps no statistics.
 pub fn allocator_stat(allocator: &ort::memory::Allocator, key: &str) -> Option<u64> {
-    // SAFETY: a live allocator, borrowed for the call.
-    unsafe { arena::raw_allocator_stat(allocator.ptr(), key) }
+    let mut kvps = std::ptr::null_mut();
+    // SAFETY: a live allocator; on success we own `kvps` and release it below.
+    let status = unsafe { (ort::api().AllocatorGetStats)(allocator.ptr(), &mut kvps) };
+    // SAFETY: the status of the call above, consumed once.
+    if unsafe { ort::Error::result_from_status(status) }.is_err() || kvps.is_null() {
+        return None;
+    }
+    let ckey = std::ffi::CString::new(key).ok()?;
+    // SAFETY: `kvps` is live; the returned value (if any) is owned by it and read before release.
+    unsafe {
+        let v = (ort::api().GetKeyValue)(kvps, ckey.as_ptr());
+        let parsed =
+            if v.is_null() { None } else { std::ffi::CStr::from_ptr(v).to_str().ok().and_then(|s| s.parse().ok()) };
+        (ort::api().ReleaseKeyValuePairs)(kvps);
+        parsed
+    }
 }
