@@ -42,8 +42,10 @@ pub struct InstanceState {
     pub request_log: Option<InstanceLog>,
     /// Its session allocates from the shared CPU arena: the arena is not this instance's to
     /// report (every instance would report the same bytes), so it reports none of it, and the
-    /// arena's own figure goes to `onnxrs_shared_arena_bytes` (this gauge, with metrics on).
-    shared_arena: Option<Option<Arc<SharedArenaGauge>>>,
+    /// arena's own figure goes to `onnxrs_shared_arena_bytes` (`shared_arena_gauge`).
+    shared_arena: bool,
+    /// That gauge, with metrics on.
+    shared_arena_gauge: Option<Arc<SharedArenaGauge>>,
 }
 
 impl InstanceState {
@@ -85,7 +87,8 @@ impl InstanceState {
             gpu_reported: ReportThrottle::new(0, 0),
             metrics: None,
             request_log: None,
-            shared_arena: arena::uses_shared(&settings).then(|| model.shared_arena_gauge.clone()),
+            shared_arena: arena::uses_shared(&settings),
+            shared_arena_gauge: model.shared_arena_gauge.clone(),
         };
         state.request_log = model.request_log.as_ref().map(|log| {
             let names =
@@ -122,7 +125,7 @@ impl InstanceState {
         let session = &self.session;
         // The shared arena is reported once, as the backend's (`report_shared_arena`); a shared
         // session by the instance that made it.
-        let own_arena = self.reports_session && self.shared_arena.is_none();
+        let own_arena = self.reports_session && !self.shared_arena;
         let cpu = if own_arena { session.allocator_bytes().unwrap_or(self.load_heap_bytes) } else { 0 };
         let mut usage = vec![MemoryUsage { memory_type: MemoryType::Cpu, device: 0, bytes: cpu }];
         if self.kind == InstanceKind::Gpu {
@@ -162,7 +165,7 @@ impl InstanceState {
     /// Sets the shared arena's gauge to what the arena holds now (when this instance uses it).
     /// The session's CPU allocator is the shared arena itself, so any session on it can tell.
     fn report_shared_arena(&self) {
-        let Some(Some(gauge)) = &self.shared_arena else { return };
+        let Some(gauge) = self.shared_arena_gauge.as_ref().filter(|_| self.shared_arena) else { return };
         if let Some(bytes) = self.session.allocator_bytes() {
             gauge.set(bytes);
         }
