@@ -337,6 +337,12 @@ def fmt_mib(kib_or_bytes: float, unit: str) -> str:
     return f"{kib_or_bytes / (1024 if unit == 'KiB' else 2**20):.0f}"
 
 
+def pct(new: dict, old: dict) -> str:
+    """`new`'s throughput against `old`'s, as "+3.1 %" or "−9.8 %"."""
+    d = 100.0 * (new["infer_per_s"] / old["infer_per_s"] - 1.0)
+    return f"{'+' if d >= 0 else '−'}{abs(d):.1f} %"
+
+
 def met(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -419,8 +425,10 @@ def report(r: dict) -> str:
             table(["", "share_session_between_instances: false", "true"], rows),
             "",
             f"Sharing the session keeps one copy of the weights for the {b['instances']} instances: the server holds "
-            f"{saved:.0f} MiB less after traffic, and the memory it reports is one session's. The throughput rows "
-            "say whether running one session from several instances at once costs anything.",
+            f"{saved:.0f} MiB less after traffic, and the memory it reports is one session's. Throughput with the "
+            f"shared session is {pct(t_['points']['4'], f_['points']['4'])} at c=4 and "
+            f"{pct(t_['points']['16'], f_['points']['16'])} at c=16 against a session per instance: concurrent runs "
+            "of one session share its arena (and its lock), where separate sessions each have their own.",
             "",
         ]
     c = r["scenarios"].get("thread_pools")
