@@ -3,6 +3,7 @@ processes on free loopback ports, stopped by PID when their scope ends."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -49,6 +50,15 @@ def server_for(tmp_path):
     yield start
     for s in started:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def promtool():
+    """Prometheus's promtool (Debian's prometheus package), for the rules' checks and unit tests."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is missing: `bash ci/setup.sh` installs Debian's prometheus package")
+    return path
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -44,14 +44,6 @@ def without_file(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if k != "_file"}
 
 
-@pytest.fixture(scope="module")
-def promtool():
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is missing: `bash ci/setup.sh` installs Debian's prometheus package")
-    return path
-
-
 def test_prometheusrule_is_generated_from_the_rules_file(tmp_path, promtool):
     r = subprocess.run([sys.executable, str(GENERATE), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -271,14 +270,6 @@ def test_consistency_check_command(server_for, tmp_path):
     assert r.returncode == 1, r.stdout
     assert "gather_fail v1: successful requests: metrics say 6, stats say 5" in r.stdout
     assert "stage times add up to" in r.stdout
-
-
-@pytest.fixture(scope="module")
-def promtool():
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is missing: `bash ci/setup.sh` installs Debian's prometheus package")
-    return path
 
 
 def test_prometheus_rules_check_and_unit_tests(promtool):
