@@ -12,7 +12,7 @@ OUT = ROOT / "build" / "reliability"
 REPORT = OUT / "reliability.md"
 FUZZ_PART = OUT / "fuzz.md"
 HOST_PART = OUT / "host-faults.md"
-SECTIONS = ["matrix", "models", "lifecycle", "lifecycle-storm", "lifecycle-reloads"]
+SECTIONS = ["matrix", "models", "lifecycle", "lifecycle-storm", "lifecycle-shared", "lifecycle-reloads"]
 collected: dict[str, str] = {}
 
 

@@ -8,13 +8,17 @@ show early: tritonserver runs with glibc's checking allocator (`libc_malloc_debu
 in a loop (tests/heapcheck/mallinfo_walker.c). Before the fix of the metric race (see SAFETY.md,
 "Load and unload") this setup aborted the server within a few hundred cycles.
 
-`ONNXRS_LIFECYCLE_CYCLES` sets the storm's cycles (ci/test.sh runs several thousand);
+A second storm runs with the state that outlives one instance or one model: a session shared by
+the instances, the environment's shared arena, and the request log's writer thread.
+
+`ONNXRS_LIFECYCLE_CYCLES` sets the storms' cycles (ci/test.sh runs several thousand);
 `ONNXRS_LIFECYCLE_RELOADS` the reloads under traffic; `ONNXRS_LIFECYCLE_SERVER_ARGS` adds
 tritonserver arguments (e.g. `--backend-config=onnxrs,metrics=0` to try a variant).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -34,6 +38,8 @@ CYCLES = int(os.environ.get("ONNXRS_LIFECYCLE_CYCLES", "300"))
 RELOADS = int(os.environ.get("ONNXRS_LIFECYCLE_RELOADS", "60"))
 # A refused load (config contradicting the ONNX file) every this many cycles.
 REFUSED_EVERY = 25
+# The parameter that makes `lifecycle`'s two instances share one session.
+SHARE_SESSION = 'parameters { key: "share_session_between_instances" value: { string_value: "true" } }\n'
 # /metrics is scraped and its labels checked every this many cycles.
 SCRAPE_EVERY = 20
 # RSS growth allowed between the end of warm-up and the end (allocator and server caches settle
@@ -127,39 +133,46 @@ def check_metric_labels(m: Metrics, version: str) -> dict[str, float]:
     return memory
 
 
+def run_storm(s: TritonServer, cycles: int, check_labels: bool) -> tuple[Counter, list[str], int, int]:
+    """`cycles` load / ask 3 times / unload cycles of `lifecycle`, every `REFUSED_EVERY`th with a
+    refused load first. Returns the outcomes, the refusals, the scrapes and the RSS after warm-up."""
+    outcomes: Counter = Counter()
+    refused: list[str] = []
+    scrapes = rss_warm = 0
+    admin = thttp.InferenceServerClient(s.http_addr, connection_timeout=TIMEOUT_S, network_timeout=TIMEOUT_S)
+    for cycle in range(cycles):
+        if cycle == WARMUP_CYCLES:
+            rss_warm = s.rss_kib()
+        try:
+            if cycle % REFUSED_EVERY == REFUSED_EVERY - 1:
+                with pytest.raises(InferenceServerException) as e:
+                    admin.load_model("lifecycle_refused")
+                refused.append(str(e.value))
+            # No wait for the previous unload: Triton finalizes it while this load runs.
+            admin.load_model("lifecycle")
+            for k in range(3):
+                text = f"cycle {cycle} request {k}"
+                x, ins = inputs(thttp, cycle + k, text)
+                result = admin.infer("lifecycle", ins, request_id=f"{cycle}-{k}")
+                outcomes[version_of(result, x, text)] += 1
+            if check_labels and cycle % SCRAPE_EVERY == 0:
+                check_metric_labels(s.metrics(), "1")
+                scrapes += 1
+            admin.unload_model("lifecycle")
+        except Exception as e:  # noqa: BLE001 - any failure here is reported with the log
+            assert_alive(s, f"cycle {cycle}")
+            s.fail(f"cycle {cycle}: {type(e).__name__}: {e}{s.backtraces()}")
+        if cycle % 50 == 0:
+            assert_alive(s, f"cycle {cycle}")
+    return outcomes, refused, scrapes, rss_warm
+
+
 def test_load_unload_storm(tmp_path):
     repo = lifecycle_repo(tmp_path)
     s = TritonServer(repo, "--model-control-mode=explicit", *EXTRA_ARGS, env=heap_checker_env(tmp_path)).start()
-    outcomes: Counter = Counter()
-    refused: list[str] = []
-    scrapes = 0
     try:
-        admin = thttp.InferenceServerClient(s.http_addr, connection_timeout=TIMEOUT_S, network_timeout=TIMEOUT_S)
         t0 = time.monotonic()
-        rss_warm = 0
-        for cycle in range(CYCLES):
-            if cycle == WARMUP_CYCLES:
-                rss_warm = s.rss_kib()
-            try:
-                if cycle % REFUSED_EVERY == REFUSED_EVERY - 1:
-                    with pytest.raises(InferenceServerException) as e:
-                        admin.load_model("lifecycle_refused")
-                    refused.append(str(e.value))
-                # No wait for the previous unload: Triton finalizes it while this load runs.
-                admin.load_model("lifecycle")
-                for k in range(3):
-                    text = f"cycle {cycle} request {k}"
-                    x, ins = inputs(thttp, cycle + k, text)
-                    outcomes[version_of(admin.infer("lifecycle", ins), x, text)] += 1
-                if METRICS_ON and cycle % SCRAPE_EVERY == 0:
-                    check_metric_labels(s.metrics(), "1")
-                    scrapes += 1
-                admin.unload_model("lifecycle")
-            except Exception as e:  # noqa: BLE001 - any failure here is reported with the log
-                assert_alive(s, f"cycle {cycle}")
-                s.fail(f"cycle {cycle}: {type(e).__name__}: {e}{s.backtraces()}")
-            if cycle % 50 == 0:
-                assert_alive(s, f"cycle {cycle}")
+        outcomes, refused, scrapes, rss_warm = run_storm(s, CYCLES, METRICS_ON)
         storm_s = time.monotonic() - t0
         # Settle, then nothing of the model may remain in /metrics or memory.
         deadline = time.monotonic() + TIMEOUT_S
@@ -209,6 +222,59 @@ def test_load_unload_storm(tmp_path):
     assert outcomes == Counter({"v1": 3 * CYCLES}), outcomes
     assert len(refused) == CYCLES // REFUSED_EVERY
     assert all("TEXT" in r for r in refused), refused[:3]
+    if CYCLES > WARMUP_CYCLES:
+        assert growth < RSS_BOUND_MIB, (rss_warm, rss_end)
+
+
+def test_storm_with_a_shared_session_a_shared_arena_and_the_request_log(tmp_path):
+    """The same storm with every piece of state that outlives one instance or one model: the
+    instances share one session (the model owns it), every session allocates from the
+    environment's shared arena (registered once, reused by each incarnation), and the request
+    log's writer thread takes a line for every request across all the loads and unloads."""
+    repo = lifecycle_repo(tmp_path)
+    config = repo / "lifecycle" / "config.pbtxt"
+    config.write_text(config.read_text() + SHARE_SESSION)
+    log_path = tmp_path / "requests.jsonl"
+    args = ["--backend-config=onnxrs,shared-arena=1", f"--backend-config=onnxrs,request-log={log_path}"]
+    s = TritonServer(repo, "--model-control-mode=explicit", *args, env=heap_checker_env(tmp_path)).start()
+    try:
+        outcomes, refused, _, rss_warm = run_storm(s, CYCLES, False)
+        time.sleep(1)
+        rss_end = s.rss_kib()
+        assert_alive(s, "after the storm")
+    finally:
+        s.stop()
+    assert outcomes == Counter({"v1": 3 * CYCLES}), outcomes
+    assert len(refused) == CYCLES // REFUSED_EVERY
+    # Written at the backend's finalize, when the server stops: one line per request, each whole.
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert len(lines) == 3 * CYCLES
+    assert {(e["model"], e["outcome"]) for e in lines} == {("lifecycle", "success")}
+    assert sorted(e["request_id"] for e in lines) == sorted(f"{c}-{k}" for c in range(CYCLES) for k in range(3))
+    growth = (rss_end - rss_warm) / 1024
+    report.collected["lifecycle-shared"] = "\n".join(
+        [
+            "## The storm with state shared across instances and models",
+            "",
+            "The same storm under the same heap checker, with `share_session_between_instances` (the "
+            "two instances run one session, owned by the model), `--backend-config=onnxrs,shared-arena=1` "
+            "(every session allocates from one arena registered on ONNX Runtime's environment, reused by "
+            "each incarnation) and `request-log=PATH` (a writer thread takes a line for every request).",
+            "",
+            report.table(
+                ["measure", "value"],
+                [
+                    ["cycles", CYCLES],
+                    ["responses (all checked against the version's reference)", sum(outcomes.values())],
+                    ["request log lines after the server stopped (one per request id, all whole JSON)", len(lines)],
+                    ["refused loads", len(refused)],
+                    [f"RSS growth after {WARMUP_CYCLES} warm-up cycles (bound {RSS_BOUND_MIB} MiB)", f"{growth:+.1f} MiB"],
+                    ["heap checker", "no report; server alive to the end"],
+                ],
+            ),
+            "",
+        ]
+    )
     if CYCLES > WARMUP_CYCLES:
         assert growth < RSS_BOUND_MIB, (rss_warm, rss_end)
 
