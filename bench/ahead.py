@@ -369,7 +369,7 @@ def report(r: dict) -> str:
             table(["path (examples/run_cost, bench MLP, 1 thread)", "ns per run, minimum over rounds", "median"], [
                 ["ONNX Runtime C API loop (the least any backend can do)", f"{m['min_ns']['c_api']:.0f}", f"{m['median_ns']['c_api']:.0f}"],
                 ["onnxrs run path", f"{m['min_ns']['onnxrs']:.0f}", f"{m['median_ns']['onnxrs']:.0f}"],
-                ["`ort` Value path (onnxrs before issue 12)", f"{m['min_ns']['ort_value']:.0f}", f"{m['median_ns']['ort_value']:.0f}"],
+                ["`ort` Value path (onnxrs's run path before this one)", f"{m['min_ns']['ort_value']:.0f}", f"{m['median_ns']['ort_value']:.0f}"],
             ]),
             "",
             table(["served, bench MLP, c=1, HTTP", "infer/s", "p50 / p99 µs", "compute_input µs", "compute_infer µs", "compute_output µs"], [
