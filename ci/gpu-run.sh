@@ -52,6 +52,7 @@ curl -sf "127.0.0.1:$http/v2/health/live" >/dev/null || { echo "tritonserver not
 
 step "GPU check"
 status=0
-python3 tests/gpu/gpu_check.py --url="http://127.0.0.1:$http" --pid=$pid --report="$report" || status=$?
+python3 tests/gpu/gpu_check.py --url="http://127.0.0.1:$http" --pid=$pid --report="$report" \
+  --shared-model=mlp_gpu_shared || status=$?
 if [ $status -ne 0 ]; then echo "== tritonserver log (tail)"; tail -80 "$log"; fi
 exit $status

@@ -26,12 +26,14 @@ def run_check(server, report: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_gpu_check_script_on_cpu(server_for, tmp_path):
-    s = server_for(["mlp_fp32", "autocomplete_mlp"], "--model-control-mode=explicit")
+    s = server_for(["mlp_fp32", "autocomplete_mlp", "mlp_shared"], "--model-control-mode=explicit")
     report = tmp_path / "report.md"
-    r = run_check(s, report, "--cpu", "--model=mlp_fp32", "--cpu-model=autocomplete_mlp", "--requests=8")
+    r = run_check(s, report, "--cpu", "--model=mlp_fp32", "--cpu-model=autocomplete_mlp", "--requests=8",
+                  "--shared-model=mlp_shared")
     assert r.returncode == 0, r.stdout + r.stderr
     text = report.read_text()
     assert "| success.count == sent | OK |" in text and "## Result\nPASS" in text, text
+    assert "| success.count == 100, fail.count == 0 | OK |" in text, text
 
 
 @pytest.mark.skipif(not has_gpu(), reason="no GPU on this machine: run `bash ci/gpu-run.sh` on a GPU host")
@@ -40,3 +42,34 @@ def test_gpu_models(server_for, tmp_path):
     report = tmp_path / "gpu-report.md"
     r = run_check(s, report)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not has_gpu(), reason="no GPU on this machine: run `bash ci/gpu-run.sh` on a GPU host")
+def test_gpu_instances_share_one_session(server_for):
+    """Two GPU instances on one CUDA session: every output right under concurrent requests, and
+    the session's GPU memory reported once (by the instance that made it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from make_models import mlp_reference
+    from server import infer
+
+    s = server_for(["mlp_gpu_shared"])
+
+    def client(k: int) -> None:
+        rng = np.random.default_rng(k)
+        for _ in range(25):
+            x = rng.standard_normal((1 + k % 4, 16)).astype(np.float32)
+            y = infer(s, "http", "mlp_gpu_shared", {"X": (x, "FP32")}).as_numpy("Y")
+            np.testing.assert_allclose(y, mlp_reference(x), rtol=1e-4, atol=1e-4)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(client, range(4)))
+    st = s.stats("mlp_gpu_shared")
+    assert st["inference_stats"]["success"]["count"] == 100 and st["inference_stats"]["fail"]["count"] == 0
+    gauges = {
+        labels["instance"]: value
+        for name, labels, value in s.metrics().samples
+        if name == "onnxrs_memory_bytes" and labels.get("model") == "mlp_gpu_shared" and labels.get("device") == "gpu0"
+    }
+    assert len(gauges) == 2 and sorted(v > 0 for v in gauges.values()) == [False, True], gauges

@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,7 @@ def main() -> int:
     ap.add_argument("--report", required=True, help="markdown file to write")
     ap.add_argument("--cpu", action="store_true", help="no GPU here: check the flow, skip GPU memory")
     ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--shared-model", default="", help="a model whose GPU instances share one session (also checked)")
     args = ap.parse_args()
     s = Rest(args.url)
     failures: list[str] = []
@@ -201,6 +203,36 @@ def main() -> int:
         unloaded_mib = process_gpu_mib(args.pid)
         lines.append(f"After unloading `{args.model}`: {unloaded_mib} MiB (before the load: {before_mib} MiB).")
     lines.append("")
+
+    # GPU instances sharing one session (share_session_between_instances), run concurrently.
+    if args.shared_model:
+        s.load(args.shared_model)
+
+        def client(k: int) -> float:
+            rng_k = np.random.default_rng(100 + k)
+            worst = 0.0
+            for _ in range(25):
+                x = rng_k.standard_normal((1 + k % 4, 16)).astype(np.float32)
+                ref = mlp_reference(x)
+                y = infer(s, args.shared_model, x)
+                worst = max(worst, float(np.max(np.abs(y - ref) / np.maximum(np.abs(ref), 1e-3))))
+            return worst
+
+        with ThreadPoolExecutor(4) as pool:
+            worst_shared = max(pool.map(client, range(4)))
+        st = s.stats(args.shared_model)
+        inf = st["inference_stats"]
+        gpu_bytes = sum(m["byte_size"] for m in st["memory_usage"] if m["type"] == "GPU")
+        shared_checks = {
+            "outputs within 1e-3 of numpy": worst_shared < 1e-3,
+            "success.count == 100, fail.count == 0": inf["success"]["count"] == 100 and inf["fail"]["count"] == 0,
+            "GPU memory reported (once, by the instance that made the session)": args.cpu or gpu_bytes > 0,
+        }
+        failures += [f"{args.shared_model}: {k}" for k, v in shared_checks.items() if not v]
+        lines += [f"## `{args.shared_model}`: GPU instances sharing one session", "4 clients x 25 requests at once.",
+                  "", "| check | result |", "| --- | --- |"]
+        lines += [f"| {k} | {'OK' if v else 'FAIL'} |" for k, v in shared_checks.items()]
+        lines += ["", f"Max relative error {worst_shared:.2e}; GPU memory_usage {gpu_bytes} bytes.", ""]
     lines += ["## Result", "PASS" if not failures else "FAIL: " + "; ".join(failures), ""]
     Path(args.report).write_text("\n".join(lines))
     print("\n".join(lines))

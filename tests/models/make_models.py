@@ -346,6 +346,18 @@ def models() -> dict[str, tuple[dict[int, onnx.ModelProto], str]]:
             'parameters { key: "cudnn_conv_algo_search" value: { string_value: "1" } }\n',
         ),
     )
+    # Two GPU instances running one session (share_session_between_instances): tests/test_gpu.py.
+    m["mlp_gpu_shared"] = (
+        {1: mlp()},
+        config(
+            "mlp_gpu_shared",
+            [io("X", "FP32", [16])],
+            [io("Y", "FP32", [4])],
+            8,
+            "instance_group [ { kind: KIND_GPU count: 2 gpus: [ 0 ] } ]\n"
+            'parameters { key: "share_session_between_instances" value: { string_value: "true" } }\n',
+        ),
+    )
     m["two_io_dyn_gpu"] = (
         {1: two_io_dyn()},
         config(
