@@ -70,7 +70,8 @@ impl InstanceState {
         let load_ms = clock::now_ns().saturating_sub(load_start) as f64 / 1e6;
         // A session made here just put its weights into the shared arena (one made by another
         // instance was checked there).
-        if made.made_here && arena::uses_shared(&settings) {
+        let shared_arena = arena::uses_shared(&settings);
+        if made.made_here && shared_arena {
             let cap = arena::registered().and_then(|a| a.max_bytes);
             arena::check_cap(made.session.allocator_bytes().unwrap_or(0), cap).map_err(context)?;
         }
@@ -87,7 +88,7 @@ impl InstanceState {
             gpu_reported: ReportThrottle::new(0, 0),
             metrics: None,
             request_log: None,
-            shared_arena: arena::uses_shared(&settings),
+            shared_arena,
             shared_arena_gauge: model.shared_arena_gauge.clone(),
         };
         state.request_log = model.request_log.as_ref().map(|log| {

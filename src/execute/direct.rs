@@ -9,12 +9,14 @@
 //! Everything else — BYTES, data-dependent or symbolic dimensions, a configured `reshape`, a
 //! bound scalar, a `batch_output`, a sequence's state — takes the copying path.
 
+use super::respond;
+use crate::batch;
 use crate::config::model_config::ModelConfig;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 use crate::onnx::session::{ModelIo, OnnxSession};
 use crate::onnx::tensor::{self, OutputTensor};
-use crate::triton::response::{OutputBuffer, Response};
+use crate::triton::response::Response;
 use crate::triton::{MemoryType, Request};
 
 /// An output whose shape is known before the run.
@@ -82,16 +84,10 @@ pub(super) fn prepare<'r>(
         let Some(slot) = session.output_names().iter().position(|n| n == name) else { continue };
         let shape: Vec<i64> = rows.map(|r| r as i64).into_iter().chain(output.tail.iter().copied()).collect();
         let size = output.data_type.byte_size().unwrap_or(1);
-        let elements: usize = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).product();
-        let bytes = elements.checked_mul(size).ok_or_else(|| Error::invalid_arg("output too large"))?;
-        let buffer = match response.output_buffer(name, output.data_type, &shape, bytes, (MemoryType::Cpu, 0))? {
-            OutputBuffer::Host(buffer) => buffer,
-            OutputBuffer::Device { device } => {
-                return Err(Error::unsupported(format!(
-                    "the server placed output '{name}' in memory of GPU {device}; this instance writes outputs from the CPU"
-                )));
-            }
-        };
+        let bytes =
+            batch::element_count(&shape).checked_mul(size).ok_or_else(|| Error::invalid_arg("output too large"))?;
+        let buffer = response.output_buffer(name, output.data_type, &shape, bytes, (MemoryType::Cpu, 0))?;
+        let buffer = respond::host_bytes(buffer, name)?;
         if into.len() <= slot {
             into.resize_with(slot + 1, || None);
         }

@@ -239,7 +239,7 @@ pub(super) fn own_elements<'s>(
 }
 
 /// The buffer as bytes the CPU can write, or why it is not.
-fn host_bytes<'b>(buffer: OutputBuffer<'b>, name: &str) -> Result<&'b mut [u8]> {
+pub(super) fn host_bytes<'b>(buffer: OutputBuffer<'b>, name: &str) -> Result<&'b mut [u8]> {
     match buffer {
         OutputBuffer::Host(b) => Ok(b),
         OutputBuffer::Device { device } => Err(Error::unsupported(format!(
