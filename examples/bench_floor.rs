@@ -27,7 +27,7 @@ fn main() {
     let intra = args.get(5).map_or(2, |v| v.parse().expect("INTRA_OP"));
     let inter = args.get(6).map_or(1, |v| v.parse().expect("INTER_OP"));
     let settings = SessionSettings { intra_op_threads: intra, inter_op_threads: inter, ..SessionSettings::default() };
-    let session = OnnxSession::load(rt, Path::new(&args[2]), &settings, None).expect("load the model");
+    let session = OnnxSession::load(&rt, Path::new(&args[2]), &settings, None).expect("load the model");
     let inputs: Vec<(String, DataType, Vec<i64>)> = session
         .io()
         .inputs

@@ -28,8 +28,9 @@ use triton_onnxrs::onnx::runtime;
 use triton_onnxrs::onnx::session::{OnnxSession, SessionSettings};
 use triton_onnxrs::onnx::tensor;
 
-fn ort_session(rt: &runtime::Runtime, path: &Path) -> Session {
-    Session::builder(&rt.environment)
+/// `ort`'s session, on an environment of `ort`'s own (ONNX Runtime hands it the process's one).
+fn ort_session(env: &ort::environment::Environment, path: &Path) -> Session {
+    Session::builder(env)
         .unwrap()
         .with_optimization_level(GraphOptimizationLevel::All)
         .unwrap()
@@ -66,6 +67,7 @@ fn main() {
         std::process::exit(2);
     }
     let rt = runtime::init(Path::new(&args[1])).expect("load ONNX Runtime");
+    let env = ort::init().with_name("run_cost").build().expect("ort's environment");
     let path = Path::new(&args[2]);
     // Many short rounds, the three paths side by side in each: load from other processes falls
     // on all three alike, and the minimum over rounds is the cost without it.
@@ -73,7 +75,7 @@ fn main() {
     let runs: usize = args.get(4).map_or(300, |v| v.parse().expect("RUNS_PER_ROUND"));
 
     let settings = SessionSettings { intra_op_threads: 1, inter_op_threads: 1, ..SessionSettings::default() };
-    let probe = OnnxSession::load(rt, path, &settings, None).expect("load the model");
+    let probe = OnnxSession::load(&rt, path, &settings, None).expect("load the model");
     let (input, output) = (probe.io().inputs[0].clone(), probe.io().outputs[0].clone());
     assert_eq!(input.data_type, Some(DataType::Fp32), "a model with one FP32 input");
     let shape: Vec<i64> = input.shape.iter().map(|&d| if d < 0 { 1 } else { d }).collect();
@@ -81,7 +83,7 @@ fn main() {
     let outputs = [output.name.clone()];
 
     // 1. The backend's run path.
-    let onnxrs = OnnxSession::load(rt, path, &settings, Some(&outputs)).expect("load the model");
+    let onnxrs = OnnxSession::load(&rt, path, &settings, Some(&outputs)).expect("load the model");
     let onnxrs_run = |data: &mut [u8]| {
         let t = tensor::from_bytes(DataType::Fp32, &shape, data).unwrap();
         let out = onnxrs.run(&[(input.name.as_str(), &t)]).unwrap();
@@ -89,7 +91,7 @@ fn main() {
     };
 
     // 2. The same steps against the C API, names made once.
-    let c_session = ort_session(rt, path);
+    let c_session = ort_session(&env, path);
     let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default).unwrap();
     let in_name = CString::new(input.name.as_str()).unwrap();
     let out_name = CString::new(output.name.as_str()).unwrap();
@@ -127,7 +129,7 @@ fn main() {
     };
 
     // 3. Through ort's Value wrapper and run_with_options (the path before issue 12).
-    let mut wrapped = ort_session(rt, path);
+    let mut wrapped = ort_session(&env, path);
     let options = RunOptions::new().unwrap().with_outputs(OutputSelector::no_default().with(output.name.clone()));
     let mut wrapped_run = |data: &mut [u8]| {
         let raw = input_tensor(&info, data, &shape);

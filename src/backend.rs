@@ -156,7 +156,7 @@ impl BackendState {
     }
 
     /// The loaded ONNX Runtime, loading it on first use; the error says where we looked.
-    pub fn runtime(&self) -> Result<&'static Runtime> {
+    pub fn runtime(&self) -> Result<Arc<Runtime>> {
         if let Some(rt) = runtime::get() {
             return Ok(rt);
         }
@@ -170,10 +170,10 @@ impl BackendState {
 
     /// The runtime, with the shared CPU arena registered on it first when one is configured
     /// (before any session that would use it exists).
-    pub fn runtime_with_arena(&self) -> Result<&'static Runtime> {
+    pub fn runtime_with_arena(&self) -> Result<Arc<Runtime>> {
         let rt = self.runtime()?;
         if let Some(a) = self.shared_arena {
-            crate::onnx::arena::register(rt, a.max_bytes)?;
+            crate::onnx::arena::register(&rt, a.max_bytes)?;
         }
         Ok(rt)
     }

@@ -81,10 +81,20 @@ fn initialize(raw: *mut sys::TRITONBACKEND_Backend) -> Result<()> {
     backend_slot(&backend).put(Box::new(state))
 }
 
+/// Gives back everything the backend made: its state (the request log's writer flushed and
+/// joined, the metric families deleted) and ONNX Runtime's environment (its shared thread pool
+/// joined, the shared arena freed). After it no thread of ours or of ONNX Runtime's runs, and an
+/// `initialize` in the same process starts afresh.
 fn finalize(raw: *mut sys::TRITONBACKEND_Backend) -> Result<()> {
     // SAFETY: the server passes a live backend for the duration of the call.
     let backend = unsafe { Backend::from_raw(raw) }?;
     drop(backend_slot(&backend).take()?);
+    let holders = crate::onnx::runtime::release();
+    if holders > 0 {
+        // Every model is finalized before the backend, and with it every session: a holder left
+        // here is a session that outlived its model.
+        log::error!("onnxrs: {holders} session(s) still hold ONNX Runtime's environment at backend finalize");
+    }
     Ok(())
 }
 

@@ -70,9 +70,9 @@ impl InstanceState {
         let load_ms = clock::now_ns().saturating_sub(load_start) as f64 / 1e6;
         // A session made here just put its weights into the shared arena (one made by another
         // instance was checked there).
-        let shared_arena = arena::uses_shared(&settings);
+        let shared_arena = arena::uses_shared(&model.runtime, &settings);
         if made.made_here && shared_arena {
-            let cap = arena::registered().and_then(|a| a.max_bytes);
+            let cap = arena::registered(&model.runtime).and_then(|a| a.max_bytes);
             arena::check_cap(made.session.allocator_bytes().unwrap_or(0), cap).map_err(context)?;
         }
         let load_heap_bytes = heap_in_use().saturating_sub(heap_before);

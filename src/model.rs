@@ -22,7 +22,7 @@ pub struct ModelState {
     pub model_path: PathBuf,
     pub settings: SessionSettings,
     pub io: ModelIo,
-    pub runtime: &'static Runtime,
+    pub runtime: Arc<Runtime>,
     /// The outputs runs compute: those the config exposes.
     pub output_names: Vec<String>,
     /// onnxrs's metrics for this model (None when switched off).
@@ -60,7 +60,7 @@ fn model_file(repository: &Path, version: u64, filename: &str) -> Result<PathBuf
 
 /// Reads the graph's inputs and outputs with a session built only for that: no graph
 /// optimization, one thread, no arena, so it is quick and gives its memory back at once.
-fn read_io(runtime: &Runtime, path: &Path) -> Result<ModelIo> {
+fn read_io(runtime: &Arc<Runtime>, path: &Path) -> Result<ModelIo> {
     let probe = SessionSettings {
         intra_op_threads: 1,
         inter_op_threads: 1,
@@ -90,7 +90,7 @@ impl ModelState {
         let first = ModelConfig::parse(&json)?;
         let model_path = model_file(&model.repository()?, version, &first.default_model_filename)?;
         let runtime = backend.runtime_with_arena()?;
-        let io = read_io(runtime, &model_path)?;
+        let io = read_io(&runtime, &model_path)?;
         let completed = if model.auto_complete_config()? {
             autocomplete::complete(&json, &io, backend.default_max_batch_size)?
         } else {
@@ -115,7 +115,7 @@ impl ModelState {
                 unknown.join(", ")
             );
         }
-        let shared_arena = crate::onnx::arena::uses_shared(&settings);
+        let shared_arena = crate::onnx::arena::uses_shared(&runtime, &settings);
         if shared_arena {
             log::info!("onnxrs: model '{name}' version {version}: sessions allocate from the shared CPU arena");
         }
@@ -176,7 +176,7 @@ impl ModelState {
     /// The session an instance on `settings.device` runs: its own, or with
     /// `share_session_between_instances` the one the first instance on that device made.
     pub(crate) fn instance_session(&self, settings: &SessionSettings) -> Result<InstanceSession> {
-        let load = || OnnxSession::load(self.runtime, &self.model_path, settings, Some(&self.output_names));
+        let load = || OnnxSession::load(&self.runtime, &self.model_path, settings, Some(&self.output_names));
         if !self.share_session {
             return Ok(InstanceSession { session: Arc::new(load()?), made_here: true });
         }

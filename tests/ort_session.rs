@@ -6,6 +6,7 @@
 #![allow(clippy::expect_used)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use triton_onnxrs::dtype::DataType;
 use triton_onnxrs::onnx::runtime::{self, Runtime};
@@ -19,7 +20,7 @@ fn env_path(key: &str) -> PathBuf {
     p
 }
 
-fn rt() -> &'static Runtime {
+fn rt() -> Arc<Runtime> {
     runtime::init(&env_path("ONNXRS_ORT_LIBRARY")).expect("load ONNX Runtime")
 }
 
@@ -37,7 +38,7 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 
 #[test]
 fn describes_inputs_outputs_and_initializer_backed_inputs() {
-    let s = OnnxSession::load(rt(), &model("optional_input"), &settings(), None).unwrap();
+    let s = OnnxSession::load(&rt(), &model("optional_input"), &settings(), None).unwrap();
     let io = s.io();
     let names: Vec<&str> = io.inputs.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["X", "BIAS"]);
@@ -45,13 +46,13 @@ fn describes_inputs_outputs_and_initializer_backed_inputs() {
     assert_eq!(io.input("X").unwrap().shape, vec![2, 4]);
     assert_eq!(io.output("Y").unwrap().data_type, Some(DataType::Fp32));
 
-    let s = OnnxSession::load(rt(), &model("mlp_fp32"), &settings(), None).unwrap();
+    let s = OnnxSession::load(&rt(), &model("mlp_fp32"), &settings(), None).unwrap();
     assert_eq!(s.io().input("X").unwrap().shape, vec![-1, 16], "symbolic dims read as -1");
 }
 
 #[test]
 fn runs_with_borrowed_input_and_reads_output_in_place() {
-    let s = OnnxSession::load(rt(), &model("gather_fail"), &settings(), None).unwrap();
+    let s = OnnxSession::load(&rt(), &model("gather_fail"), &settings(), None).unwrap();
     let idx: Vec<u8> = [4i64, 0, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
     let t = tensor::from_bytes(DataType::Int64, &[1, 3], &idx).unwrap();
     let out = s.run(&[("IDX", &t)]).unwrap();
@@ -63,7 +64,7 @@ fn runs_with_borrowed_input_and_reads_output_in_place() {
 
 #[test]
 fn a_failing_run_is_an_invalid_argument_error_and_the_session_stays_usable() {
-    let s = OnnxSession::load(rt(), &model("gather_fail"), &settings(), None).unwrap();
+    let s = OnnxSession::load(&rt(), &model("gather_fail"), &settings(), None).unwrap();
     let bad: Vec<u8> = 9i64.to_le_bytes().to_vec();
     let t = tensor::from_bytes(DataType::Int64, &[1, 1], &bad).unwrap();
     let Err(e) = s.run(&[("IDX", &t)]) else { panic!("index 9 is out of range, the run must fail") };
@@ -78,7 +79,7 @@ fn a_failing_run_is_an_invalid_argument_error_and_the_session_stays_usable() {
 
 #[test]
 fn string_tensors_round_trip() {
-    let s = OnnxSession::load(rt(), &model("string_concat"), &settings(), None).unwrap();
+    let s = OnnxSession::load(&rt(), &model("string_concat"), &settings(), None).unwrap();
     let elements: [&[u8]; 3] = [b"", "\u{e9}t\u{e9}".as_bytes(), b"x"];
     let t = tensor::from_strings(&[1, 3], &elements).unwrap();
     let out = s.run(&[("TEXT", &t)]).unwrap();
@@ -97,7 +98,7 @@ fn a_wrong_byte_count_never_reaches_onnx_runtime() {
 
 #[test]
 fn the_arena_reports_what_it_holds() {
-    let s = OnnxSession::load(rt(), &model("mlp_fp32"), &settings(), None).unwrap();
+    let s = OnnxSession::load(&rt(), &model("mlp_fp32"), &settings(), None).unwrap();
     let x = vec![0u8; 64 * 16 * 4];
     let t = tensor::from_bytes(DataType::Fp32, &[64, 16], &x).unwrap();
     drop(s.run(&[("X", &t)]).unwrap());
@@ -106,7 +107,7 @@ fn the_arena_reports_what_it_holds() {
     assert!(held >= 64 * 32 * 4, "{held}");
 
     let no_arena = SessionSettings { mem_arena: false, ..settings() };
-    let s = OnnxSession::load(rt(), &model("mlp_fp32"), &no_arena, None).unwrap();
+    let s = OnnxSession::load(&rt(), &model("mlp_fp32"), &no_arena, None).unwrap();
     assert_eq!(s.allocator_bytes(), None, "no arena, no arena statistics");
 }
 
@@ -118,7 +119,7 @@ fn a_gpu_session_without_the_cuda_provider_fails_clearly() {
         device: triton_onnxrs::onnx::session::Device::Cuda { device_id: 0, options: vec![] },
         ..settings()
     };
-    let Err(e) = OnnxSession::load(rt(), &model("mlp_fp32"), &gpu, None) else {
+    let Err(e) = OnnxSession::load(&rt(), &model("mlp_fp32"), &gpu, None) else {
         panic!("a CUDA session loaded on the CPU build of ONNX Runtime")
     };
     let msg = e.message();

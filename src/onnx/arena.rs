@@ -9,7 +9,6 @@
 //! CPU arena; a run that would take it past the cap fails, and `exhausted` turns that failure into
 //! an error that names the cap, for that request alone.
 
-use once_cell::sync::OnceCell;
 use ort::AsPointer;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 
@@ -20,23 +19,21 @@ use crate::onnx::session::SessionSettings;
 /// The session config entry that makes a session allocate from the environment's arena.
 pub const USE_ENV_ALLOCATORS: &str = "session.use_env_allocators";
 
-/// What was registered, once per process.
+/// What was registered, once per environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharedArena {
     /// `max_mem`: the most the arena may take from the system; `None` for no cap.
     pub max_bytes: Option<u64>,
 }
 
-static SHARED: OnceCell<SharedArena> = OnceCell::new();
-
 fn cpu_arena_info() -> Result<MemoryInfo<'static>> {
     Ok(MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)?)
 }
 
-/// Registers the shared CPU arena on `runtime`'s environment, once per process; later calls
-/// return what was registered (a process keeps one environment, and so one shared arena).
+/// Registers the shared CPU arena on `runtime`'s environment, once per environment; later calls
+/// return what was registered. It goes with the environment (`runtime::release`).
 pub fn register(runtime: &Runtime, max_bytes: Option<u64>) -> Result<SharedArena> {
-    let arena = *SHARED.get_or_try_init(|| {
+    let arena = *runtime.shared_arena.get_or_try_init(|| {
         let max_mem = usize::try_from(max_bytes.unwrap_or(0))
             .map_err(|_| Error::invalid_arg("shared-arena-max-bytes does not fit this machine's size_t"))?;
         let info = cpu_arena_info()?;
@@ -48,11 +45,9 @@ pub fn register(runtime: &Runtime, max_bytes: Option<u64>) -> Result<SharedArena
         let status = unsafe { (ort::api().CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), 1, &mut cfg) };
         // SAFETY: the status of the call above, consumed once.
         unsafe { ort::Error::result_from_status(status)? };
-        // SAFETY: the environment lives for the process (runtime.rs keeps it in a static); `info` and
-        // `cfg` are live. ONNX Runtime copies what it needs from both, so `cfg` is released below.
+        // SAFETY: the environment is live (`runtime` owns it); `info` and `cfg` are live. ONNX Runtime copies what it needs from both, so `cfg` is released below.
         // This runs once, before any session asks for the environment's allocators.
-        let status =
-            unsafe { (ort::api().CreateAndRegisterAllocator)(runtime.environment.ptr().cast_mut(), info.ptr(), cfg) };
+        let status = unsafe { (ort::api().CreateAndRegisterAllocator)(runtime.environment.ptr(), info.ptr(), cfg) };
         // SAFETY: `cfg` was created above and is not used again.
         unsafe { (ort::api().ReleaseArenaCfg)(cfg) };
         // SAFETY: the status of the registration, consumed once.
@@ -68,14 +63,14 @@ pub fn register(runtime: &Runtime, max_bytes: Option<u64>) -> Result<SharedArena
     Ok(arena)
 }
 
-/// Whether sessions built with `settings` allocate from the shared arena.
-pub fn uses_shared(settings: &SessionSettings) -> bool {
-    registered().is_some() && settings.config_entries.iter().any(|(k, v)| k == USE_ENV_ALLOCATORS && v == "1")
+/// Whether sessions built on `runtime` with `settings` allocate from the shared arena.
+pub fn uses_shared(runtime: &Runtime, settings: &SessionSettings) -> bool {
+    registered(runtime).is_some() && settings.config_entries.iter().any(|(k, v)| k == USE_ENV_ALLOCATORS && v == "1")
 }
 
-/// The shared arena, if one is registered.
-pub fn registered() -> Option<SharedArena> {
-    SHARED.get().copied()
+/// The shared arena registered on `runtime`'s environment, if any.
+pub fn registered(runtime: &Runtime) -> Option<SharedArena> {
+    runtime.shared_arena.get().copied()
 }
 
 /// Refuses a session whose arrival put the shared arena past its cap (`held` bytes, read right

@@ -10,3 +10,12 @@ impl<R> From<ort::Error<R>> for Error {
         Error::internal(format!("onnxruntime: {e}"))
     }
 }
+
+/// The status a C API call returned, as a `Result` (null is success).
+///
+/// # Safety
+/// `status` is null or a status a call has just returned; it is consumed here and not used again.
+pub(crate) unsafe fn check(status: ort::sys::OrtStatusPtr) -> Result<(), ort::Error> {
+    // SAFETY: the caller's contract.
+    unsafe { ort::Error::result_from_status(status) }
+}

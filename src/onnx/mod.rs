@@ -4,7 +4,10 @@
 
 pub mod arena;
 pub(crate) mod element;
+pub mod env;
 mod error;
+pub mod io;
+mod options;
 pub mod runtime;
 pub mod session;
 pub mod tensor;

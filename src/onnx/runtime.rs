@@ -1,29 +1,39 @@
-//! Loading the ONNX Runtime library and its one process-wide environment.
+//! Loading the ONNX Runtime library and the process's one environment.
 //!
 //! `ort` is built with `load-dynamic`: nothing links libonnxruntime, we `dlopen` the file the user
 //! names (`--backend-config=onnxrs,ort-library=PATH`) or the one installed beside our own library.
-//! ONNX Runtime allows one environment per process, so it is created once and kept until the
-//! library is unloaded.
+//! The library stays loaded for the life of the process. The environment does not: ONNX Runtime
+//! allows one per process, so it is made once, kept in `CURRENT`, and given back by `release` when
+//! the backend is finalized. Every session holds the runtime it was built on (an `Arc`), so the
+//! environment (and with it the shared thread pool and the shared arena) is released when the last
+//! of them goes: no ONNX Runtime thread outlives `TRITONBACKEND_Finalize`, and none is left
+//! running while the process's static destructors run at exit. A backend initialized again in the
+//! same process makes a new environment.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use once_cell::sync::OnceCell;
-use ort::environment::Environment;
 
 use crate::error::{Error, Result};
+use crate::onnx::arena::SharedArena;
+use crate::onnx::env::Env;
 
 /// The library file names we look for in a directory, most specific first.
 const LIBRARY_NAME: &str = "libonnxruntime.so";
 
-static RUNTIME: OnceCell<Runtime> = OnceCell::new();
+/// The runtime sessions are built on now; `None` before the first load and after `release`.
+static CURRENT: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
 
 /// The loaded library and its environment.
 pub struct Runtime {
     pub library: PathBuf,
     pub version: String,
-    pub environment: Environment,
+    pub environment: Env,
     /// How the environment's sessions get their threads.
     pub thread_pools: ThreadPools,
+    /// The CPU arena registered on this environment for every session, once asked for.
+    pub(crate) shared_arena: OnceCell<SharedArena>,
 }
 
 /// Where sessions' operator threads come from (`--backend-config=onnxrs,thread-pools=...`).
@@ -75,51 +85,70 @@ pub fn resolve_library(explicit: Option<&Path>, dir: Option<&Path>) -> Result<Pa
 }
 
 /// Loads the library at `path` and creates the environment (sessions with pools of their own),
-/// once per process; see `init_with`.
-pub fn init(path: &Path) -> Result<&'static Runtime> {
+/// unless one exists; see `init_with`.
+pub fn init(path: &Path) -> Result<Arc<Runtime>> {
     init_with(path, ThreadPools::PerSession)
 }
 
-/// Loads the library at `path` and creates the environment with `thread_pools`, once per
-/// process. Later calls return the same runtime; a different path then is reported, since a
-/// process can hold only one.
-pub fn init_with(path: &Path, thread_pools: ThreadPools) -> Result<&'static Runtime> {
-    let rt = RUNTIME.get_or_try_init(|| {
-        let mut builder = ort::init_from(path)
-            .map_err(|e| Error::unavailable(format!("cannot load ONNX Runtime from '{}': {e}", path.display())))?
-            .with_name("onnxrs");
-        if let ThreadPools::Shared { threads } = thread_pools {
-            // Inter-op threads serve only parallel execution mode, whose sessions keep pools of
-            // their own (`config::params`): one is enough here.
-            let options = ort::environment::GlobalThreadPoolOptions::default()
-                .with_intra_threads(threads)?
-                .with_inter_threads(1)?;
-            builder = builder.with_global_thread_pool(options);
+/// Loads the library at `path` (once per process) and creates the environment with
+/// `thread_pools`, unless one exists: then it is returned as it is, and a different path is
+/// reported, since a process can hold only one library.
+pub fn init_with(path: &Path, thread_pools: ThreadPools) -> Result<Arc<Runtime>> {
+    let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(rt) = current.as_ref() {
+        if rt.library != path {
+            log::warn!(
+                "onnxrs: ONNX Runtime is already loaded from '{}'; ignoring '{}' (one library per process)",
+                rt.library.display(),
+                path.display()
+            );
         }
-        let environment = builder.build()?;
-        let rt = Runtime { library: path.to_path_buf(), version: version_string(), environment, thread_pools };
-        // Here, not in the callers: models load in parallel, and this runs once.
-        log::info!(
-            "onnxrs: loaded ONNX Runtime from {} ({}); operator threads: {:?}",
-            rt.library.display(),
-            rt.version,
-            rt.thread_pools
-        );
-        Ok::<_, Error>(rt)
-    })?;
-    if rt.library != path {
-        log::warn!(
-            "onnxrs: ONNX Runtime is already loaded from '{}'; ignoring '{}' (one library per process)",
-            rt.library.display(),
-            path.display()
-        );
+        return Ok(Arc::clone(rt));
     }
+    // Loads the library the first time; later calls (after a `release`) find it loaded.
+    ort::init_from(path)
+        .map_err(|e| Error::unavailable(format!("cannot load ONNX Runtime from '{}': {e}", path.display())))?;
+    let threads = match thread_pools {
+        ThreadPools::Shared { threads } => Some(threads),
+        ThreadPools::PerSession => None,
+    };
+    let environment = Env::new("onnxrs", threads)?;
+    let rt = Arc::new(Runtime {
+        library: path.to_path_buf(),
+        version: version_string(),
+        environment,
+        thread_pools,
+        shared_arena: OnceCell::new(),
+    });
+    // Here, not in the callers: models load in parallel, and this runs once per environment.
+    log::info!(
+        "onnxrs: loaded ONNX Runtime from {} ({}); operator threads: {:?}",
+        rt.library.display(),
+        rt.version,
+        rt.thread_pools
+    );
+    *current = Some(Arc::clone(&rt));
     Ok(rt)
 }
 
-/// The runtime, if `init` has succeeded.
-pub fn get() -> Option<&'static Runtime> {
-    RUNTIME.get()
+/// The runtime, if one is loaded.
+pub fn get() -> Option<Arc<Runtime>> {
+    CURRENT.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Gives back the runtime (at `TRITONBACKEND_Finalize`): the environment is released now if no
+/// session holds it, else when the last one goes. Returns how many holders it still has besides
+/// the caller's hands (0 when the environment was released here).
+pub fn release() -> usize {
+    let taken = CURRENT.lock().unwrap_or_else(PoisonError::into_inner).take();
+    match taken {
+        None => 0,
+        Some(rt) => {
+            let others = Arc::strong_count(&rt) - 1;
+            drop(rt);
+            others
+        }
+    }
 }
 
 /// ONNX Runtime's own build line ("ORT Build Info: git-branch=rel-1.31.1, ..."), for the load log.

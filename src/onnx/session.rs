@@ -1,24 +1,24 @@
 //! One ONNX Runtime session: building it with the settings a model config asks for, describing
 //! its inputs and outputs, running it, and reading how much memory its allocator holds.
 
-use std::collections::HashSet;
 use std::ffi::{CString, c_char};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::ptr;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
 
 use ort::AsPointer;
-use ort::ep::ArbitrarilyConfigurableExecutionProvider;
-use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{RunOptions, Session};
-use ort::value::ValueType;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::RunOptions;
 
-use crate::dtype::DataType;
-use crate::error::{Error, Result, ResultExt};
-use crate::onnx::runtime::{Runtime, ThreadPools};
+use crate::error::{Error, Result};
+use crate::onnx::arena;
+use crate::onnx::error::check;
+pub use crate::onnx::io::{ModelIo, TensorInfo};
+use crate::onnx::options::SessionOptions;
+use crate::onnx::runtime::Runtime;
 use crate::onnx::tensor::{InputTensor, OutputTensor, RunOutputs};
 use crate::onnx::value::OwnedValue;
-use crate::onnx::{arena, element};
 
 /// Graph optimization, in the order ONNX Runtime applies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,57 +77,21 @@ impl Default for SessionSettings {
     }
 }
 
-/// A graph input or output as the model declares it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorInfo {
-    pub name: String,
-    /// `None` when it is not a tensor of a type Triton has (a sequence, a map, complex numbers).
-    pub data_type: Option<DataType>,
-    /// What it is, for messages about unsupported ones.
-    pub type_description: String,
-    /// Dimensions; -1 where the model leaves one open (symbolic or unknown).
-    pub shape: Vec<i64>,
-}
+/// An `OrtSession` we own, released on drop.
+struct RawSession(NonNull<ort::sys::OrtSession>);
 
-/// The model's interface.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ModelIo {
-    pub inputs: Vec<TensorInfo>,
-    pub outputs: Vec<TensorInfo>,
-    /// Inputs that also have an initializer: ONNX Runtime uses the initializer when a run does not
-    /// feed them, so they may be left out.
-    pub overridable: HashSet<String>,
-}
-
-impl ModelIo {
-    pub fn input(&self, name: &str) -> Option<&TensorInfo> {
-        self.inputs.iter().find(|t| t.name == name)
-    }
-
-    pub fn output(&self, name: &str) -> Option<&TensorInfo> {
-        self.outputs.iter().find(|t| t.name == name)
-    }
-}
-
-fn describe(name: &str, t: &ValueType) -> TensorInfo {
-    match t {
-        ValueType::Tensor { ty, shape, .. } => TensorInfo {
-            name: name.to_string(),
-            data_type: element::from_onnx(*ty),
-            type_description: format!("tensor({ty})"),
-            shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
-        },
-        other => TensorInfo {
-            name: name.to_string(),
-            data_type: None,
-            type_description: format!("{other:?}"),
-            shape: Vec::new(),
-        },
+impl Drop for RawSession {
+    fn drop(&mut self) {
+        // SAFETY: created by `CreateSession` in `OnnxSession::load`, released only here.
+        unsafe { (ort::api().ReleaseSession)(self.0.as_ptr()) };
     }
 }
 
 pub struct OnnxSession {
-    session: Session,
+    session: RawSession,
+    /// The runtime whose environment the session was made in: the environment must outlive it.
+    /// Declared after `session`, so the session is released first.
+    runtime: Arc<Runtime>,
     io: ModelIo,
     /// Every input's name as ONNX Runtime takes it, made once: a run names its inputs by pointer.
     input_names: Vec<(String, CString)>,
@@ -150,79 +114,25 @@ unsafe impl Sync for OnnxSession {}
 // SAFETY: as above; nothing here is tied to the thread that made it.
 unsafe impl Send for OnnxSession {}
 
-fn builder(runtime: &Runtime, s: &SessionSettings) -> Result<SessionBuilder> {
-    let mut b = Session::builder(&runtime.environment)?
-        .with_optimization_level(match s.optimization {
-            GraphOptimization::Disabled => GraphOptimizationLevel::Disable,
-            GraphOptimization::Basic => GraphOptimizationLevel::Level1,
-            GraphOptimization::Extended => GraphOptimizationLevel::Level2,
-            GraphOptimization::All => GraphOptimizationLevel::All,
-        })?
-        .with_memory_pattern(s.mem_pattern)?
-        .with_parallel_execution(s.parallel_execution)?;
-    let shared_pool = matches!(runtime.thread_pools, ThreadPools::Shared { .. });
-    if s.own_threads || !shared_pool {
-        if shared_pool {
-            b = b.with_independent_thread_pool()?;
-        }
-        if s.intra_op_threads > 0 {
-            b = b.with_intra_threads(s.intra_op_threads)?;
-        }
-        if s.inter_op_threads > 0 {
-            b = b.with_inter_threads(s.inter_op_threads)?;
-        }
-    }
-    for (k, v) in &s.config_entries {
-        b = b.with_config_entry(k, v).context(format_args!("session config entry '{k}'"))?;
-    }
-    let options = b.ptr_mut();
-    // SAFETY: `options` is the builder's live session options; these calls only set a flag.
-    let status = unsafe {
-        if s.mem_arena { (ort::api().EnableCpuMemArena)(options) } else { (ort::api().DisableCpuMemArena)(options) }
-    };
-    // SAFETY: a status returned by the call above, consumed once.
-    unsafe { ort::Error::result_from_status(status)? };
-    match &s.device {
-        Device::Cpu => {}
-        Device::Cuda { device_id, options } => {
-            let cuda = options
-                .iter()
-                .fold(ort::ep::CUDA::default().with_device_id(*device_id), |ep, (k, v)| ep.with_arbitrary_config(k, v));
-            // `error_on_failure`: a GPU instance that silently ran on the CPU would be a lie.
-            b = b.with_execution_providers([cuda.build().error_on_failure()]).map_err(|e| {
-                Error::unavailable(format!(
-                    "cannot use ONNX Runtime's CUDA execution provider on GPU {device_id}: {e}. KIND_GPU needs the \
-                     onnxruntime-gpu library (libonnxruntime_providers_cuda.so beside libonnxruntime.so), its CUDA \
-                     libraries on the library path, and a GPU"
-                ))
-            })?;
-        }
-    }
-    Ok(b)
-}
-
 impl OnnxSession {
     /// Loads `path` with `settings`; `outputs` (when given) limits what runs return.
     pub fn load(
-        runtime: &Runtime,
+        runtime: &Arc<Runtime>,
         path: &Path,
         settings: &SessionSettings,
         outputs: Option<&[String]>,
     ) -> Result<Self> {
-        let mut b = builder(runtime, settings)?;
-        let session = b
-            .commit_from_file(path)
-            .map_err(|e| Error::invalid_arg(format!("onnxruntime cannot load '{}': {e}", path.display())))?;
-        // Inputs that have an initializer are listed apart by ONNX Runtime; requests may feed
-        // them like any input, so they join the inputs (as the official backend does).
-        let overridable = session.overridable_initializers();
-        let mut inputs: Vec<TensorInfo> = session.inputs().iter().map(|o| describe(o.name(), o.dtype())).collect();
-        inputs.extend(overridable.iter().map(|i| describe(i.name(), i.dtype())));
-        let io = ModelIo {
-            inputs,
-            outputs: session.outputs().iter().map(|o| describe(o.name(), o.dtype())).collect(),
-            overridable: overridable.iter().map(|i| i.name().to_string()).collect(),
-        };
+        let options = SessionOptions::new(runtime, settings)?;
+        let cpath = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| Error::invalid_arg(format!("model path '{}' holds a NUL", path.display())))?;
+        let mut raw = ptr::null_mut();
+        // SAFETY: a live environment, path and options; on success we own `raw`.
+        unsafe {
+            check((ort::api().CreateSession)(runtime.environment.ptr(), cpath.as_ptr(), options.ptr(), &mut raw))
+        }
+        .map_err(|e| Error::invalid_arg(format!("onnxruntime cannot load '{}': {e}", path.display())))?;
+        let session = RawSession(NonNull::new(raw).ok_or_else(|| Error::internal("onnxruntime returned no session"))?);
+        let io = ModelIo::read(session.0.as_ptr())?;
         // Sessions that serve requests always name their outputs; the probe session that only
         // reads the graph never runs.
         let output_names: Vec<String> = match outputs {
@@ -246,6 +156,7 @@ impl OnnxSession {
         let output_cname_ptrs = output_cnames.iter().map(|n| n.as_ptr()).collect();
         Ok(OnnxSession {
             session,
+            runtime: Arc::clone(runtime),
             io,
             input_names,
             output_names,
@@ -309,7 +220,7 @@ impl OnnxSession {
         // values we then own.
         let status = unsafe {
             (ort::api().Run)(
-                self.session.ptr().cast_mut(),
+                self.session.0.as_ptr(),
                 options,
                 names.as_ptr(),
                 values.as_ptr(),
@@ -322,7 +233,8 @@ impl OnnxSession {
         // SAFETY: the status of the call above, consumed once.
         if let Err(e) = unsafe { ort::Error::result_from_status(status) } {
             let msg = format!("onnxruntime run failed: {}", e.message());
-            if let Some(exhausted) = arena::exhausted(&msg, arena::registered().and_then(|a| a.max_bytes)) {
+            if let Some(exhausted) = arena::exhausted(&msg, arena::registered(&self.runtime).and_then(|a| a.max_bytes))
+            {
                 return Err(exhausted);
             }
             return Err(match e.code() {
@@ -341,27 +253,33 @@ impl OnnxSession {
     /// Bytes the session's CPU allocator holds, as its arena reports them ("TotalAllocated": what
     /// it has reserved from the system, in use or cached), or `None` without an arena.
     pub fn allocator_bytes(&self) -> Option<u64> {
-        let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default).ok()?;
-        let allocator = Allocator::new(&self.session, info).ok()?;
-        allocator_stat(&allocator, "TotalAllocated")
+        self.arena_bytes(AllocationDevice::CPU, 0)
     }
 
     /// The same for the CUDA provider's arena on `device_id`: the weights the provider placed on
     /// the GPU and the activations of runs, in use or cached. `None` for a CPU session.
     pub fn gpu_allocator_bytes(&self, device_id: i32) -> Option<u64> {
-        let info =
-            MemoryInfo::new(AllocationDevice::CUDA, device_id, AllocatorType::Arena, MemoryType::Default).ok()?;
-        let allocator = Allocator::new(&self.session, info).ok()?;
-        allocator_stat(&allocator, "TotalAllocated")
+        self.arena_bytes(AllocationDevice::CUDA, device_id)
+    }
+
+    fn arena_bytes(&self, device: AllocationDevice, device_id: i32) -> Option<u64> {
+        let info = MemoryInfo::new(device, device_id, AllocatorType::Arena, MemoryType::Default).ok()?;
+        let mut allocator = ptr::null_mut();
+        // SAFETY: a live session and memory info; on success we own `allocator`, released below.
+        unsafe { check((ort::api().CreateAllocator)(self.session.0.as_ptr(), info.ptr(), &mut allocator)) }.ok()?;
+        let bytes = allocator_stat(allocator, "TotalAllocated");
+        // SAFETY: created above, not used again.
+        unsafe { (ort::api().ReleaseAllocator)(allocator) };
+        bytes
     }
 }
 
 /// One statistic of an allocator (ONNX Runtime's arena keeps "InUse", "TotalAllocated",
 /// "MaxInUse", "NumAllocs", ...). `None` when the allocator keeps no statistics.
-pub fn allocator_stat(allocator: &ort::memory::Allocator, key: &str) -> Option<u64> {
+fn allocator_stat(allocator: *const ort::sys::OrtAllocator, key: &str) -> Option<u64> {
     let mut kvps = std::ptr::null_mut();
-    // SAFETY: a live allocator; on success we own `kvps` and release it below.
-    let status = unsafe { (ort::api().AllocatorGetStats)(allocator.ptr(), &mut kvps) };
+    // SAFETY: a live allocator (the caller's); on success we own `kvps` and release it below.
+    let status = unsafe { (ort::api().AllocatorGetStats)(allocator, &mut kvps) };
     // SAFETY: the status of the call above, consumed once.
     if unsafe { ort::Error::result_from_status(status) }.is_err() || kvps.is_null() {
         return None;

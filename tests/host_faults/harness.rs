@@ -71,10 +71,16 @@ pub struct Loaded {
 
 impl Loaded {
     pub unsafe fn new() -> Loaded {
+        Loaded::with_settings("")
+    }
+
+    /// `new`, with more `--backend-config` settings: `extra` is JSON members to add to the
+    /// cmdline object (`, "key": "value"`).
+    pub unsafe fn with_settings(extra: &str) -> Loaded {
         let models = env_path("ONNXRS_TEST_MODELS");
         let ort = env_path("ONNXRS_ORT_LIBRARY");
         let lib = open_backend();
-        let config = format!(r#"{{"cmdline": {{"ort-library": "{}"}}}}"#, ort.display());
+        let config = format!(r#"{{"cmdline": {{"ort-library": "{}"{extra}}}}}"#, ort.display());
         let backend = Box::into_raw(Box::new(Backend {
             config: CString::new(config).unwrap(),
             artifacts: CString::new("/nonexistent").unwrap(),
@@ -188,6 +194,13 @@ fn gather_request(index: usize, idx: &[i64]) -> Request {
         outputs: vec![CString::new("Y").unwrap()],
         released: RefCell::new(0),
     }
+}
+
+/// The ids of the threads this process runs now.
+pub fn thread_ids() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
 }
 
 fn floats(b: &[u8]) -> Vec<f32> {

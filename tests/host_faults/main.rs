@@ -19,7 +19,7 @@ mod host;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use harness::{Loaded, expect_error, expect_outputs, success};
+use harness::{Loaded, expect_error, expect_outputs, success, thread_ids};
 use host::{Answer, Faults, Stats};
 
 /// The first and the last request's indices never change: gather_fail's outputs for them.
@@ -125,8 +125,12 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// The host's state is process-global: one backend at a time (cargo runs tests in parallel).
+static ONE_BACKEND: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn injected_host_failures_fail_only_the_affected_request_and_leak_nothing() {
+    let _one_backend = ONE_BACKEND.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // SAFETY: the backend gets only pointers the host created, alive until the matching finalize.
     unsafe {
         let backend = Loaded::new();
@@ -146,6 +150,69 @@ fn injected_host_failures_fail_only_the_affected_request_and_leak_nothing() {
         assert!(failed.is_empty(), "failed cases: {failed:?}");
     }
     write_report();
+}
+
+/// Triton finalizes a backend when its last model goes and may initialize it again in the same
+/// process. Finalize gives back every thread: ONNX Runtime's shared pool, the request log's
+/// writer; a second life starts afresh (a new environment, shared arena and request log) and
+/// works. Valgrind (ci/test.sh) then also sees no thread of ours or ONNX Runtime's at exit.
+///
+/// ONNX Runtime starts one thread of its own (a `std::thread`) with the first environment of the
+/// process and keeps it until the process exits, whatever is released: it belongs to the library,
+/// not to an environment. So the threads are counted from the end of the first life on.
+#[test]
+fn a_backend_finalized_and_initialized_again_works_and_leaves_no_thread() {
+    let _one_backend = ONE_BACKEND.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = std::env::temp_dir().join(format!("onnxrs-host-reinit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = thread_ids();
+    let mut before = None;
+    for life in 1..=3 {
+        let log = dir.join(format!("requests-{life}.jsonl"));
+        let settings = format!(r#", "shared-arena": "1", "request-log": "{}""#, log.display());
+        // SAFETY: the backend gets only pointers the host created, alive until the matching finalize.
+        unsafe {
+            let backend = Loaded::with_settings(&settings);
+            if let Some(before) = &before {
+                assert!(!thread_ids().is_subset(before), "life {life}: the shared pool and the log writer run");
+            }
+            let answers = backend.execute_three(&Faults::NONE, &[2, 0]);
+            expect_outputs(&answers[1], &[30.0, 10.0]);
+            first_and_last_correct(&answers);
+            backend.finalize();
+        }
+        let lines = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(lines.lines().count(), 3, "life {life}: one log line per request, flushed at finalize");
+        let Some(before) = &before else {
+            let new = threads_since(&start, 1);
+            assert!(new.len() <= 1, "life 1: threads {new:?} left, more than ONNX Runtime's own one");
+            before = Some(thread_ids());
+            continue;
+        };
+        let left = threads_since(before, 0);
+        assert!(left.is_empty(), "life {life}: threads {left:?} still run after TRITONBACKEND_Finalize");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The threads running now that were not in `base` (id and name), once at most `allowed` are
+/// left or a deadline has passed. Ids, not counts: another test's thread may end meanwhile, none
+/// of its starts here. A joined thread can stay listed for a moment while the kernel reaps it.
+fn threads_since(base: &std::collections::BTreeSet<String>, allowed: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left: Vec<_> = thread_ids()
+            .difference(base)
+            .map(|t| {
+                let name = std::fs::read_to_string(format!("/proc/self/task/{t}/comm")).unwrap_or_default();
+                format!("{t} ({})", name.trim())
+            })
+            .collect();
+        if left.len() <= allowed || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Everything held: record it for docs/reliability.md (ci/test.sh adds valgrind's line).
