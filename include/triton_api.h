@@ -278,6 +278,12 @@ extern TRITONSERVER_Error* TRITONBACKEND_InputBuffer(
     TRITONBACKEND_Input* input, const uint32_t index, const void** buffer,
     uint64_t* buffer_byte_size, TRITONSERVER_MemoryType* memory_type, int64_t* memory_type_id);
 
+/* ---- TRITONBACKEND: response factories (each holds a reference on its model) ---- */
+typedef struct TRITONBACKEND_ResponseFactory TRITONBACKEND_ResponseFactory;
+extern TRITONSERVER_Error* TRITONBACKEND_ResponseFactoryNew(
+    TRITONBACKEND_ResponseFactory** factory, TRITONBACKEND_Request* request);
+extern TRITONSERVER_Error* TRITONBACKEND_ResponseFactoryDelete(TRITONBACKEND_ResponseFactory* factory);
+
 /* ---- TRITONBACKEND: responses and their outputs ---- */
 extern TRITONSERVER_Error* TRITONBACKEND_ResponseNew(
     TRITONBACKEND_Response** response, TRITONBACKEND_Request* request);

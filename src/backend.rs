@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::params::parse_flag;
 use crate::error::{Error, Result};
 use crate::handover::Handover;
+use crate::hold::Holds;
 use crate::metrics::{Families, SharedArenaGauge};
 use crate::onnx::runtime::{self, Runtime, ThreadPools};
 use crate::request_log::{RequestLog, RequestLogSettings};
@@ -36,6 +37,8 @@ pub struct BackendState {
     pub shared_arena: Option<SharedArenaConfig>,
     /// Its gauge, with metrics on (it holds the families, so it is deleted before them).
     pub shared_arena_gauge: Option<Arc<SharedArenaGauge>>,
+    /// The model references held across execute's return, and their reaper (see `hold`).
+    pub holds: Arc<Holds>,
 }
 
 /// The shared CPU arena asked for (`onnx::arena`): its cap, if any.
@@ -123,7 +126,9 @@ impl BackendState {
         let BackendConfig { ort_library, default_max_batch_size, metrics_on, thread_pools, request_log, shared_arena } =
             BackendConfig::parse(config)?;
         let request_log = request_log.as_ref().map(RequestLog::open).transpose()?;
+        let holds = Holds::start().map_err(|e| Error::internal(format!("cannot start the hold reaper: {e}")))?;
         Ok(BackendState {
+            holds: Arc::new(holds),
             ort_library,
             backend_dir,
             default_max_batch_size,

@@ -14,6 +14,7 @@ use crate::model::ModelState;
 use crate::sys;
 use crate::triton::backend::BackendAttribute;
 use crate::triton::error::check_server_error;
+use crate::triton::factory::ResponseFactory;
 use crate::triton::guard::{catch, entry};
 use crate::triton::state::Slot;
 use crate::triton::{Backend, Instance, Model, OwnedRequest};
@@ -143,6 +144,10 @@ fn instance_finalize(raw: *mut sys::TRITONBACKEND_ModelInstance) -> Result<()> {
     // SAFETY: the server passes a live instance for the duration of the call.
     let instance = unsafe { Instance::from_raw(raw) }?;
     drop(instance_slot(&instance).take()?);
+    let model = instance.model()?;
+    if let Ok(model_state) = model_slot(&model).get() {
+        model_state.holds.forget(raw as usize);
+    }
     Ok(())
 }
 
@@ -153,6 +158,8 @@ fn instance_execute(
     requests: *mut *mut sys::TRITONBACKEND_Request,
     count: u32,
 ) -> Result<()> {
+    // The instance, as `hold` names it.
+    let key = raw as usize;
     // SAFETY: the server passes a live instance for the duration of the call.
     let instance = unsafe { Instance::from_raw(raw) }?;
     let model = instance.model()?;
@@ -173,10 +180,16 @@ fn instance_execute(
     // SAFETY: each pointer is a request of this call and we return Ok below, so the server
     // will not touch them again.
     let owned: Vec<OwnedRequest> = raw.iter().filter_map(|&r| unsafe { OwnedRequest::take(r) }).collect();
+    // The model must outlive this call's return until the server's thread is back in its wait
+    // (`hold`): a reference made now, handed over once the requests are answered.
+    let held = owned.first().and_then(|r| ResponseFactory::new(r.view()).ok());
     // A panic inside is caught here, not by the outer guard: the requests are already ours
     // (their owners answer and release them while unwinding), so the server must see success.
     let _ =
         catch("TRITONBACKEND_ModelInstanceExecute", || crate::execute::execute(instance, model_state, state, owned));
+    if let Some(factory) = held {
+        model_state.holds.hold(key, factory);
+    }
     Ok(())
 }
 

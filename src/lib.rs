@@ -30,6 +30,7 @@ mod entry;
 pub mod error;
 mod execute;
 pub mod handover;
+pub mod hold;
 pub mod inputs;
 pub mod instance;
 // Reads the allocator's figures (mallinfo2).

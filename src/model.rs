@@ -39,6 +39,8 @@ pub struct ModelState {
     pub request_log: Option<ModelLog>,
     /// The shared CPU arena's gauge, when this model's sessions allocate from it.
     pub shared_arena_gauge: Option<Arc<SharedArenaGauge>>,
+    /// The backend's held model references (see `hold`).
+    pub holds: Arc<crate::hold::Holds>,
 }
 
 /// An instance's session, and whether this instance made it (the one that reports its memory).
@@ -170,6 +172,7 @@ impl ModelState {
             shared: Mutex::new(Vec::new()),
             request_log,
             shared_arena_gauge: backend.shared_arena_gauge.clone().filter(|_| shared_arena),
+            holds: Arc::clone(&backend.holds),
         })
     }
 

@@ -1,8 +1,9 @@
 """The test harness: real tritonserver processes, and the clients every test, benchmark and
 check talks to them with.
 
-- `TritonServer`: one tritonserver on free loopback ports, a readiness deadline, the log printed
-  when something fails, and a stop by PID that always runs. `make_repo` copies test models,
+- `TritonServer`: one tritonserver on free loopback ports (optionally under a wrapper such as
+  valgrind), a readiness deadline, the log printed when something fails, and a stop by PID that
+  always runs. `make_repo` copies test models,
   `bare_backend_dir` makes a backend directory without ONNX Runtime.
 - `Rest`: Triton's HTTP/REST API (repository index, load and unload, config, statistics, JSON
   inference); every `TritonServer` is one, and tests/gpu/gpu_check.py uses it on its own.
@@ -181,9 +182,19 @@ class TritonServer(Rest):
         backend_dir: Path | None = None,
         log_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+        ready_deadline_s: float = READY_DEADLINE_S,
+        stop_timeout_s: float = 30.0,
     ):
         self.repo = Path(repo)
         self.extra = list(extra)
+        # Put before the tritonserver command (e.g. valgrind and its options). `stop` signals the
+        # wrapper's process group: a wrapper that runs the server as a child of its own (gdb)
+        # leaves it to the test to signal the server (tests/test_shutdown.py).
+        self.wrapper = list(wrapper or [])
+        # How long the server may take to answer, and to exit after SIGTERM before SIGKILL.
+        self.ready_deadline_s = ready_deadline_s
+        self.stop_timeout_s = stop_timeout_s
         # Added to the server's environment (a preloaded heap checker, MALLOC_CHECK_, ...).
         self.env = dict(env or {})
         self.backend_dir = Path(backend_dir or BACKEND_DIR)
@@ -208,6 +219,7 @@ class TritonServer(Rest):
             raise RuntimeError(f"{TRITONSERVER} is missing: run `bash ci/setup.sh`")
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         cmd = [
+            *self.wrapper,
             str(TRITONSERVER),
             f"--model-repository={self.repo}",
             f"--backend-directory={self.backend_dir}",
@@ -236,7 +248,7 @@ class TritonServer(Rest):
             start_new_session=True,
             env={**os.environ, **self.env},
         )
-        deadline = time.monotonic() + READY_DEADLINE_S
+        deadline = time.monotonic() + self.ready_deadline_s
         while True:
             if self.proc.poll() is not None:
                 self.fail(f"tritonserver exited with status {self.proc.returncode} before it was live")
@@ -247,7 +259,7 @@ class TritonServer(Rest):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                self.fail(f"tritonserver was not live after {READY_DEADLINE_S:.0f} s")
+                self.fail(f"tritonserver was not live after {self.ready_deadline_s:.0f} s")
             time.sleep(0.2)
 
     def log_text(self) -> str:
@@ -267,7 +279,7 @@ class TritonServer(Rest):
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)

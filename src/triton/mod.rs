@@ -6,6 +6,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod error;
+pub(crate) mod factory;
 pub(crate) mod guard;
 pub(crate) mod instance;
 pub(crate) mod log;

@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 
 use crate::host::{
     ANSWERS, Answer, BACKEND_MESSAGES, Backend, Err, FAULTS, Faults, Input, Instance, LIVE_ATTRS, LIVE_ERRORS,
-    LIVE_MESSAGES, LIVE_METRIC_OBJECTS, METRIC_UPDATES, Model, Request, Stats, TRITONSERVER_MessageDelete, take_error,
+    LIVE_FACTORIES, LIVE_MESSAGES, LIVE_METRIC_OBJECTS, METRIC_UPDATES, Model, Request, Stats,
+    TRITONSERVER_MessageDelete, take_error,
 };
 
 type EntryFn = unsafe extern "C" fn(*mut c_void) -> Err;
@@ -172,6 +173,7 @@ impl Loaded {
         assert_eq!(LIVE_ERRORS.load(Ordering::SeqCst), 0, "errors not deleted");
         assert_eq!(LIVE_MESSAGES.load(Ordering::SeqCst), 0, "messages not deleted");
         assert_eq!(LIVE_ATTRS.load(Ordering::SeqCst), 0, "buffer attributes not deleted");
+        assert_eq!(LIVE_FACTORIES.load(Ordering::SeqCst), 0, "response factories (model references) not deleted");
         assert_eq!(
             LIVE_METRIC_OBJECTS.load(Ordering::SeqCst),
             0,

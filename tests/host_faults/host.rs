@@ -18,6 +18,8 @@ pub static LIVE_MESSAGES: AtomicI64 = AtomicI64::new(0);
 pub static LIVE_ATTRS: AtomicI64 = AtomicI64::new(0);
 pub static LIVE_METRIC_OBJECTS: AtomicI64 = AtomicI64::new(0);
 pub static METRIC_UPDATES: AtomicI64 = AtomicI64::new(0);
+/// Response factories made and not yet deleted (each holds the model in the real server).
+pub static LIVE_FACTORIES: AtomicI64 = AtomicI64::new(0);
 
 struct FakeError {
     code: u32,
@@ -546,6 +548,18 @@ pub unsafe extern "C" fn TRITONBACKEND_InputBuffer(
     *size = (*i).data.len() as u64;
     *mt = 0;
     *id = 0;
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_ResponseFactoryNew(out: *mut *mut c_void, _r: *mut Request) -> Err {
+    LIVE_FACTORIES.fetch_add(1, Ordering::SeqCst);
+    *out = Box::into_raw(Box::new(0u8)).cast();
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_ResponseFactoryDelete(f: *mut c_void) -> Err {
+    LIVE_FACTORIES.fetch_sub(1, Ordering::SeqCst);
+    drop(Box::from_raw(f.cast::<u8>()));
     ptr::null_mut()
 }
 #[unsafe(no_mangle)]

@@ -1,0 +1,212 @@
+//! A reference on the model held across execute's return, ordered around a race in the server.
+//!
+//! Triton 2.51's backend thread takes an instance out of its list while it runs a payload and puts
+//! it back after execute returns (`TritonBackendThread::BackendThread`). When a model's last
+//! reference goes, another thread destroys it, and `StopBackendThread` reads the last entry of
+//! that list without a lock: if the backend thread has not put the instance back yet (it was
+//! preempted right after our execute returned), the list is empty and the server dereferences
+//! garbage (`RateLimiter::EnqueuePayload`, a null instance queue: SAFETY.md, "Load and unload").
+//! The last reference goes when a client's unload follows its last response, so a reload storm
+//! on a loaded machine hits this window every few thousand cycles.
+//!
+//! So execute keeps one more reference past its return: a response factory made from one of its
+//! requests, handed to `Holds` for its instance. It is let go when that instance's thread is seen
+//! back in the server's wait for the next payload (asleep, without waking, for `SETTLE`), or when
+//! the same instance executes again (its thread is then past the window). Until then the model
+//! cannot be destroyed, so `StopBackendThread` cannot run inside the window. One reaper thread per
+//! backend watches the held references; it is joined when the backend is finalized.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::triton::factory::ResponseFactory;
+
+/// How long a thread must be seen asleep in one wait (its voluntary context switches unchanged)
+/// before its reference is let go: a lock the server takes on the way back is held for far less.
+const SETTLE: Duration = Duration::from_millis(1);
+
+/// A reference held for one instance until its execute's thread is parked.
+struct Held {
+    _factory: ResponseFactory,
+    tid: u32,
+    /// When the thread was first seen asleep, and its voluntary context switches then.
+    asleep: Option<(Instant, u64)>,
+}
+
+#[derive(Default)]
+struct Table {
+    held: HashMap<usize, Held>,
+    stop: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    table: Mutex<Table>,
+    wake: Condvar,
+}
+
+/// The backend's held references and their reaper thread.
+pub struct Holds {
+    shared: Arc<Shared>,
+    reaper: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Holds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Holds")
+    }
+}
+
+impl Holds {
+    /// Starts the reaper thread.
+    pub fn start() -> std::io::Result<Holds> {
+        let shared = Arc::new(Shared::default());
+        let for_reaper = Arc::clone(&shared);
+        let reaper = std::thread::Builder::new().name("onnxrs-hold".into()).spawn(move || reap(&for_reaper))?;
+        Ok(Holds { shared, reaper: Some(reaper) })
+    }
+
+    /// At the end of an execute of `instance` on this thread: holds `factory` until the thread is
+    /// parked. The instance's previous reference is let go now: its thread is here again.
+    pub(crate) fn hold(&self, instance: usize, factory: ResponseFactory) {
+        let Some(tid) = current_tid() else { return };
+        let held = Held { _factory: factory, tid, asleep: None };
+        let previous = self.table().held.insert(instance, held);
+        self.shared.wake.notify_one();
+        drop(previous);
+    }
+
+    /// At instance finalize: lets go of what is held for `instance`, if anything.
+    pub(crate) fn forget(&self, instance: usize) {
+        let previous = self.table().held.remove(&instance);
+        drop(previous);
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.shared.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Holds {
+    /// Stops and joins the reaper; whatever is still held is let go.
+    fn drop(&mut self) {
+        self.table().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(reaper) = self.reaper.take()
+            && reaper.join().is_err()
+        {
+            log::error!("onnxrs: the hold reaper panicked");
+        }
+        let rest: Vec<Held> = self.table().held.drain().map(|(_, h)| h).collect();
+        drop(rest);
+    }
+}
+
+/// The reaper: every millisecond while something is held, lets go of the references whose
+/// thread is parked. Sleeps while nothing is held.
+fn reap(shared: &Shared) {
+    let mut table = shared.table.lock().unwrap_or_else(PoisonError::into_inner);
+    while !table.stop {
+        if table.held.is_empty() {
+            table = shared.wake.wait(table).unwrap_or_else(PoisonError::into_inner);
+            continue;
+        }
+        let now = Instant::now();
+        let parked: Vec<usize> = table.held.iter_mut().filter_map(|(k, h)| settled(h, now).then_some(*k)).collect();
+        let released: Vec<Held> = parked.iter().filter_map(|k| table.held.remove(k)).collect();
+        // Let go outside the lock: the last reference starts the server's teardown of the model.
+        drop(table);
+        drop(released);
+        table = shared.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if !table.stop {
+            table = shared.wake.wait_timeout(table, SETTLE).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+}
+
+/// Whether `h`'s thread has been asleep in one wait for `SETTLE` (or is gone).
+fn settled(h: &mut Held, now: Instant) -> bool {
+    match thread_sleep(h.tid) {
+        None => true,
+        Some(None) => {
+            h.asleep = None;
+            false
+        }
+        Some(Some(switches)) => match h.asleep {
+            Some((since, seen)) if seen == switches => now.duration_since(since) >= SETTLE,
+            _ => {
+                h.asleep = Some((now, switches));
+                false
+            }
+        },
+    }
+}
+
+/// A thread of this process: `None` if it is gone, `Some(None)` if it is running or runnable,
+/// `Some(Some(n))` if it sleeps, with `n` voluntary context switches so far.
+fn thread_sleep(tid: u32) -> Option<Option<u64>> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    parse_status(&status)
+}
+
+fn parse_status(status: &str) -> Option<Option<u64>> {
+    let field = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim);
+    let state = field("State:")?;
+    if !state.starts_with('S') {
+        return Some(None);
+    }
+    Some(field("voluntary_ctxt_switches:").and_then(|v| v.parse().ok()))
+}
+
+thread_local! {
+    static TID: Option<u32> = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok());
+}
+
+/// The kernel's id of the calling thread (read once per thread).
+fn current_tid() -> Option<u32> {
+    TID.with(|t| *t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_thread_state() {
+        let sleeping = "Name:\tx\nState:\tS (sleeping)\nvoluntary_ctxt_switches:\t42\n";
+        assert_eq!(parse_status(sleeping), Some(Some(42)));
+        assert_eq!(parse_status("State:\tR (running)\nvoluntary_ctxt_switches:\t1\n"), Some(None));
+        assert_eq!(parse_status("Name:\tx\n"), None);
+        let me = current_tid().unwrap();
+        assert_eq!(thread_sleep(me), Some(None), "the calling thread runs");
+        assert_eq!(thread_sleep(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_thread_asleep_in_one_wait_keeps_its_switch_count() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            tid_tx.send(current_tid()).unwrap();
+            rx.recv().ok();
+        });
+        let tid = tid_rx.recv().unwrap().unwrap();
+        // It reaches its wait within the deadline, then stays in it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = loop {
+            if let Some(Some(n)) = thread_sleep(tid) {
+                break n;
+            }
+            assert!(Instant::now() < deadline, "the thread never slept");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(thread_sleep(tid), Some(Some(seen)), "asleep in the same wait");
+        tx.send(()).unwrap();
+        t.join().unwrap();
+    }
+}
