@@ -11,10 +11,15 @@
 //!
 //! So execute keeps one more reference past its return: a response factory made from one of its
 //! requests, handed to `Holds` for its instance. It is let go when that instance's thread is seen
-//! back in the server's wait for the next payload (asleep, without waking, for `SETTLE`), or when
-//! the same instance executes again (its thread is then past the window). Until then the model
-//! cannot be destroyed, so `StopBackendThread` cannot run inside the window. One reaper thread per
-//! backend watches the held references; it is joined when the backend is finalized.
+//! back in the server's wait for the next payload (at least `MIN_AGE` after the return, asleep
+//! in one wait over two looks `TICK` apart), or when the same instance executes again (its thread
+//! is then past the window). A thread preempted inside the window shows as runnable, not asleep,
+//! and keeps its reference. Until it is let go the model cannot be destroyed, so
+//! `StopBackendThread` cannot run inside the window; an unload's teardown starts some 30 ms later.
+//! One reaper thread per backend watches the held references; it is joined at backend finalize.
+//! Under traffic a reference is replaced by the next execute long before anyone looks at it: the
+//! run path pays one factory and one map insert per execute, and the reaper wakes every `TICK`
+//! only while something is held.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -23,16 +28,22 @@ use std::time::{Duration, Instant};
 
 use crate::triton::factory::ResponseFactory;
 
-/// How long a thread must be seen asleep in one wait (its voluntary context switches unchanged)
-/// before its reference is let go: a lock the server takes on the way back is held for far less.
-const SETTLE: Duration = Duration::from_millis(1);
+/// How long after execute's return a thread is first looked at.
+const MIN_AGE: Duration = Duration::from_millis(20);
+
+/// How often the reaper looks while something is held. A thread seen asleep twice this far apart
+/// with its voluntary context switches unchanged has not woken between: it is in a wait, not
+/// passing through a lock the server takes on the way back (held for far less).
+const TICK: Duration = Duration::from_millis(5);
 
 /// A reference held for one instance until its execute's thread is parked.
 struct Held {
     _factory: ResponseFactory,
     tid: u32,
-    /// When the thread was first seen asleep, and its voluntary context switches then.
-    asleep: Option<(Instant, u64)>,
+    /// When execute handed it over.
+    since: Instant,
+    /// The thread's voluntary context switches when it was last seen asleep.
+    asleep: Option<u64>,
 }
 
 #[derive(Default)]
@@ -72,9 +83,15 @@ impl Holds {
     /// parked. The instance's previous reference is let go now: its thread is here again.
     pub(crate) fn hold(&self, instance: usize, factory: ResponseFactory) {
         let Some(tid) = current_tid() else { return };
-        let held = Held { _factory: factory, tid, asleep: None };
-        let previous = self.table().held.insert(instance, held);
-        self.shared.wake.notify_one();
+        let held = Held { _factory: factory, tid, since: Instant::now(), asleep: None };
+        let mut table = self.table();
+        let was_empty = table.held.is_empty();
+        let previous = table.held.insert(instance, held);
+        drop(table);
+        // The reaper sleeps untimed only while nothing is held.
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
         drop(previous);
     }
 
@@ -104,8 +121,8 @@ impl Drop for Holds {
     }
 }
 
-/// The reaper: every millisecond while something is held, lets go of the references whose
-/// thread is parked. Sleeps while nothing is held.
+/// The reaper: every `TICK` while something is held, lets go of the references whose thread is
+/// parked. Sleeps while nothing is held.
 fn reap(shared: &Shared) {
     let mut table = shared.table.lock().unwrap_or_else(PoisonError::into_inner);
     while !table.stop {
@@ -121,26 +138,24 @@ fn reap(shared: &Shared) {
         drop(released);
         table = shared.table.lock().unwrap_or_else(PoisonError::into_inner);
         if !table.stop {
-            table = shared.wake.wait_timeout(table, SETTLE).unwrap_or_else(PoisonError::into_inner).0;
+            table = shared.wake.wait_timeout(table, TICK).unwrap_or_else(PoisonError::into_inner).0;
         }
     }
 }
 
-/// Whether `h`'s thread has been asleep in one wait for `SETTLE` (or is gone).
+/// Whether `h`'s thread is parked: `MIN_AGE` after the hand-over, seen asleep on this look and
+/// the last with the same count of voluntary context switches (or gone).
 fn settled(h: &mut Held, now: Instant) -> bool {
+    if now.duration_since(h.since) < MIN_AGE {
+        return false;
+    }
     match thread_sleep(h.tid) {
         None => true,
-        Some(None) => {
-            h.asleep = None;
-            false
+        Some(now_asleep) => {
+            let settled = now_asleep.is_some() && now_asleep == h.asleep;
+            h.asleep = now_asleep;
+            settled
         }
-        Some(Some(switches)) => match h.asleep {
-            Some((since, seen)) if seen == switches => now.duration_since(since) >= SETTLE,
-            _ => {
-                h.asleep = Some((now, switches));
-                false
-            }
-        },
     }
 }
 
