@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::params::parse_flag;
 use crate::error::{Error, Result};
+use crate::generate::metrics::GenerationFamilies;
 use crate::handover::Handover;
 use crate::hold::Holds;
 use crate::metrics::{Families, SharedArenaGauge};
@@ -39,6 +40,8 @@ pub struct BackendState {
     pub shared_arena_gauge: Option<Arc<SharedArenaGauge>>,
     /// The model references held across execute's return, and their reaper (see `hold`).
     pub holds: Arc<Holds>,
+    /// The LLM serving metrics' families (`generate::metrics`), with metrics on.
+    pub generation_families: Option<Arc<GenerationFamilies>>,
 }
 
 /// The shared CPU arena asked for (`onnx::arena`): its cap, if any.
@@ -129,6 +132,7 @@ impl BackendState {
         let holds = Holds::start().map_err(|e| Error::internal(format!("cannot start the hold reaper: {e}")))?;
         Ok(BackendState {
             holds: Arc::new(holds),
+            generation_families: None,
             ort_library,
             backend_dir,
             default_max_batch_size,
@@ -151,6 +155,10 @@ impl BackendState {
         match Families::new() {
             Ok(f) => self.metrics = Some(f),
             Err(e) => log::warn!("onnxrs: backend metrics are off: {e}"),
+        }
+        match GenerationFamilies::new() {
+            Ok(f) => self.generation_families = Some(f),
+            Err(e) => log::warn!("onnxrs: generation metrics are off: {e}"),
         }
         if let (Some(_), Some(f)) = (self.shared_arena, &self.metrics) {
             match SharedArenaGauge::new(f) {

@@ -16,6 +16,7 @@ use crate::triton::backend::BackendAttribute;
 use crate::triton::error::check_server_error;
 use crate::triton::factory::ResponseFactory;
 use crate::triton::guard::{catch, entry};
+use crate::triton::instance::InstanceHandle;
 use crate::triton::state::Slot;
 use crate::triton::{Backend, Instance, Model, OwnedRequest};
 
@@ -136,7 +137,10 @@ fn instance_initialize(raw: *mut sys::TRITONBACKEND_ModelInstance) -> Result<()>
     // its instances, so a predecessor waiting in its finalize may go now (`handover`).
     let backend = model.backend()?;
     backend_slot(&backend).get()?.handover.ready(&model_state.ticket);
-    let state = InstanceState::initialize(instance, model_state)?;
+    // SAFETY: the handle lives in the instance's state (a generator's loop), which
+    // `instance_finalize` drops before it returns.
+    let handle = unsafe { InstanceHandle::new(instance) };
+    let state = InstanceState::initialize(instance, model_state, handle)?;
     instance_slot(&instance).put(Box::new(state))
 }
 
@@ -185,8 +189,10 @@ fn instance_execute(
     let held = owned.first().and_then(|r| ResponseFactory::new(r.view()).ok());
     // A panic inside is caught here, not by the outer guard: the requests are already ours
     // (their owners answer and release them while unwinding), so the server must see success.
-    let _ =
-        catch("TRITONBACKEND_ModelInstanceExecute", || crate::execute::execute(instance, model_state, state, owned));
+    let _ = catch("TRITONBACKEND_ModelInstanceExecute", || match &state.generator {
+        Some(generator) => generator.submit(instance, owned),
+        None => crate::execute::execute(instance, model_state, state, owned),
+    });
     if let Some(factory) = held {
         model_state.holds.hold(key, factory);
     }

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use crate::clock;
 use crate::config::cuda;
 use crate::error::{Error, Result};
+use crate::generate::metrics::GenerationMetrics;
+use crate::generate::{Generator, Setup};
 use crate::memory::{ReportThrottle, heap_in_use};
 use crate::metrics::{InstanceMetrics, SharedArenaGauge};
 use crate::model::ModelState;
 use crate::onnx::arena;
 use crate::onnx::session::{Device, OnnxSession, SessionSettings};
 use crate::request_log::{InstanceLog, InstanceNames};
+use crate::triton::instance::InstanceHandle;
 use crate::triton::memory::MemoryUsage;
 use crate::triton::{Instance, InstanceKind, MemoryType};
 
@@ -46,10 +49,13 @@ pub struct InstanceState {
     shared_arena: bool,
     /// That gauge, with metrics on.
     shared_arena_gauge: Option<Arc<SharedArenaGauge>>,
+    /// A generative model's loop (`generate`): it owns the sequences; joined when this drops.
+    pub generator: Option<Generator>,
 }
 
 impl InstanceState {
-    pub(crate) fn initialize(instance: Instance<'_>, model: &ModelState) -> Result<Self> {
+    /// `handle` is the instance for a generator's loop (see `InstanceHandle::new`).
+    pub(crate) fn initialize(instance: Instance<'_>, model: &ModelState, handle: InstanceHandle) -> Result<Self> {
         let name = instance.name()?.to_string();
         let kind = instance.kind()?;
         let device_id = instance.device_id()?;
@@ -90,6 +96,7 @@ impl InstanceState {
             request_log: None,
             shared_arena,
             shared_arena_gauge: model.shared_arena_gauge.clone(),
+            generator: None,
         };
         state.request_log = model.request_log.as_ref().map(|log| {
             let names =
@@ -105,6 +112,22 @@ impl InstanceState {
             metrics.set_load_ms(load_ms);
             metrics.set_memory(&usage);
             state.metrics = Some(metrics);
+        }
+        if let Some(genai) = &model.generation {
+            let limits = crate::config::generator::limits(&model.config).map_err(context)?;
+            let metrics = match (&model.generation_families, &model.metrics) {
+                (Some(f), Some(_)) => {
+                    let names = InstanceNames {
+                        model: model.name.clone(),
+                        version: model.version,
+                        instance: state.name.clone(),
+                    };
+                    Some(GenerationMetrics::new(Arc::clone(f), &names, limits.kv_cache_bytes).map_err(context)?)
+                }
+                _ => None,
+            };
+            let setup = Setup { session: Arc::clone(&state.session), genai: Arc::clone(genai), limits, metrics };
+            state.generator = Some(Generator::start(handle, setup, label.clone()).map_err(context)?);
         }
         let shown: Vec<String> =
             usage.iter().map(|u| format!("{} bytes of {:?} {}", u.bytes, u.memory_type, u.device)).collect();

@@ -29,6 +29,7 @@ pub mod dtype;
 mod entry;
 pub mod error;
 mod execute;
+pub mod generate;
 pub mod handover;
 pub mod hold;
 pub mod inputs;

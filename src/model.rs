@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::backend::BackendState;
+use crate::config::genai::{self, GenaiConfig};
 use crate::config::model_config::ModelConfig;
-use crate::config::{autocomplete, check, params};
+use crate::config::{autocomplete, check, generator, params};
 use crate::error::{Error, Result};
+use crate::generate::metrics::GenerationFamilies;
 use crate::handover::Ticket;
 use crate::metrics::{ModelMetrics, SharedArenaGauge};
 use crate::onnx::runtime::{Runtime, ThreadPools};
@@ -41,6 +43,10 @@ pub struct ModelState {
     pub shared_arena_gauge: Option<Arc<SharedArenaGauge>>,
     /// The backend's held model references (see `hold`).
     pub holds: Arc<crate::hold::Holds>,
+    /// A generative model (its version folder has `genai_config.json`): served by `generate`.
+    pub generation: Option<Arc<GenaiConfig>>,
+    /// The LLM serving metrics' families, with metrics on.
+    pub generation_families: Option<Arc<GenerationFamilies>>,
 }
 
 /// An instance's session, and whether this instance made it (the one that reports its memory).
@@ -58,6 +64,17 @@ fn model_file(repository: &Path, version: u64, filename: &str) -> Result<PathBuf
         return Err(Error::not_found(format!("model file '{}' does not exist", path.display())));
     }
     Ok(path)
+}
+
+/// The version's `genai_config.json`, when it has one (then the model is a generator).
+fn read_genai(repository: &Path, version: u64) -> Result<Option<Arc<GenaiConfig>>> {
+    let path = repository.join(version.to_string()).join(genai::FILE_NAME);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::invalid_arg(format!("cannot read '{}': {e}", path.display())))?;
+    Ok(Some(Arc::new(GenaiConfig::parse(&text)?)))
 }
 
 /// Reads the graph's inputs and outputs with a session built only for that: no graph
@@ -90,13 +107,15 @@ impl ModelState {
         let (name, version) = (ticket.model(), ticket.version());
         let mut json = model.config()?;
         let first = ModelConfig::parse(&json)?;
-        let model_path = model_file(&model.repository()?, version, &first.default_model_filename)?;
+        let repository = model.repository()?;
+        let model_path = model_file(&repository, version, &first.default_model_filename)?;
+        let generation = read_genai(&repository, version)?;
         let runtime = backend.runtime_with_arena()?;
         let io = read_io(&runtime, &model_path)?;
-        let completed = if model.auto_complete_config()? {
-            autocomplete::complete(&json, &io, backend.default_max_batch_size)?
-        } else {
-            None
+        let completed = match (model.auto_complete_config()?, &generation) {
+            (false, _) => None,
+            (true, Some(_)) => generator::complete(&json),
+            (true, None) => autocomplete::complete(&json, &io, backend.default_max_batch_size)?,
         };
         if let Some(completed) = completed {
             model.set_config(&completed)?;
@@ -105,9 +124,14 @@ impl ModelState {
             log::info!("onnxrs: model '{name}': completed the config from the ONNX model");
         }
         let mut config = ModelConfig::parse(&json)?;
-        config.add_implicit_inputs()?;
-        check::bind_scalars(&mut config, &io);
-        check::check_against_graph(&config, &io)?;
+        match &generation {
+            Some(genai) => generator::check(&json, &config, genai, &io)?,
+            None => {
+                config.add_implicit_inputs()?;
+                check::bind_scalars(&mut config, &io);
+                check::check_against_graph(&config, &io)?;
+            }
+        }
         let mut settings = params::session_settings(&config, crate::cpu::available_cpus())?;
         params::apply_shared_arena(&mut settings, &config, backend.shared_arena.is_some())?;
         let unknown = params::unknown_parameters(&config)?;
@@ -146,13 +170,33 @@ impl ModelState {
                 output_names.push(state.output_name.clone());
             }
         }
+        // A generator's runs compute the decoder's logits and caches, not the model's outputs.
+        if let Some(genai) = &generation {
+            output_names = generator::output_names(genai);
+            let limits = generator::limits(&config)?;
+            log::info!(
+                "onnxrs: model '{name}' version {version}: generates with {} layers, {} KV heads of {}, context {}; \
+                 at most {} sequences per instance, KV cache {}",
+                genai.num_layers,
+                genai.num_kv_heads,
+                genai.head_size,
+                genai.context_length,
+                limits.max_sequences,
+                if limits.kv_cache_bytes == 0 {
+                    "unbounded".to_string()
+                } else {
+                    format!("{} bytes", limits.kv_cache_bytes)
+                }
+            );
+        }
         let metrics = match (&backend.metrics, params::metrics_enabled(&config)?) {
             (Some(families), true) => {
                 Some(ModelMetrics::new(families.clone(), name, version, config.sequence_batching)?)
             }
             _ => None,
         };
-        let direct_outputs = crate::execute::direct::eligible(&config, &io);
+        let direct_outputs =
+            if generation.is_some() { Vec::new() } else { crate::execute::direct::eligible(&config, &io) };
         // Checked even when the log is off: a bad value is a config error either way.
         let log_sample = params::request_log_sample(&config)?;
         let request_log = backend.request_log.as_ref().map(|log| ModelLog::new(log, log_sample));
@@ -173,6 +217,8 @@ impl ModelState {
             request_log,
             shared_arena_gauge: backend.shared_arena_gauge.clone().filter(|_| shared_arena),
             holds: Arc::clone(&backend.holds),
+            generation,
+            generation_families: backend.generation_families.clone(),
         })
     }
 

@@ -4,6 +4,8 @@
 pub mod autocomplete;
 pub mod check;
 pub mod cuda;
+pub mod genai;
+pub mod generator;
 pub mod model_config;
 pub mod params;
 pub mod ragged;

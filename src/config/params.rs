@@ -31,7 +31,7 @@ pub const SHARED_ARENA: &str = "memory.shared_arena";
 /// ignores them silently, so a misspelt key would change nothing without anyone knowing); an
 /// unknown `memory.*` key fails the load, since memory settings that do nothing are the ones an
 /// operator counts on most.
-const KNOWN: [&str; 14] = [
+const KNOWN: [&str; 16] = [
     "intra_op_thread_count",
     "inter_op_thread_count",
     "execution_mode",
@@ -46,6 +46,8 @@ const KNOWN: [&str; 14] = [
     "metrics",
     SHARE_SESSION,
     "request_log_sample",
+    super::generator::MAX_SEQUENCES,
+    super::generator::KV_CACHE_BYTES,
 ];
 
 /// The key users of the official backend's pull requests for one session per model write.

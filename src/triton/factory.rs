@@ -20,6 +20,30 @@ impl ResponseFactory {
         unsafe { check_server_error(sys::TRITONBACKEND_ResponseFactoryNew(&mut raw, request.ptr()))? };
         NonNull::new(raw).map(ResponseFactory).ok_or_else(|| Error::internal("the server returned no response factory"))
     }
+
+    pub(crate) fn ptr(&self) -> *mut sys::TRITONBACKEND_ResponseFactory {
+        self.0.as_ptr()
+    }
+
+    /// Ends the request's stream without a response (its last response was sent without the
+    /// final flag).
+    pub(crate) fn send_final(&self) -> Result<()> {
+        // SAFETY: a live factory.
+        unsafe {
+            check_server_error(sys::TRITONBACKEND_ResponseFactorySendFlags(
+                self.ptr(),
+                sys::ONNXRS_RESPONSE_COMPLETE_FINAL,
+            ))
+        }
+    }
+
+    /// Whether the client cancelled the request (or went away).
+    pub(crate) fn is_cancelled(&self) -> Result<bool> {
+        let mut cancelled = false;
+        // SAFETY: a live factory; `cancelled` is written by the call.
+        unsafe { check_server_error(sys::TRITONBACKEND_ResponseFactoryIsCancelled(self.ptr(), &mut cancelled))? };
+        Ok(cancelled)
+    }
 }
 
 impl Drop for ResponseFactory {

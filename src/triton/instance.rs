@@ -6,7 +6,8 @@ use std::ptr::{self, NonNull};
 
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::triton::error::check_server_error;
+use crate::triton::error::{ServerError, check_server_error};
+use crate::triton::factory::ResponseFactory;
 use crate::triton::memory::{MemoryUsage, UsageList};
 use crate::triton::model::Model;
 use crate::triton::request::Request;
@@ -22,6 +23,36 @@ pub struct Timestamps {
     pub compute_start: u64,
     pub compute_end: u64,
     pub exec_end: u64,
+}
+
+/// The times of one response of a stream (`/stats` `response_stats`): its compute began at
+/// `start`, its output at `output_start`, and it was sent by `end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResponseTimes {
+    pub start: u64,
+    pub output_start: u64,
+    pub end: u64,
+}
+
+/// An instance that a thread of ours other than the server's may report on: a decoupled model's
+/// generation loop, joined before the instance is finalized.
+pub(crate) struct InstanceHandle(NonNull<sys::TRITONBACKEND_ModelInstance>);
+
+// SAFETY: the server's instance calls (statistics) are thread-safe; `InstanceHandle::new`'s
+// contract keeps the object alive while the handle is.
+unsafe impl Send for InstanceHandle {}
+
+impl InstanceHandle {
+    /// # Safety
+    /// The handle (and every `Instance` it gives) is dropped before the instance's
+    /// `TRITONBACKEND_ModelInstanceFinalize` returns.
+    pub(crate) unsafe fn new(instance: Instance<'_>) -> Self {
+        InstanceHandle(instance.raw)
+    }
+
+    pub(crate) fn get(&self) -> Instance<'_> {
+        Instance { raw: self.0, _life: PhantomData }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -103,6 +134,57 @@ impl<'a> Instance<'a> {
                 t.exec_end,
             ))
         }
+    }
+
+    /// One response of a decoupled request's stream, sent through `factory`; with `error` the
+    /// response failed.
+    pub(crate) fn report_response_statistics(
+        &self,
+        factory: &ResponseFactory,
+        t: ResponseTimes,
+        error: Option<&Error>,
+    ) -> Result<()> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: on success we own `raw`, deleted below on every path.
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelInstanceResponseStatisticsNew(&mut raw))? };
+        let err = match error {
+            Some(e) => Some(ServerError::new(e).ok_or_else(|| Error::internal("cannot allocate an error"))?),
+            None => None,
+        };
+        // SAFETY: `raw`, the instance and the factory are live; the statistics object only
+        // refers to them during the report; the error stays ours and is deleted after.
+        let result = unsafe {
+            check_server_error(sys::TRITONBACKEND_ModelInstanceResponseStatisticsSetModelInstance(raw, self.ptr()))
+                .and_then(|()| {
+                    check_server_error(sys::TRITONBACKEND_ModelInstanceResponseStatisticsSetResponseFactory(
+                        raw,
+                        factory.ptr(),
+                    ))
+                })
+                .and_then(|()| {
+                    check_server_error(sys::TRITONBACKEND_ModelInstanceResponseStatisticsSetResponseStart(raw, t.start))
+                })
+                .and_then(|()| {
+                    check_server_error(sys::TRITONBACKEND_ModelInstanceResponseStatisticsSetComputeOutputStart(
+                        raw,
+                        t.output_start,
+                    ))
+                })
+                .and_then(|()| {
+                    check_server_error(sys::TRITONBACKEND_ModelInstanceResponseStatisticsSetResponseEnd(raw, t.end))
+                })
+                .and_then(|()| match &err {
+                    Some(e) => {
+                        check_server_error(sys::TRITONBACKEND_ModelInstanceResponseStatisticsSetError(raw, e.as_ptr()))
+                    }
+                    None => Ok(()),
+                })
+                .and_then(|()| check_server_error(sys::TRITONBACKEND_ModelInstanceReportResponseStatistics(raw)))
+        };
+        // SAFETY: created above, not used again.
+        let deleted = unsafe { check_server_error(sys::TRITONBACKEND_ModelInstanceResponseStatisticsDelete(raw)) };
+        drop(err);
+        result.and(deleted)
     }
 
     /// One model execution of `batch_size` items (the sum of the requests' batch sizes); the

@@ -121,6 +121,10 @@ pub(crate) struct OwnedRequest {
     raw: NonNull<sys::TRITONBACKEND_Request>,
 }
 
+// SAFETY: the server's request calls may be made from any thread (decoupled backends answer
+// and release requests on threads of their own); an `OwnedRequest` is used by one at a time.
+unsafe impl Send for OwnedRequest {}
+
 impl OwnedRequest {
     /// # Safety
     /// `raw` is a request passed to TRITONBACKEND_ModelInstanceExecute, and that call will return

@@ -8,6 +8,7 @@ use crate::dtype::DataType;
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::triton::error::{ServerError, c_string, check_server_error};
+use crate::triton::factory::ResponseFactory;
 use crate::triton::request::Request;
 use crate::triton::{MemoryType, data_type_to_sys};
 
@@ -29,6 +30,15 @@ impl Response {
         let mut raw = ptr::null_mut();
         // SAFETY: live request; the new response is ours until sent.
         unsafe { check_server_error(sys::TRITONBACKEND_ResponseNew(&mut raw, request.ptr()))? };
+        let raw = NonNull::new(raw).ok_or_else(|| Error::internal("server returned a null response"))?;
+        Ok(Response { raw: Some(raw) })
+    }
+
+    /// A response of a decoupled model's stream, from its request's factory.
+    pub(crate) fn from_factory(factory: &ResponseFactory) -> Result<Self> {
+        let mut raw = ptr::null_mut();
+        // SAFETY: a live factory; the new response is ours until sent.
+        unsafe { check_server_error(sys::TRITONBACKEND_ResponseNewFromFactory(&mut raw, factory.ptr()))? };
         let raw = NonNull::new(raw).ok_or_else(|| Error::internal("server returned a null response"))?;
         Ok(Response { raw: Some(raw) })
     }
@@ -94,13 +104,18 @@ impl Response {
 
     /// Sends the response (with its outputs on `Ok`, as an error otherwise). Consumes it: a
     /// response is sent once.
-    pub(crate) fn send(mut self, outcome: Result<()>) -> Result<()> {
+    pub(crate) fn send(self, outcome: Result<()>) -> Result<()> {
+        self.send_in_stream(true, outcome)
+    }
+
+    /// Sends one response of a stream; `last` marks it final (no more follow for its request).
+    pub(crate) fn send_in_stream(mut self, last: bool, outcome: Result<()>) -> Result<()> {
         let raw = self.raw.take().ok_or_else(|| Error::internal("response already sent"))?;
-        send_raw(raw, outcome)
+        send_raw(raw, if last { sys::ONNXRS_RESPONSE_COMPLETE_FINAL } else { 0 }, outcome)
     }
 }
 
-fn send_raw(raw: NonNull<sys::TRITONBACKEND_Response>, outcome: Result<()>) -> Result<()> {
+fn send_raw(raw: NonNull<sys::TRITONBACKEND_Response>, flags: u32, outcome: Result<()>) -> Result<()> {
     let err = match &outcome {
         Ok(()) => None,
         Err(e) => Some(ServerError::new(e).ok_or_else(|| Error::internal("cannot allocate an error"))?),
@@ -108,9 +123,7 @@ fn send_raw(raw: NonNull<sys::TRITONBACKEND_Response>, outcome: Result<()>) -> R
     let err_ptr = err.as_ref().map_or(ptr::null_mut(), ServerError::as_ptr);
     // SAFETY: we own the response and give it up here. The error stays ours (ResponseSend does
     // not take it) and is deleted when `err` drops after the call.
-    let r = unsafe {
-        check_server_error(sys::TRITONBACKEND_ResponseSend(raw.as_ptr(), sys::ONNXRS_RESPONSE_COMPLETE_FINAL, err_ptr))
-    };
+    let r = unsafe { check_server_error(sys::TRITONBACKEND_ResponseSend(raw.as_ptr(), flags, err_ptr)) };
     drop(err);
     r
 }
@@ -119,7 +132,7 @@ impl Drop for Response {
     fn drop(&mut self) {
         if let Some(raw) = self.raw.take() {
             let e = Error::internal("onnxrs: the response was dropped before it was sent");
-            if let Err(send_err) = send_raw(raw, Err(e)) {
+            if let Err(send_err) = send_raw(raw, sys::ONNXRS_RESPONSE_COMPLETE_FINAL, Err(e)) {
                 log::error!("onnxrs: failed to send a fallback error response: {send_err}");
             }
         }

@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from reference import mlp_reference, mlp_weights
 from ragged_models import ragged_models
 from sequence_models import sequence_models
+from decoder_models import make_decoder_models
 
 OPSET = 21
 IR_VERSION = 10
@@ -527,6 +528,7 @@ def build_tests(out: Path) -> None:
         out / "bad_model" / "config.pbtxt",
         config("bad_model", [io("X", "FP32", [4])], [io("Y", "FP32", [4])], 0, CPU1).encode(),
     )
+    make_decoder_models(out)
     print(f"test models in {out}: {', '.join(sorted(p.name for p in out.iterdir() if p.is_dir()))}")
 
 

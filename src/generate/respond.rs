@@ -1,0 +1,158 @@
+//! What generation tells the server and the client: a response per token (or one with every
+//! token), the final flag, errors, and the statistics of requests, responses and steps, with the
+//! LLM serving metrics (`metrics`).
+
+use crate::clock;
+use crate::dtype::DataType;
+use crate::error::{Error, Result};
+use crate::generate::Entry;
+use crate::generate::metrics::{GenerationMetrics, Load};
+use crate::generate::scheduler::Sequence;
+use crate::triton::instance::{ResponseTimes, Timestamps};
+use crate::triton::response::{OutputBuffer, Response};
+use crate::triton::{Instance, MemoryType};
+
+/// The output every response carries: the tokens it adds.
+pub const OUTPUT_IDS: &str = "output_ids";
+
+/// Why a sequence ended.
+pub(crate) enum Finish {
+    /// At an end-of-sequence token.
+    Stop,
+    /// At `max_tokens` or the context length.
+    Length,
+    Cancelled,
+    Failed(Error),
+}
+
+impl Finish {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::Cancelled => "cancelled",
+            Finish::Failed(_) => "error",
+        }
+    }
+}
+
+/// When a step's run began and ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepTimes {
+    pub start: u64,
+    pub run_end: u64,
+}
+
+/// Reports for one instance.
+pub(crate) struct Reporter<'a> {
+    pub instance: Instance<'a>,
+    pub metrics: Option<&'a GenerationMetrics>,
+    pub label: &'a str,
+}
+
+impl Reporter<'_> {
+    /// Sends `tokens` as one response of `entry`'s stream (`last`: with the final flag), and its
+    /// response statistics over the step's `times`.
+    pub fn tokens(&self, entry: &Entry, (tokens, last): (&[i64], bool), times: StepTimes) -> Result<()> {
+        let result = send_tokens(entry, tokens, last);
+        let end = clock::now_ns();
+        let (start, run_end) = (times.start, times.run_end);
+        let times = ResponseTimes { start, output_start: run_end.max(start), end: end.max(run_end) };
+        if let Err(e) = self.instance.report_response_statistics(&entry.factory, times, result.as_ref().err()) {
+            log::warn!("onnxrs: {}: cannot report a response's statistics: {e}", self.label);
+        }
+        if let Some(m) = self.metrics {
+            m.generated(tokens.len());
+        }
+        result
+    }
+
+    /// One ONNX Runtime run over `size` sequences (Triton's batch statistics).
+    pub fn batch(&self, size: usize, times: StepTimes) {
+        let (start, run_end) = (times.start, times.run_end);
+        let t = Timestamps { exec_start: start, compute_start: start, compute_end: run_end, exec_end: clock::now_ns() };
+        if let Err(e) = self.instance.report_batch_statistics(size as u64, t) {
+            log::warn!("onnxrs: {}: cannot report a step's statistics: {e}", self.label);
+        }
+    }
+
+    /// A request refused before it ran (it never took a place): its error, the final flag, its
+    /// statistics; then it is released.
+    pub fn reject(&self, entry: Entry, e: Error) {
+        answer_error(&entry, &e, self.label);
+        self.request_statistics(&entry, false, Timestamps::default());
+        if let Some(m) = self.metrics {
+            m.finished(&entry, None, "error");
+        }
+    }
+
+    /// A sequence that ended: what its client still needs (an error and the final flag), its
+    /// statistics and metrics; then its request is released with it.
+    pub fn finish(&self, seq: Sequence, finish: Finish) {
+        match &finish {
+            // The last response went out with the final flag.
+            Finish::Stop | Finish::Length => {}
+            Finish::Cancelled => answer_error(&seq.entry, &Error::cancelled("the request was cancelled"), self.label),
+            Finish::Failed(e) => answer_error(&seq.entry, e, self.label),
+        }
+        let success = matches!(finish, Finish::Stop | Finish::Length);
+        let now = clock::now_ns();
+        let compute_end = seq.last_token_ns.max(seq.started_ns);
+        let t = Timestamps {
+            exec_start: seq.entry.queued_ns.min(seq.started_ns),
+            compute_start: seq.started_ns,
+            compute_end,
+            exec_end: now.max(compute_end),
+        };
+        self.request_statistics(&seq.entry, success, t);
+        if let Some(m) = self.metrics {
+            m.finished(&seq.entry, Some(&seq), finish.reason());
+        }
+    }
+
+    pub fn inter_token(&self, ns: u64) {
+        if let Some(m) = self.metrics {
+            m.inter_token(ns as f64 / 1e9);
+        }
+    }
+
+    pub fn set_gauges(&self, load: &Load) {
+        if let Some(m) = self.metrics {
+            m.set_gauges(load);
+        }
+    }
+
+    fn request_statistics(&self, entry: &Entry, success: bool, t: Timestamps) {
+        if let Err(e) = self.instance.report_statistics(entry.request.view(), success, t) {
+            log::warn!("onnxrs: {}: cannot report a request's statistics: {e}", self.label);
+        }
+    }
+}
+
+fn send_tokens(entry: &Entry, tokens: &[i64], last: bool) -> Result<()> {
+    let response = Response::from_factory(&entry.factory)?;
+    let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_ne_bytes()).collect();
+    let shape = [tokens.len() as i64];
+    match response.output_buffer(OUTPUT_IDS, DataType::Int64, &shape, bytes.len(), (MemoryType::Cpu, 0))? {
+        OutputBuffer::Host(buffer) => buffer.copy_from_slice(&bytes),
+        OutputBuffer::Device { device } => {
+            return response.send_in_stream(
+                last,
+                Err(Error::unsupported(format!("the server placed '{OUTPUT_IDS}' in GPU {device} memory"))),
+            );
+        }
+    }
+    response.send_in_stream(last, Ok(()))
+}
+
+/// An error response with the final flag; a failure to send it is logged (the stream cannot be
+/// told anything else).
+fn answer_error(entry: &Entry, e: &Error, label: &str) {
+    let sent = Response::from_factory(&entry.factory).and_then(|r| r.send_in_stream(true, Err(e.clone())));
+    if let Err(send) = sent {
+        log::error!("onnxrs: {label}: cannot send an error response ({e}): {send}");
+        if let Err(flag) = entry.factory.send_final() {
+            log::error!("onnxrs: {label}: cannot end a stream: {flag}");
+        }
+    }
+}

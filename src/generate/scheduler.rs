@@ -1,0 +1,260 @@
+//! The generation loop of one instance, on a thread of its own: requests wait in order; between
+//! decode steps the loop admits waiting ones (each prefilled alone) while the instance has room
+//! (`max_sequences` sequences and `kv_cache_bytes` of cache, reserved for each sequence's longest
+//! possible length, so a running sequence never fails for want of memory); every running
+//! sequence then advances one token in one ONNX Runtime run; finished ones leave at once.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use crate::clock;
+use crate::error::Error;
+use crate::generate::kv::KvCache;
+use crate::generate::metrics::Load;
+use crate::generate::respond::{Finish, Reporter, StepTimes};
+use crate::generate::sampling::{self, Rng};
+use crate::generate::step::Decoder;
+use crate::generate::{Entry, Limits};
+
+/// One running sequence: its request and everything generation keeps for it.
+pub(crate) struct Sequence {
+    pub entry: Entry,
+    pub cache: KvCache,
+    rng: Rng,
+    pub generated: Vec<i64>,
+    /// Tokens not sent yet (all of them, for a request that asked for one response).
+    pub unsent: Vec<i64>,
+    /// When its prefill began, its first token was sent, and its last.
+    pub started_ns: u64,
+    pub first_token_ns: Option<u64>,
+    pub last_token_ns: u64,
+    /// Cache bytes reserved for it (its longest possible length).
+    reserved: usize,
+}
+
+pub(crate) struct Scheduler<'a> {
+    pub decoder: Decoder<'a>,
+    pub limits: Limits,
+    pub reporter: Reporter<'a>,
+    waiting: VecDeque<Entry>,
+    running: Vec<Sequence>,
+    reserved: usize,
+    /// Seeds requests that bring none: distinct per request, reproducible per instance start.
+    next_seed: u64,
+}
+
+impl<'a> Scheduler<'a> {
+    pub fn new(decoder: Decoder<'a>, limits: Limits, reporter: Reporter<'a>) -> Self {
+        Scheduler {
+            decoder,
+            limits,
+            reporter,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            reserved: 0,
+            next_seed: 0,
+        }
+    }
+
+    /// Runs until the channel closes (the instance is finalized) and nothing is left to do.
+    pub fn run(mut self, incoming: &Receiver<Entry>) {
+        let mut open = true;
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() {
+                if !open {
+                    break;
+                }
+                match incoming.recv() {
+                    Ok(e) => self.enqueue(e),
+                    Err(_) => break,
+                }
+            }
+            while open {
+                match incoming.try_recv() {
+                    Ok(e) => self.enqueue(e),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => open = false,
+                }
+            }
+            self.drop_cancelled();
+            self.admit();
+            self.decode();
+            let load = Load {
+                running: self.running.len(),
+                waiting: self.waiting.len(),
+                reserved: self.reserved,
+                held: self.cache_bytes(),
+            };
+            self.reporter.set_gauges(&load);
+        }
+    }
+
+    fn cache_bytes(&self) -> usize {
+        self.running.iter().map(|s| s.cache.bytes()).sum()
+    }
+
+    fn enqueue(&mut self, entry: Entry) {
+        let need = self.reservation(&entry);
+        if self.limits.kv_cache_bytes > 0 && need > self.limits.kv_cache_bytes {
+            let e = Error::unavailable(format!(
+                "the request needs {need} bytes of KV cache ({} prompt and {} new tokens); the instance has \
+                 kv_cache_bytes {}",
+                entry.prompt.len(),
+                entry.params.max_tokens,
+                self.limits.kv_cache_bytes
+            ));
+            self.reporter.reject(entry, e);
+            return;
+        }
+        self.waiting.push_back(entry);
+    }
+
+    fn reservation(&self, entry: &Entry) -> usize {
+        (entry.prompt.len() + entry.params.max_tokens) * self.decoder.shape.bytes_per_position()
+    }
+
+    fn has_room(&self, entry: &Entry) -> bool {
+        self.running.len() < self.limits.max_sequences
+            && (self.limits.kv_cache_bytes == 0
+                || self.reserved + self.reservation(entry) <= self.limits.kv_cache_bytes)
+    }
+
+    fn drop_cancelled(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].entry.factory.is_cancelled().unwrap_or(false) {
+                let seq = self.running.swap_remove(i);
+                self.finish(seq, Finish::Cancelled);
+            } else {
+                i += 1;
+            }
+        }
+        let (cancelled, kept): (Vec<Entry>, Vec<Entry>) =
+            self.waiting.drain(..).partition(|e| e.factory.is_cancelled().unwrap_or(false));
+        self.waiting = kept.into();
+        for e in cancelled {
+            self.reporter.reject(e, Error::cancelled("the request was cancelled while it waited"));
+        }
+    }
+
+    /// Prefills waiting requests, in order, while there is room; each sends its first token.
+    fn admit(&mut self) {
+        while let Some(entry) = self.waiting.front() {
+            if !self.has_room(entry) {
+                break;
+            }
+            let Some(entry) = self.waiting.pop_front() else { break };
+            let reserved = self.reservation(&entry);
+            let seed = entry.params.seed.unwrap_or_else(|| {
+                self.next_seed += 1;
+                self.next_seed
+            });
+            let started_ns = clock::now_ns();
+            let mut seq = Sequence {
+                cache: KvCache::new(self.decoder.shape),
+                rng: Rng::new(seed),
+                generated: Vec::new(),
+                unsent: Vec::new(),
+                started_ns,
+                first_token_ns: None,
+                last_token_ns: started_ns,
+                reserved,
+                entry,
+            };
+            let prompt = seq.entry.prompt.clone();
+            let result = self.decoder.step(&mut [&mut seq.cache], &[&prompt]);
+            let run_end = clock::now_ns();
+            match result {
+                Ok(mut logits) => {
+                    self.reserved += reserved;
+                    let logits = logits.pop().unwrap_or_default();
+                    let times = StepTimes { start: started_ns, run_end };
+                    self.reporter.batch(1, times);
+                    if let Some(seq) = self.advance(seq, &logits, times) {
+                        self.running.push(seq);
+                    }
+                }
+                Err(e) => self.finish_unreserved(seq, Finish::Failed(e)),
+            }
+        }
+    }
+
+    /// One decode step over every running sequence.
+    fn decode(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        let start = clock::now_ns();
+        let last: Vec<[i64; 1]> = self.running.iter().map(|s| [*s.generated.last().unwrap_or(&0)]).collect();
+        let new: Vec<&[i64]> = last.iter().map(|t| &t[..]).collect();
+        let mut caches: Vec<&mut KvCache> = self.running.iter_mut().map(|s| &mut s.cache).collect();
+        let result = self.decoder.step(&mut caches, &new);
+        let run_end = clock::now_ns();
+        let running = std::mem::take(&mut self.running);
+        match result {
+            Ok(logits) => {
+                let times = StepTimes { start, run_end };
+                self.reporter.batch(running.len(), times);
+                for (seq, logits) in running.into_iter().zip(logits) {
+                    if let Some(seq) = self.advance(seq, &logits, times) {
+                        self.running.push(seq);
+                    }
+                }
+            }
+            Err(e) => {
+                log::error!("onnxrs: a decode step of {} sequences failed: {e}", running.len());
+                for seq in running {
+                    self.finish(seq, Finish::Failed(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Takes a sequence's next token from `logits`, answers with it, and keeps the sequence
+    /// unless it is done.
+    fn advance(&mut self, mut seq: Sequence, logits: &[f32], times: StepTimes) -> Option<Sequence> {
+        let token = sampling::pick(logits, &seq.entry.params, &mut seq.rng) as i64;
+        seq.generated.push(token);
+        seq.unsent.push(token);
+        let params = &seq.entry.params;
+        let eos = !params.ignore_eos && self.decoder.genai.eos_token_ids.contains(&token);
+        let full = seq.generated.len() >= params.max_tokens
+            || seq.entry.prompt.len() + seq.generated.len() >= self.decoder.genai.context_length;
+        let done = if eos {
+            Some(Finish::Stop)
+        } else if full {
+            Some(Finish::Length)
+        } else {
+            None
+        };
+        if params.stream || done.is_some() {
+            let tokens = std::mem::take(&mut seq.unsent);
+            if let Err(e) = self.reporter.tokens(&seq.entry, (&tokens, done.is_some()), times) {
+                self.finish(seq, Finish::Failed(e));
+                return None;
+            }
+        }
+        let now = clock::now_ns();
+        if seq.first_token_ns.is_some() {
+            self.reporter.inter_token(now.saturating_sub(seq.last_token_ns));
+        }
+        seq.first_token_ns.get_or_insert(now);
+        seq.last_token_ns = now;
+        match done {
+            Some(finish) => {
+                self.finish(seq, finish);
+                None
+            }
+            None => Some(seq),
+        }
+    }
+
+    fn finish(&mut self, seq: Sequence, finish: Finish) {
+        self.reserved = self.reserved.saturating_sub(seq.reserved);
+        self.finish_unreserved(seq, finish);
+    }
+
+    fn finish_unreserved(&mut self, seq: Sequence, finish: Finish) {
+        self.reporter.finish(seq, finish);
+    }
+}
