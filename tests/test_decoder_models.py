@@ -82,11 +82,14 @@ def test_genai_layout(models, name):
     assert set(outs) == {"logits"} | {f"present.{i}.{k}" for i in layers for k in ("key", "value")}
     assert ins["past_key_values.0.key"].shape[1] == dec["num_key_value_heads"]
     config = (models / name / "config.pbtxt").read_text()
-    assert 'backend: "onnxrs"' in config and "max_batch_size: 0" in config, config
+    assert 'backend: "onnxrs"' in config and "decoupled: true" in config, config
+    # decoder_gqa's config is left for onnxrs to complete (tests/test_generate.py checks it).
+    assert ("max_batch_size: 0" in config) == (name != "decoder_gqa"), config
     assert "model_transaction_policy { decoupled: true }" in config, config
-    assert '{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }' in config, config
-    assert '{ name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true }' in config, config
-    assert '{ name: "output_ids" data_type: TYPE_INT64 dims: [ -1 ] }' in config, config
+    if name != "decoder_gqa":
+        assert '{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }' in config, config
+        assert '{ name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true }' in config, config
+        assert '{ name: "output_ids" data_type: TYPE_INT64 dims: [ -1 ] }' in config, config
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -198,7 +201,8 @@ def genai_view(tokens):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ort_genai_generates_the_reference(models, name):
-    og = pytest.importorskip("onnxruntime_genai")
+    # In ci/requirements.txt: a missing package is a broken set-up, not a reason to skip.
+    import onnxruntime_genai as og
     d, cfg = load_config(models / name)
     model = og.Model(str(d))
     context = cfg["model"]["context_length"]

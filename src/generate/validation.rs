@@ -100,14 +100,17 @@ pub fn check(inputs: &[RawInput<'_>], genai: &GenaiConfig) -> Result<Checked> {
     if !(temperature.is_finite() && temperature >= 0.0) {
         return Err(Error::invalid_arg(format!("temperature must be 0 or more, got {temperature}")));
     }
+    // The search section's sampling settings are defaults only where it samples (`do_sample`);
+    // a greedy model's top_k (ORT GenAI writes 1) must not turn a request's sampling off.
     let top_k = match scalar(inputs, "top_k", DataType::Int32)? {
-        None => s.top_k,
+        None if s.do_sample => s.top_k,
+        None => 0,
         Some(b) => match i32_of(b) {
             n if n < 0 => return Err(Error::invalid_arg(format!("top_k must be 0 (no limit) or more, got {n}"))),
             n => n as usize,
         },
     };
-    let top_p = scalar(inputs, "top_p", DataType::Fp32)?.map_or(s.top_p, f32_of);
+    let top_p = scalar(inputs, "top_p", DataType::Fp32)?.map_or(if s.do_sample { s.top_p } else { 1.0 }, f32_of);
     if !(top_p > 0.0 && top_p <= 1.0) {
         return Err(Error::invalid_arg(format!("top_p must be in (0, 1], got {top_p}")));
     }

@@ -327,12 +327,21 @@ def genai_config(spec: DecoderSpec) -> dict:
     }
 
 
+# The inputs a generator takes besides the prompt: all optional, one element each.
+SETTINGS = (("max_tokens", "INT32"), ("temperature", "FP32"), ("top_k", "INT32"), ("top_p", "FP32"),
+            ("seed", "UINT64"), ("ignore_eos", "BOOL"), ("stream", "BOOL"))
+
+
 def triton_config(spec: DecoderSpec) -> str:
+    """decoder_gqa's config names no inputs or outputs (onnxrs completes them from
+    genai_config.json); the others name every one."""
+    if spec.name == "decoder_gqa":
+        return f'name: "{spec.name}"\nbackend: "onnxrs"\nmodel_transaction_policy {{ decoupled: true }}\n'
     from make_models import config, io
 
     return config(
         spec.name,
-        [io("input_ids", "INT64", [-1]), io("max_tokens", "INT32", [1], " optional: true")],
+        [io("input_ids", "INT64", [-1])] + [io(n, t, [1], " optional: true") for n, t in SETTINGS],
         [io("output_ids", "INT64", [-1])],
         0,
         "model_transaction_policy { decoupled: true }\n",

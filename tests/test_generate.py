@@ -1,0 +1,345 @@
+"""Generative models served by onnxrs (src/generate/): a real tritonserver, real clients.
+
+The decoders of tests/models/decoder_models.py, in ONNX Runtime GenAI's folder layout, are served
+as decoupled models: gRPC streams and Triton's HTTP generate extension. Greedy tokens must equal
+the reference generator's (itself checked against ORT GenAI in tests/test_decoder_models.py),
+alone and while other streams join and leave; every count the server and onnxrs report
+(statistics, metrics) must equal what the clients saw.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from server import TritonServer, make_repo, models_dir
+
+sys.path.insert(0, str(Path(__file__).parent / "models"))
+from decoder_models import EOS_PROMPTS, reference_generate  # noqa: E402
+
+# A deadline for one whole stream (the models are tiny: a stream takes milliseconds).
+STREAM_DEADLINE_S = 60
+
+
+def settings(**values) -> list:
+    """Optional inputs of a generation request, from Python values."""
+    types = {"max_tokens": ("INT32", np.int32), "temperature": ("FP32", np.float32), "top_k": ("INT32", np.int32),
+             "top_p": ("FP32", np.float32), "seed": ("UINT64", np.uint64), "ignore_eos": ("BOOL", np.bool_),
+             "stream": ("BOOL", np.bool_)}
+    out = []
+    for name, value in values.items():
+        dt, np_type = types[name]
+        t = grpcclient.InferInput(name, [1], dt)
+        t.set_data_from_numpy(np.array([value], dtype=np_type))
+        out.append(t)
+    return out
+
+
+class Streams:
+    """One gRPC stream carrying many requests; collects each request's responses by id."""
+
+    def __init__(self, server: TritonServer):
+        self.client = grpcclient.InferenceServerClient(server.grpc_addr)
+        self.responses: dict[str, list[list[int]]] = {}
+        self.errors: dict[str, str] = {}
+        self.finished: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+        self.pending_error_id: str | None = None
+        self.client.start_stream(callback=self._on_response)
+
+    def _on_response(self, result, error):
+        if error is not None:
+            # An error response carries its request id in the message's context only when the
+            # client sets one; every request here does, and the server echoes it.
+            rid = getattr(error, "request_id", None) or self._id_of_error(error)
+            with self.lock:
+                self.errors[rid] = str(error)
+                self.finished.setdefault(rid, threading.Event()).set()
+            return
+        resp = result.get_response()
+        final = resp.parameters["triton_final_response"].bool_param if "triton_final_response" in resp.parameters else True
+        ids = result.as_numpy("output_ids")
+        with self.lock:
+            if ids is not None:
+                self.responses.setdefault(resp.id, []).append(ids.tolist())
+            if final:
+                self.finished.setdefault(resp.id, threading.Event()).set()
+
+    def _id_of_error(self, error) -> str:
+        # tritonclient passes the stream error without the request id: errors are asked for one
+        # at a time (`ask` with `alone=True`) and recorded under the id waiting for one.
+        return self.pending_error_id
+
+    def ask(self, model: str, rid: str, prompt, *extra, alone: bool = False, dtype: str = "INT64"):
+        ids = grpcclient.InferInput("input_ids", [len(prompt)], dtype)
+        ids.set_data_from_numpy(np.array(prompt, dtype=np.int64 if dtype == "INT64" else np.int32))
+        with self.lock:
+            self.finished.setdefault(rid, threading.Event())
+        if alone:
+            self.pending_error_id = rid
+        self.client.async_stream_infer(model, [ids, *extra], request_id=rid, enable_empty_final_response=True)
+
+    def wait(self, rid: str) -> list[int]:
+        """The tokens of `rid` once its final response came (every response's tokens, in order)."""
+        assert self.finished[rid].wait(STREAM_DEADLINE_S), f"request {rid}: no final response"
+        with self.lock:
+            assert rid not in self.errors, f"request {rid} failed: {self.errors[rid]}"
+            return [t for r in self.responses.get(rid, []) for t in r]
+
+    def close(self):
+        self.client.stop_stream()
+        self.client.close()
+
+
+@pytest.fixture
+def generator(tmp_path):
+    """A server with the three test decoders; yields (server, streams, repo)."""
+    repo = make_repo(tmp_path / "repo", ["decoder_tiny", "decoder_gqa", "decoder_eos"])
+    with TritonServer(repo) as s:
+        streams = Streams(s)
+        try:
+            yield s, streams, repo
+        finally:
+            streams.close()
+
+
+PROMPTS = {1: [5], 3: [7, 3, 9], 7: [3, 4, 5, 6, 7, 8, 9], 12: [13, 4, 60, 22, 8, 8, 41, 3, 17, 29, 50, 11]}
+
+
+@pytest.mark.parametrize("model", ["decoder_tiny", "decoder_gqa"])
+def test_greedy_tokens_equal_the_reference_alone(generator, model):
+    s, streams, repo = generator
+    for n, prompt in PROMPTS.items():
+        rid = f"{model}-{n}"
+        streams.ask(model, rid, prompt, *settings(max_tokens=16))
+        got = streams.wait(rid)
+        assert got == reference_generate(repo / model, prompt, 16), f"prompt of {n}"
+        # One response per token: streaming.
+        assert [len(r) for r in streams.responses[rid]] == [1] * 16
+
+
+def test_greedy_tokens_do_not_depend_on_what_runs_beside_them(generator):
+    """8 streams joining and leaving at random steps (different prompts and lengths) while one
+    long stream runs: every sequence gets exactly its tokens alone."""
+    s, streams, repo = generator
+    rng = random.Random(7)
+    want = {}
+    streams.ask("decoder_tiny", "long", PROMPTS[7], *settings(max_tokens=40))
+    want["long"] = reference_generate(repo / "decoder_tiny", PROMPTS[7], 40)
+    # A burst sent at once: these share steps whatever the machine's speed.
+    for i in range(8):
+        prompt = PROMPTS[12][: i + 1]
+        want[f"burst-{i}"] = reference_generate(repo / "decoder_tiny", prompt, 30)
+        streams.ask("decoder_tiny", f"burst-{i}", prompt, *settings(max_tokens=30))
+    # Then streams that join and leave at random steps.
+    for i in range(8):
+        prompt = [rng.randrange(3, 64) for _ in range(rng.randrange(1, 14))]
+        n = rng.randrange(1, 25)
+        rid = f"join-{i}"
+        want[rid] = reference_generate(repo / "decoder_tiny", prompt, n)
+        streams.ask("decoder_tiny", rid, prompt, *settings(max_tokens=n))
+        time.sleep(rng.uniform(0, 0.01))
+    for rid, tokens in want.items():
+        assert streams.wait(rid) == tokens, rid
+    stats = s.stats("decoder_tiny")
+    # More than one sequence ran in one step: some batch size above 1.
+    sizes = {b["batch_size"] for b in stats["batch_stats"]}
+    assert max(sizes) > 1, sizes
+
+
+def test_eos_ends_a_stream_and_every_count_matches(generator):
+    s, streams, repo = generator
+    total_tokens = 0
+    for i, (prompt, expected) in enumerate(EOS_PROMPTS):
+        rid = f"eos-{i}"
+        streams.ask("decoder_eos", rid, list(prompt), *settings(max_tokens=30))
+        got = streams.wait(rid)
+        assert got == list(expected), prompt
+        assert got[-1] == 2, "the end-of-sequence token is the last one sent"
+        total_tokens += len(got)
+    requests = len(EOS_PROMPTS)
+    stats = s.stats("decoder_eos")
+    assert stats["inference_stats"]["success"]["count"] == requests
+    assert stats["inference_stats"]["fail"]["count"] == 0
+    responses = sum(v["success"]["count"] for v in stats["response_stats"].values())
+    assert responses == total_tokens, stats["response_stats"]
+    infer = stats["inference_stats"]
+    for stage in ("compute_input", "compute_infer", "compute_output"):
+        assert infer[stage]["count"] == requests
+        assert infer[stage]["ns"] <= infer["success"]["ns"], stage
+    m = s.metrics()
+    labels = {"model": "decoder_eos", "version": "1"}
+    assert m.get("onnxrs_time_to_first_token_seconds_count", **labels) == requests
+    assert m.get("onnxrs_e2e_request_latency_seconds_count", **labels) == requests
+    assert m.get("onnxrs_time_per_output_token_seconds_count", **labels) == total_tokens - requests
+    assert m.get("onnxrs_generation_tokens_total", **labels) == total_tokens
+    assert m.get("onnxrs_prompt_tokens_total", **labels) == sum(len(p) for p, _ in EOS_PROMPTS)
+    assert m.get("onnxrs_request_success_total", finished_reason="stop", **labels) == requests
+    assert m.get("onnxrs_request_success_total", finished_reason="length", **labels) == 0
+    assert m.get("onnxrs_num_requests_running", instance="decoder_eos_0", **labels) == 0
+
+
+def test_ignore_eos_and_the_context_length(generator):
+    s, streams, repo = generator
+    prompt, expected = EOS_PROMPTS[0]
+    streams.ask("decoder_eos", "through", list(prompt), *settings(max_tokens=6, ignore_eos=True))
+    got = streams.wait("through")
+    assert len(got) == 6 and got[: len(expected)] == list(expected)
+    # No max_tokens: the search section's max_length, then the context (64) ends it.
+    streams.ask("decoder_tiny", "to-context", [5] * 60)
+    assert len(streams.wait("to-context")) == 4
+
+
+def test_one_response_with_every_token_when_not_streaming(generator):
+    s, streams, repo = generator
+    streams.ask("decoder_tiny", "whole", PROMPTS[3], *settings(max_tokens=9, stream=False))
+    assert streams.wait("whole") == reference_generate(repo / "decoder_tiny", PROMPTS[3], 9)
+    assert len(streams.responses["whole"]) == 1
+
+
+def test_sampling_is_reproducible_with_a_seed(generator):
+    s, streams, repo = generator
+    runs = {}
+    for rid, seed in [("s1", 11), ("s2", 11), ("s3", 12)]:
+        streams.ask("decoder_tiny", rid, PROMPTS[3], *settings(max_tokens=20, temperature=1.5, top_p=0.95, seed=seed))
+        runs[rid] = streams.wait(rid)
+    assert runs["s1"] == runs["s2"]
+    assert runs["s1"] != runs["s3"]
+    greedy = reference_generate(repo / "decoder_tiny", PROMPTS[3], 20)
+    streams.ask("decoder_tiny", "k1", PROMPTS[3], *settings(max_tokens=20, temperature=1.5, top_k=1, seed=3))
+    assert streams.wait("k1") == greedy, "top_k 1 is greedy"
+
+
+@pytest.mark.parametrize(
+    "prompt, extra, fragment",
+    [
+        ([], {}, "prompt is empty"),
+        ([3, 64], {}, "input_ids[1] = 64 is not a token"),
+        ([5] * 64, {}, "context holds 64"),
+        ([5], {"max_tokens": 0}, "max_tokens must be at least 1"),
+        ([5], {"top_p": 0.0}, "top_p must be in (0, 1]"),
+    ],
+)
+def test_bad_requests_fail_alone(generator, prompt, extra, fragment):
+    s, streams, repo = generator
+    streams.ask("decoder_tiny", "good", PROMPTS[7], *settings(max_tokens=30))
+    streams.ask("decoder_tiny", "bad", prompt, *settings(**extra), alone=True)
+    assert streams.finished["bad"].wait(STREAM_DEADLINE_S)
+    assert fragment in streams.errors["bad"], streams.errors["bad"]
+    assert streams.wait("good") == reference_generate(repo / "decoder_tiny", PROMPTS[7], 30)
+
+
+def test_a_wrong_dtype_is_refused_by_name(generator):
+    s, streams, repo = generator
+    streams.ask("decoder_tiny", "int32", [5, 6], dtype="INT32", alone=True)
+    assert streams.finished["int32"].wait(STREAM_DEADLINE_S)
+    assert "input_ids" in streams.errors["int32"] and "INT64" in streams.errors["int32"], streams.errors["int32"]
+
+
+def test_http_generate_stream_and_generate(generator):
+    s, streams, repo = generator
+    want = reference_generate(repo / "decoder_tiny", PROMPTS[3], 5)
+    code, body = s.request("POST", "/v2/models/decoder_tiny/generate_stream",
+                           {"input_ids": PROMPTS[3], "max_tokens": 5})
+    assert code == 200, body
+    events = [json.loads(line[len("data: "):]) for line in body.decode().splitlines() if line.startswith("data: ")]
+    # One event per token; a one-element output comes back as a number.
+    assert len(events) == 5
+    assert [e["output_ids"] for e in events] == want
+    code, body = s.request("POST", "/v2/models/decoder_tiny/generate",
+                           {"input_ids": PROMPTS[3], "max_tokens": 5, "stream": False})
+    assert code == 200, body
+    assert json.loads(body)["output_ids"] == want, "one answer with every token"
+
+
+def test_the_config_is_completed_from_genai_config(generator):
+    s, streams, repo = generator
+    config = s.config("decoder_gqa")
+    names = [i["name"] for i in config["input"]]
+    assert names == ["input_ids", "max_tokens", "temperature", "top_k", "top_p", "seed", "ignore_eos", "stream"]
+    assert [o["name"] for o in config["output"]] == ["output_ids"]
+    assert config["max_batch_size"] == 0
+
+
+def test_a_generator_without_decoupled_fails_to_load_naming_it(tmp_path):
+    repo = make_repo(tmp_path / "repo", ["decoder_tiny"])
+    cfg = repo / "decoder_tiny" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace("model_transaction_policy { decoupled: true }", ""))
+    with TritonServer(repo, "--exit-on-error=false") as s:
+        assert not s.model_ready("decoder_tiny")
+        assert "model_transaction_policy { decoupled: true }" in s.log_text()
+
+
+def test_requests_past_the_limits_wait_and_none_fails(tmp_path):
+    """max_sequences 2 and a KV cache for two long sequences: 6 requests sent at once all finish
+    right, never more than 2 in one step; one that could never fit fails alone."""
+    repo = make_repo(tmp_path / "repo", ["decoder_tiny"])
+    cfg = repo / "decoder_tiny" / "config.pbtxt"
+    # 2 layers x 2 (keys, values) x 4 heads x 8 floats x 4 bytes = 256 bytes per position: a
+    # sequence of at most 6 + 40 positions reserves at most 11,776 bytes; two fit, three do not.
+    cfg.write_text(cfg.read_text() + 'parameters { key: "max_sequences" value: { string_value: "3" } }\n'
+                   'parameters { key: "kv_cache_bytes" value: { string_value: "24576" } }\n')
+    with TritonServer(repo) as s:
+        streams = Streams(s)
+        try:
+            want = {}
+            for i in range(6):
+                prompt = PROMPTS[7][: i + 1]
+                want[f"r{i}"] = reference_generate(repo / "decoder_tiny", prompt, 40)
+                streams.ask("decoder_tiny", f"r{i}", prompt, *settings(max_tokens=40))
+            for rid, tokens in want.items():
+                assert streams.wait(rid) == tokens
+            stats = s.stats("decoder_tiny")
+            sizes = {b["batch_size"] for b in stats["batch_stats"]}
+            assert max(sizes) <= 2, sizes
+            assert stats["inference_stats"]["success"]["count"] == 6
+            # 60 + 2 positions x 256 bytes > 24576: it could never run.
+            streams.ask("decoder_tiny", "huge", [5] * 60, *settings(max_tokens=40), alone=True)
+            assert streams.finished["huge"].wait(STREAM_DEADLINE_S)
+            assert "kv_cache_bytes 24576" in streams.errors["huge"], streams.errors["huge"]
+        finally:
+            streams.close()
+
+
+def test_cancelling_a_stream_frees_its_place(tmp_path):
+    """A cancelled stream ends at the next step and is counted as cancelled; the next request
+    gets the one place."""
+    repo = make_repo(tmp_path / "repo", ["decoder_tiny"])
+    cfg = repo / "decoder_tiny" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + 'parameters { key: "max_sequences" value: { string_value: "1" } }\n')
+    with TritonServer(repo) as s:
+        streams = Streams(s)
+        streams.ask("decoder_tiny", "first", [5] * 3, *settings(max_tokens=60, ignore_eos=True))
+        deadline = time.monotonic() + STREAM_DEADLINE_S
+        while not streams.responses.get("first") and time.monotonic() < deadline:
+            time.sleep(0.001)
+        streams.client.stop_stream(cancel_requests=True)
+        streams.client.close()
+        m_deadline = time.monotonic() + STREAM_DEADLINE_S
+        while time.monotonic() < m_deadline:
+            m = s.metrics()
+            done = m.values("onnxrs_request_success_total", model="decoder_tiny", finished_reason="cancelled")
+            if done and done[0] == 1:
+                break
+            time.sleep(0.1)
+        assert done == [1.0], "the cancelled request is counted once"
+        again = Streams(s)
+        try:
+            again.ask("decoder_tiny", "next", PROMPTS[3], *settings(max_tokens=4))
+            assert again.wait("next") == reference_generate(repo / "decoder_tiny", PROMPTS[3], 4)
+        finally:
+            again.close()
+
+
+def test_models_dir_has_the_decoders():
+    for name in ("decoder_tiny", "decoder_gqa", "decoder_eos"):
+        assert (models_dir() / name / "1" / "genai_config.json").is_file()
