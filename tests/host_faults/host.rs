@@ -562,6 +562,30 @@ pub unsafe extern "C" fn TRITONBACKEND_ResponseFactoryDelete(f: *mut c_void) -> 
     drop(Box::from_raw(f.cast::<u8>()));
     ptr::null_mut()
 }
+// The stream calls of decoupled (generative) models: this host serves no generator, so they
+// only have to exist for the library to load; each says so if it is ever called.
+macro_rules! not_served {
+    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($(_: $ty),*) -> Err {
+            error(1, concat!(stringify!($name), ": the test host serves no decoupled model"))
+        }
+    )*};
+}
+not_served! {
+    TRITONBACKEND_ResponseFactorySendFlags(f: *mut c_void, flags: u32);
+    TRITONBACKEND_ResponseFactoryIsCancelled(f: *mut c_void, c: *mut bool);
+    TRITONBACKEND_ResponseNewFromFactory(r: *mut *mut Response, f: *mut c_void);
+    TRITONBACKEND_ModelInstanceResponseStatisticsNew(s: *mut *mut c_void);
+    TRITONBACKEND_ModelInstanceResponseStatisticsDelete(s: *mut c_void);
+    TRITONBACKEND_ModelInstanceResponseStatisticsSetModelInstance(s: *mut c_void, i: *mut c_void);
+    TRITONBACKEND_ModelInstanceResponseStatisticsSetResponseFactory(s: *mut c_void, f: *mut c_void);
+    TRITONBACKEND_ModelInstanceResponseStatisticsSetResponseStart(s: *mut c_void, t: u64);
+    TRITONBACKEND_ModelInstanceResponseStatisticsSetComputeOutputStart(s: *mut c_void, t: u64);
+    TRITONBACKEND_ModelInstanceResponseStatisticsSetResponseEnd(s: *mut c_void, t: u64);
+    TRITONBACKEND_ModelInstanceResponseStatisticsSetError(s: *mut c_void, e: Err);
+    TRITONBACKEND_ModelInstanceReportResponseStatistics(s: *mut c_void);
+}
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn TRITONBACKEND_ResponseNew(out: *mut *mut Response, r: *mut Request) -> Err {
     if faulty(|f| f.response_new, (*r).index) {

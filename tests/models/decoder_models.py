@@ -444,6 +444,14 @@ def write_if_changed(path: Path, data: bytes) -> None:
     write(path, data)
 
 
+def write_decoder(name: str, version_dir) -> None:
+    """The model.onnx and genai_config.json of the decoder `name` into `version_dir`."""
+    spec = next(s for s in SPECS if s.name == name)
+    d = Path(version_dir)
+    write_if_changed(d / "model.onnx", build_decoder(spec).SerializeToString())
+    write_if_changed(d / "genai_config.json", (json.dumps(genai_config(spec), indent=4) + "\n").encode())
+
+
 def make_decoder_models(out_dir) -> list[str]:
     """Writes every decoder model under out_dir; returns their names. Each is checked once in the
     Python onnxruntime (decoder_eos: the pinned EOS_PROMPTS)."""

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 from reference import mlp_reference, mlp_weights
 from ragged_models import ragged_models
 from sequence_models import sequence_models
-from decoder_models import make_decoder_models
+from decoder_models import make_decoder_models, write_decoder
 
 OPSET = 21
 IR_VERSION = 10
@@ -537,7 +537,9 @@ def build_example(repo: Path) -> None:
         model = build()
         self_check(name, model)
         write_if_changed(repo / name / "1" / "model.onnx", model.SerializeToString())
-    print(f"example models in {repo}: {', '.join(EXAMPLE)}")
+    # A small generative decoder (the tests' decoder_tiny) with its genai_config.json.
+    write_decoder("decoder_tiny", repo / "generator" / "1")
+    print(f"example models in {repo}: {', '.join(EXAMPLE)}, generator")
 
 
 def main(argv: list[str]) -> int:
