@@ -20,6 +20,14 @@
 #                                    minutes): build/bench/memory.{json,md}; with --update-docs,
 #                                    memory.md replaces BENCHMARKS.md's section between
 #                                    <!-- memory:begin --> and <!-- memory:end --> (or is appended).
+#   bash ci/bench.sh --generate      only generation (bench/generate.py: a 5 M-parameter decoder served
+#                                    by onnxrs to 1, 4 and 16 gRPC streams against ONNX Runtime GenAI
+#                                    in-process and a plain model carrying the KV cache; about 3
+#                                    minutes): build/bench/generate.{json,md,png}; with --update-docs,
+#                                    generate.md replaces BENCHMARKS.md's section between
+#                                    <!-- generate:begin --> and <!-- generate:end --> (or is appended)
+#                                    and the plot goes to docs/bench-generate.png.
+#                                    `"$ONNXRS_PYTHON" bench/generate.py --quick` checks that it works.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ONNXRS_ROOT"
@@ -27,12 +35,14 @@ mode=quick
 update_docs=0
 ahead=0
 memory=0
+generate=0
 for arg in "$@"; do
   case "$arg" in
     --full) mode=full ;;
     --update-docs) update_docs=1 ;;
     --ahead) ahead=1 ;;
     --memory) memory=1 ;;
+    --generate) generate=1 ;;
     *) echo "unknown argument $arg (see the head of $0)"; exit 2 ;;
   esac
 done
@@ -44,6 +54,12 @@ bash ci/setup.sh >/dev/null
 if [ "$memory" = 1 ]; then
   step "memory under dynamic shapes (bench/memory.py)"
   "$ONNXRS_PYTHON" bench/memory.py $([ "$update_docs" = 1 ] && echo --update-docs)
+  exit 0
+fi
+
+if [ "$generate" = 1 ]; then
+  step "generation: onnxrs streams against ONNX Runtime GenAI in-process (bench/generate.py)"
+  "$ONNXRS_PYTHON" bench/generate.py $([ "$update_docs" = 1 ] && echo --update-docs)
   exit 0
 fi
 

@@ -278,6 +278,11 @@ extern TRITONSERVER_Error* TRITONBACKEND_InputBuffer(
     TRITONBACKEND_Input* input, const uint32_t index, const void** buffer,
     uint64_t* buffer_byte_size, TRITONSERVER_MemoryType* memory_type, int64_t* memory_type_id);
 
+/* ---- The server a model belongs to, and whether a model is ready (not unloading) ---- */
+extern TRITONSERVER_Error* TRITONBACKEND_ModelServer(TRITONBACKEND_Model* model, TRITONSERVER_Server** server);
+extern TRITONSERVER_Error* TRITONSERVER_ServerModelIsReady(
+    TRITONSERVER_Server* server, const char* model_name, const int64_t model_version, bool* ready);
+
 /* ---- TRITONBACKEND: response factories (each holds a reference on its model) ---- */
 typedef struct TRITONBACKEND_ResponseFactory TRITONBACKEND_ResponseFactory;
 extern TRITONSERVER_Error* TRITONBACKEND_ResponseFactoryNew(

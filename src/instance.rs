@@ -126,7 +126,9 @@ impl InstanceState {
                 }
                 _ => None,
             };
-            let setup = Setup { session: Arc::clone(&state.session), genai: Arc::clone(genai), limits, metrics };
+            let readiness = instance.model().and_then(|m| m.readiness()).map_err(context)?;
+            let setup =
+                Setup { readiness, session: Arc::clone(&state.session), genai: Arc::clone(genai), limits, metrics };
             state.generator = Some(Generator::start(handle, setup, label.clone()).map_err(context)?);
         }
         let shown: Vec<String> =

@@ -217,7 +217,13 @@ class TritonServer(Rest):
     def start(self) -> TritonServer:
         if not TRITONSERVER.is_file():
             raise RuntimeError(f"{TRITONSERVER} is missing: run `bash ci/setup.sh`")
-        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
+        # Three distinct ports: the OS may hand the same free port out twice in a row.
+        ports: list[int] = []
+        while len(ports) < 3:
+            p = free_port()
+            if p not in ports:
+                ports.append(p)
+        self.http_port, self.grpc_port, self.metrics_port = ports
         cmd = [
             *self.wrapper,
             str(TRITONSERVER),

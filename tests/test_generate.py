@@ -54,14 +54,19 @@ class Streams:
         self.finished: dict[str, threading.Event] = {}
         self.lock = threading.Lock()
         self.pending_error_id: str | None = None
+        self.unattributed: list[str] = []
         self.client.start_stream(callback=self._on_response)
 
     def _on_response(self, result, error):
         if error is not None:
-            # An error response carries its request id in the message's context only when the
-            # client sets one; every request here does, and the server echoes it.
-            rid = getattr(error, "request_id", None) or self._id_of_error(error)
+            # tritonclient hands a stream's error over without its request id: errors are asked
+            # for one at a time (`ask(..., alone=True)`) and recorded under that id; any other
+            # is kept in `unattributed`.
             with self.lock:
+                rid = self.pending_error_id
+                if rid is None:
+                    self.unattributed.append(str(error))
+                    return
                 self.errors[rid] = str(error)
                 self.finished.setdefault(rid, threading.Event()).set()
             return
@@ -73,11 +78,6 @@ class Streams:
                 self.responses.setdefault(resp.id, []).append(ids.tolist())
             if final:
                 self.finished.setdefault(resp.id, threading.Event()).set()
-
-    def _id_of_error(self, error) -> str:
-        # tritonclient passes the stream error without the request id: errors are asked for one
-        # at a time (`ask` with `alone=True`) and recorded under the id waiting for one.
-        return self.pending_error_id
 
     def ask(self, model: str, rid: str, prompt, *extra, alone: bool = False, dtype: str = "INT64"):
         ids = grpcclient.InferInput("input_ids", [len(prompt)], dtype)
@@ -313,12 +313,13 @@ def test_requests_past_the_limits_wait_and_none_fails(tmp_path):
 def test_cancelling_a_stream_frees_its_place(tmp_path):
     """A cancelled stream ends at the next step and is counted as cancelled; the next request
     gets the one place."""
-    repo = make_repo(tmp_path / "repo", ["decoder_tiny"])
-    cfg = repo / "decoder_tiny" / "config.pbtxt"
+    repo = make_repo(tmp_path / "repo", ["decoder_long"])
+    cfg = repo / "decoder_long" / "config.pbtxt"
     cfg.write_text(cfg.read_text() + 'parameters { key: "max_sequences" value: { string_value: "1" } }\n')
     with TritonServer(repo) as s:
         streams = Streams(s)
-        streams.ask("decoder_tiny", "first", [5] * 3, *settings(max_tokens=60, ignore_eos=True))
+        # 2,000 tokens: far more steps than the cancel takes to arrive.
+        streams.ask("decoder_long", "first", [5] * 3, *settings(max_tokens=2000, ignore_eos=True))
         deadline = time.monotonic() + STREAM_DEADLINE_S
         while not streams.responses.get("first") and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -327,19 +328,75 @@ def test_cancelling_a_stream_frees_its_place(tmp_path):
         m_deadline = time.monotonic() + STREAM_DEADLINE_S
         while time.monotonic() < m_deadline:
             m = s.metrics()
-            done = m.values("onnxrs_request_success_total", model="decoder_tiny", finished_reason="cancelled")
+            done = m.values("onnxrs_request_success_total", model="decoder_long", finished_reason="cancelled")
             if done and done[0] == 1:
                 break
             time.sleep(0.1)
         assert done == [1.0], "the cancelled request is counted once"
-        again = Streams(s)
+        # The one place is free again (over HTTP: the cancelled gRPC client is gone).
+        code, body = s.request("POST", "/v2/models/decoder_long/generate",
+                               {"input_ids": PROMPTS[3], "max_tokens": 4, "stream": False}, timeout=STREAM_DEADLINE_S)
+        assert code == 200, body
+        assert json.loads(body)["output_ids"] == reference_generate(repo / "decoder_long", PROMPTS[3], 4)
+        # It ended early: far fewer responses than the 2,000 it asked for.
+        assert len(streams.responses["first"]) < 2000
+
+
+def test_unloading_ends_running_and_waiting_streams_with_an_error(tmp_path):
+    """An unload while streams run (one at a time, 40 waiting): every request ends with a final
+    response: its whole reference tokens, or an error naming the unload; then the model unloads
+    and the server keeps serving."""
+    repo = make_repo(tmp_path / "repo", ["decoder_tiny", "decoder_eos"])
+    cfg = repo / "decoder_tiny" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + 'parameters { key: "max_sequences" value: { string_value: "1" } }\n')
+    with TritonServer(repo, "--model-control-mode=explicit", "--load-model=*") as s:
+        streams = Streams(s)
         try:
-            again.ask("decoder_tiny", "next", PROMPTS[3], *settings(max_tokens=4))
-            assert again.wait("next") == reference_generate(repo / "decoder_tiny", PROMPTS[3], 4)
+            want = reference_generate(repo / "decoder_tiny", [5, 6, 7], 60)
+            for i in range(40):
+                streams.ask("decoder_tiny", f"u{i}", [5, 6, 7], *settings(max_tokens=60, ignore_eos=True))
+            # Every request is inside the backend before the unload: Triton 2.51's stream handler
+            # answers a request for an unloading model on its reading thread, unsynchronized with
+            # responses completing on the same stream, and aborts in gRPC (SAFETY.md).
+            deadline = time.monotonic() + STREAM_DEADLINE_S
+            labels = {"model": "decoder_tiny", "instance": "decoder_tiny_0"}
+            while time.monotonic() < deadline:
+                m = s.metrics()
+                waiting = m.sum("onnxrs_num_requests_waiting", **labels) or 0
+                inside = waiting + (m.sum("onnxrs_num_requests_running", **labels) or 0)
+                finished = m.sum("onnxrs_request_success_total", model="decoder_tiny") or 0
+                if inside + finished == 40 and waiting >= 10:
+                    break
+                time.sleep(0.001)
+            else:
+                pytest.fail("the 40 requests were not all inside the backend, some waiting, within the deadline")
+            assert s.request("POST", "/v2/repository/models/decoder_tiny/unload", {})[0] == 200
+            deadline = time.monotonic() + STREAM_DEADLINE_S
+            while time.monotonic() < deadline:
+                with streams.lock:
+                    done = sum(e.is_set() for e in streams.finished.values()) + len(streams.unattributed)
+                if done == 40:
+                    break
+                time.sleep(0.01)
+            with streams.lock:
+                completed = [rid for rid, e in streams.finished.items() if e.is_set()]
+                errors = list(streams.unattributed)
+            assert len(completed) + len(errors) == 40, (len(completed), errors[:3])
+            assert errors, "the unload came while streams ran: some end with its error"
+            assert all("being unloaded" in e for e in errors), sorted(set(errors))
+            for rid in completed:
+                assert [t for r in streams.responses[rid] for t in r] == want, rid
+            deadline = time.monotonic() + STREAM_DEADLINE_S
+            while s.model_ready("decoder_tiny") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not s.model_ready("decoder_tiny")
+            streams.ask("decoder_eos", "after", [5, 9, 10], *settings(max_tokens=8))
+            assert streams.wait("after") == [11, 12, 2]
         finally:
-            again.close()
+            streams.close()
+    assert "generation loop panicked" not in s.log_text()
 
 
 def test_models_dir_has_the_decoders():
-    for name in ("decoder_tiny", "decoder_gqa", "decoder_eos"):
+    for name in ("decoder_tiny", "decoder_gqa", "decoder_eos", "decoder_long"):
         assert (models_dir() / name / "1" / "genai_config.json").is_file()

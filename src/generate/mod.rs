@@ -34,6 +34,7 @@ use crate::generate::validation::{Params, RawInput};
 use crate::onnx::session::OnnxSession;
 use crate::triton::factory::ResponseFactory;
 use crate::triton::instance::{InstanceHandle, Timestamps};
+use crate::triton::model::Readiness;
 use crate::triton::request::InputBuffer;
 use crate::triton::response::Response;
 use crate::triton::{Instance, OwnedRequest};
@@ -52,6 +53,8 @@ pub(crate) struct Entry {
 
 /// What an instance's loop runs with.
 pub struct Setup {
+    /// Whether the model is still ready: an unload ends the running streams.
+    pub(crate) readiness: Readiness,
     pub session: Arc<OnnxSession>,
     pub genai: Arc<GenaiConfig>,
     pub limits: Limits,
@@ -75,7 +78,7 @@ impl std::fmt::Debug for Generator {
 impl Generator {
     /// Starts the loop of `instance` with `setup`; `label` names the instance in log lines.
     pub(crate) fn start(instance: InstanceHandle, setup: Setup, label: String) -> Result<Self> {
-        let Setup { session, genai, limits, metrics } = setup;
+        let Setup { readiness, session, genai, limits, metrics } = setup;
         let (sender, receiver) = mpsc::channel::<Entry>();
         let (loop_genai, loop_label) = (Arc::clone(&genai), label.clone());
         let thread = std::thread::Builder::new()
@@ -88,7 +91,7 @@ impl Generator {
                 };
                 let decoder = Decoder { session: &session, genai: &loop_genai, shape };
                 let reporter = Reporter { instance: instance.get(), metrics: metrics.as_ref(), label: &loop_label };
-                Scheduler::new(decoder, limits, reporter).run(&receiver);
+                Scheduler::new(decoder, limits, reporter).run(&receiver, &readiness);
             })
             .map_err(|e| Error::internal(format!("cannot start the generation thread: {e}")))?;
         Ok(Generator { sender: Some(sender), thread: Some(thread), genai, label })

@@ -15,6 +15,10 @@ use crate::generate::respond::{Finish, Reporter, StepTimes};
 use crate::generate::sampling::{self, Rng};
 use crate::generate::step::Decoder;
 use crate::generate::{Entry, Limits};
+use crate::triton::model::Readiness;
+
+/// How often a loop with work asks whether its model is being unloaded.
+const READY_CHECK_NS: u64 = 10_000_000;
 
 /// One running sequence: its request and everything generation keeps for it.
 pub(crate) struct Sequence {
@@ -57,8 +61,11 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Runs until the channel closes (the instance is finalized) and nothing is left to do.
-    pub fn run(mut self, incoming: &Receiver<Entry>) {
+    /// While it holds requests it asks `readiness` every `READY_CHECK_NS`: a model being
+    /// unloaded ends every stream with an error (the server waits for them to be released).
+    pub fn run(mut self, incoming: &Receiver<Entry>, readiness: &Readiness) {
         let mut open = true;
+        let mut checked = clock::now_ns();
         loop {
             if self.running.is_empty() && self.waiting.is_empty() {
                 if !open {
@@ -77,6 +84,13 @@ impl<'a> Scheduler<'a> {
                 }
             }
             self.drop_cancelled();
+            let now = clock::now_ns();
+            if now.saturating_sub(checked) >= READY_CHECK_NS {
+                checked = now;
+                if !readiness.is_ready().unwrap_or(true) {
+                    self.end_all(Error::unavailable("the model is being unloaded: the stream ends here"));
+                }
+            }
             self.admit();
             self.decode();
             let load = Load {
@@ -86,6 +100,16 @@ impl<'a> Scheduler<'a> {
                 held: self.cache_bytes(),
             };
             self.reporter.set_gauges(&load);
+        }
+    }
+
+    /// Ends every running and waiting request with `e`.
+    fn end_all(&mut self, e: Error) {
+        for seq in std::mem::take(&mut self.running) {
+            self.finish(seq, Finish::Failed(e.clone()));
+        }
+        for entry in std::mem::take(&mut self.waiting) {
+            self.reporter.reject(entry, e.clone());
         }
     }
 

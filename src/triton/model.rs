@@ -13,6 +13,35 @@ use crate::triton::error::check_server_error;
 use crate::triton::message::Message;
 use crate::triton::state::StateHolder;
 
+/// Whether one model version is ready, asked of the server that serves it, from any thread: a
+/// generation loop learns from it that its model is being unloaded.
+pub(crate) struct Readiness {
+    server: NonNull<sys::TRITONSERVER_Server>,
+    name: std::ffi::CString,
+    version: i64,
+}
+
+// SAFETY: the server object lives as long as the server, longer than any model of it, and
+// `TRITONSERVER_ServerModelIsReady` may be called from any thread.
+unsafe impl Send for Readiness {}
+
+impl Readiness {
+    /// Whether the model version is ready (false while it unloads).
+    pub(crate) fn is_ready(&self) -> Result<bool> {
+        let mut ready = false;
+        // SAFETY: a live server (see above); the name lives across the call.
+        unsafe {
+            check_server_error(sys::TRITONSERVER_ServerModelIsReady(
+                self.server.as_ptr(),
+                self.name.as_ptr(),
+                self.version,
+                &mut ready,
+            ))?
+        };
+        Ok(ready)
+    }
+}
+
 /// The only model-config format version the API defines.
 const CONFIG_VERSION: u32 = 1;
 
@@ -32,6 +61,17 @@ impl<'a> Model<'a> {
 
     pub(crate) fn ptr(&self) -> *mut sys::TRITONBACKEND_Model {
         self.raw.as_ptr()
+    }
+
+    /// Asks the server whether this model version is ready, from any thread, later.
+    pub(crate) fn readiness(&self) -> Result<Readiness> {
+        let mut server = ptr::null_mut();
+        // SAFETY: live model; the server pointer it returns outlives it.
+        unsafe { check_server_error(sys::TRITONBACKEND_ModelServer(self.ptr(), &mut server))? };
+        let server = NonNull::new(server).ok_or_else(|| Error::internal("the model has no server"))?;
+        let name = std::ffi::CString::new(self.name()?).map_err(|_| Error::internal("model name holds a NUL"))?;
+        let version = i64::try_from(self.version()?).map_err(|_| Error::internal("model version too large"))?;
+        Ok(Readiness { server, name, version })
     }
 
     pub(crate) fn name(&self) -> Result<&'a str> {

@@ -585,6 +585,8 @@ not_served! {
     TRITONBACKEND_ModelInstanceResponseStatisticsSetResponseEnd(s: *mut c_void, t: u64);
     TRITONBACKEND_ModelInstanceResponseStatisticsSetError(s: *mut c_void, e: Err);
     TRITONBACKEND_ModelInstanceReportResponseStatistics(s: *mut c_void);
+    TRITONBACKEND_ModelServer(m: *mut c_void, s: *mut *mut c_void);
+    TRITONSERVER_ServerModelIsReady(s: *mut c_void, n: *const c_char, v: i64, r: *mut bool);
 }
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn TRITONBACKEND_ResponseNew(out: *mut *mut Response, r: *mut Request) -> Err {

@@ -102,6 +102,19 @@ SPECS = (
     DecoderSpec("decoder_gqa", num_kv_heads=2, seed=207),
     DecoderSpec("decoder_eos", seed=305, eos_chain=EOS_CHAIN),
 )
+# Served by the tests but not among the models tests/test_decoder_models.py checks one by one: a
+# long context (2,048), for a stream that runs long enough for a client to act on it
+# (tests/test_generate.py cancels one mid-stream).
+SERVED_ONLY = (DecoderSpec("decoder_long", seed=409, context=2048),)
+
+# The generation benchmark's decoder (bench/generate.py), apart from SPECS so the test models stay
+# small: 5.1 M parameters (parameter_count), weights scaled as the test models' are. The benchmark
+# compares onnxrs's greedy tokens with ORT GenAI's, not with reference_generate (its tie check did
+# pass on the benchmark's 16 prompts x 128 tokens, but a vocabulary of 4096 makes near ties likelier).
+BENCH_SPEC = DecoderSpec(
+    "decoder_bench", num_layers=4, vocab=4096, hidden=256, num_heads=8, num_kv_heads=4, head_size=32,
+    context=512, ffn=1024, seed=1009,
+)
 
 
 def weights(spec: DecoderSpec) -> dict[str, np.ndarray]:
@@ -333,9 +346,9 @@ SETTINGS = (("max_tokens", "INT32"), ("temperature", "FP32"), ("top_k", "INT32")
 
 
 def triton_config(spec: DecoderSpec) -> str:
-    """decoder_gqa's config names no inputs or outputs (onnxrs completes them from
-    genai_config.json); the others name every one."""
-    if spec.name == "decoder_gqa":
+    """decoder_gqa's and decoder_bench's configs name no inputs or outputs (onnxrs completes them
+    from genai_config.json); the others name every one."""
+    if spec.name in ("decoder_gqa", BENCH_SPEC.name):
         return f'name: "{spec.name}"\nbackend: "onnxrs"\nmodel_transaction_policy {{ decoupled: true }}\n'
     from make_models import config, io
 
@@ -452,12 +465,27 @@ def write_decoder(name: str, version_dir) -> None:
     write_if_changed(d / "genai_config.json", (json.dumps(genai_config(spec), indent=4) + "\n").encode())
 
 
+def parameter_count(spec: DecoderSpec) -> int:
+    """The model's parameters: elements of its float weights (not the pad and chain tables)."""
+    return sum(a.size for k, a in weights(spec).items() if not k.startswith(("pad_", "chain_")))
+
+
+def write_bench_decoder(out_dir) -> Path:
+    """decoder_bench (BENCH_SPEC) as OUT/decoder_bench/{config.pbtxt,1/model.onnx,1/genai_config.json},
+    each file written only when it changed; returns OUT/decoder_bench."""
+    d = Path(out_dir) / BENCH_SPEC.name
+    write_if_changed(d / "1" / "model.onnx", build_decoder(BENCH_SPEC).SerializeToString())
+    write_if_changed(d / "1" / "genai_config.json", (json.dumps(genai_config(BENCH_SPEC), indent=4) + "\n").encode())
+    write_if_changed(d / "config.pbtxt", triton_config(BENCH_SPEC).encode())
+    return d
+
+
 def make_decoder_models(out_dir) -> list[str]:
     """Writes every decoder model under out_dir; returns their names. Each is checked once in the
     Python onnxruntime (decoder_eos: the pinned EOS_PROMPTS)."""
     out = Path(out_dir)
     names = []
-    for spec in SPECS:
+    for spec in SPECS + SERVED_ONLY:
         d = out / spec.name / "1"
         write_if_changed(d / "model.onnx", build_decoder(spec).SerializeToString())
         write_if_changed(d / "genai_config.json", (json.dumps(genai_config(spec), indent=4) + "\n").encode())
