@@ -127,8 +127,14 @@ impl InstanceState {
                 _ => None,
             };
             let readiness = instance.model().and_then(|m| m.readiness()).map_err(context)?;
-            let setup =
-                Setup { readiness, session: Arc::clone(&state.session), genai: Arc::clone(genai), limits, metrics };
+            let setup = Setup {
+                readiness,
+                session: Arc::clone(&state.session),
+                genai: Arc::clone(genai),
+                limits,
+                metrics,
+                log: state.request_log.clone(),
+            };
             state.generator = Some(Generator::start(handle, setup, label.clone()).map_err(context)?);
         }
         let shown: Vec<String> =

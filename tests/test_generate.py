@@ -397,6 +397,36 @@ def test_unloading_ends_running_and_waiting_streams_with_an_error(tmp_path):
     assert "generation loop panicked" not in s.log_text()
 
 
+def test_the_request_log_has_a_line_per_generation_request(tmp_path):
+    repo = make_repo(tmp_path / "repo", ["decoder_eos"])
+    log = tmp_path / "requests.jsonl"
+    with TritonServer(repo, f"--backend-config=onnxrs,request-log={log}") as s:
+        streams = Streams(s)
+        try:
+            got = {}
+            for i, (prompt, _) in enumerate(EOS_PROMPTS[:3]):
+                streams.ask("decoder_eos", f"ok{i}", list(prompt), *settings(max_tokens=30))
+                got[f"ok{i}"] = (len(prompt), streams.wait(f"ok{i}"))
+            streams.ask("decoder_eos", "short", [5], *settings(max_tokens=2))
+            got["short"] = (1, streams.wait("short"))
+            streams.ask("decoder_eos", "bad", [5, 64], alone=True)
+            assert streams.finished["bad"].wait(STREAM_DEADLINE_S)
+        finally:
+            streams.close()
+    # The log is flushed when the backend is finalized (the server stopped).
+    lines = {json.loads(line)["request_id"]: json.loads(line) for line in log.read_text().splitlines()}
+    assert set(lines) == set(got) | {"bad"}
+    for rid, (prompt_len, tokens) in got.items():
+        line = lines[rid]
+        assert line["outcome"] == "success"
+        assert (line["prompt_tokens"], line["generated_tokens"]) == (prompt_len, len(tokens)), rid
+        assert line["finish_reason"] == ("length" if rid == "short" else "stop"), rid
+        assert line["ttft_us"] <= line["execute_us"], rid
+        assert (line["tpot_us"] is None) == (len(tokens) < 2), rid
+    assert lines["bad"]["outcome"] == "error" and lines["bad"]["error_kind"] == "bad_input"
+    assert "is not a token" in lines["bad"]["error"]
+
+
 def test_models_dir_has_the_decoders():
     for name in ("decoder_tiny", "decoder_gqa", "decoder_eos", "decoder_long"):
         assert (models_dir() / name / "1" / "genai_config.json").is_file()

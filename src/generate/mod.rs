@@ -32,6 +32,7 @@ use crate::generate::scheduler::Scheduler;
 use crate::generate::step::Decoder;
 use crate::generate::validation::{Params, RawInput};
 use crate::onnx::session::OnnxSession;
+use crate::request_log::{InstanceLog, LoggedOutcome};
 use crate::triton::factory::ResponseFactory;
 use crate::triton::instance::{InstanceHandle, Timestamps};
 use crate::triton::model::Readiness;
@@ -59,6 +60,8 @@ pub struct Setup {
     pub genai: Arc<GenaiConfig>,
     pub limits: Limits,
     pub metrics: Option<GenerationMetrics>,
+    /// The request log, when it is on.
+    pub log: Option<InstanceLog>,
 }
 
 /// One instance's generation loop.
@@ -67,6 +70,8 @@ pub struct Generator {
     thread: Option<JoinHandle<()>>,
     genai: Arc<GenaiConfig>,
     label: String,
+    /// Where refused requests are logged (the loop logs the others).
+    log: Option<InstanceLog>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -78,7 +83,8 @@ impl std::fmt::Debug for Generator {
 impl Generator {
     /// Starts the loop of `instance` with `setup`; `label` names the instance in log lines.
     pub(crate) fn start(instance: InstanceHandle, setup: Setup, label: String) -> Result<Self> {
-        let Setup { readiness, session, genai, limits, metrics } = setup;
+        let Setup { readiness, session, genai, limits, metrics, log } = setup;
+        let refusals_log = log.clone();
         let (sender, receiver) = mpsc::channel::<Entry>();
         let (loop_genai, loop_label) = (Arc::clone(&genai), label.clone());
         let thread = std::thread::Builder::new()
@@ -90,11 +96,16 @@ impl Generator {
                     row_bytes: loop_genai.head_size * 4,
                 };
                 let decoder = Decoder { session: &session, genai: &loop_genai, shape };
-                let reporter = Reporter { instance: instance.get(), metrics: metrics.as_ref(), label: &loop_label };
+                let reporter = Reporter {
+                    instance: instance.get(),
+                    metrics: metrics.as_ref(),
+                    log: log.as_ref(),
+                    label: &loop_label,
+                };
                 Scheduler::new(decoder, limits, reporter).run(&receiver, &readiness);
             })
             .map_err(|e| Error::internal(format!("cannot start the generation thread: {e}")))?;
-        Ok(Generator { sender: Some(sender), thread: Some(thread), genai, label })
+        Ok(Generator { sender: Some(sender), thread: Some(thread), genai, label, log: refusals_log })
     }
 
     /// Takes `requests` over: each is checked and queued, or answered with its error now.
@@ -104,15 +115,11 @@ impl Generator {
             match self.entry(request, queued_ns) {
                 Ok(entry) => {
                     if let Some(Err(mpsc::SendError(entry))) = self.sender.as_ref().map(|s| s.send(entry)) {
-                        refuse(
-                            instance,
-                            entry.request,
-                            &Error::unavailable("the generation loop has stopped"),
-                            &self.label,
-                        );
+                        let e = Error::unavailable("the generation loop has stopped");
+                        self.refuse(instance, entry.request, &e);
                     }
                 }
-                Err((request, e)) => refuse(instance, request, &e, &self.label),
+                Err((request, e)) => self.refuse(instance, request, &e),
             }
         }
     }
@@ -142,15 +149,22 @@ impl Drop for Generator {
     }
 }
 
-/// A request refused before it was queued: one error response with the final flag, a failed
-/// request statistic, then it is released.
-fn refuse(instance: Instance<'_>, request: OwnedRequest, e: &Error, label: &str) {
-    let sent = Response::new(request.view()).and_then(|r| r.send(Err(e.clone())));
-    if let Err(send) = sent {
-        log::error!("onnxrs: {label}: cannot answer a refused request ({e}): {send}");
-    }
-    if let Err(s) = instance.report_statistics(request.view(), false, Timestamps::default()) {
-        log::warn!("onnxrs: {label}: cannot report a request's statistics: {s}");
+impl Generator {
+    /// A request refused before it was queued: one error response with the final flag, a failed
+    /// request statistic and a log line, then it is released.
+    fn refuse(&self, instance: Instance<'_>, request: OwnedRequest, e: &Error) {
+        let label = &self.label;
+        let sent = Response::new(request.view()).and_then(|r| r.send(Err(e.clone())));
+        if let Err(send) = sent {
+            log::error!("onnxrs: {label}: cannot answer a refused request ({e}): {send}");
+        }
+        if let Err(s) = instance.report_statistics(request.view(), false, Timestamps::default()) {
+            log::warn!("onnxrs: {label}: cannot report a request's statistics: {s}");
+        }
+        if let Some(log) = &self.log {
+            let outcome = LoggedOutcome::Failure { kind: respond::error_kind(e), message: e.message().to_string() };
+            log.record(request.view().id().unwrap_or(""), None, outcome);
+        }
     }
 }
 

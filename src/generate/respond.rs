@@ -4,10 +4,11 @@
 
 use crate::clock;
 use crate::dtype::DataType;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::generate::Entry;
 use crate::generate::metrics::{GenerationMetrics, Load};
 use crate::generate::scheduler::Sequence;
+use crate::request_log::{Generation, InstanceLog, LoggedOutcome};
 use crate::triton::instance::{ResponseTimes, Timestamps};
 use crate::triton::response::{OutputBuffer, Response};
 use crate::triton::{Instance, MemoryType};
@@ -47,7 +48,17 @@ pub struct StepTimes {
 pub(crate) struct Reporter<'a> {
     pub instance: Instance<'a>,
     pub metrics: Option<&'a GenerationMetrics>,
+    pub log: Option<&'a InstanceLog>,
     pub label: &'a str,
+}
+
+/// The request log's `error_kind` of a failed generation request.
+pub(crate) fn error_kind(e: &Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::Cancelled => "cancelled",
+        ErrorKind::InvalidArg | ErrorKind::Unsupported => "bad_input",
+        _ => "internal",
+    }
 }
 
 impl Reporter<'_> {
@@ -81,8 +92,20 @@ impl Reporter<'_> {
     pub fn reject(&self, entry: Entry, e: Error) {
         answer_error(&entry, &e, self.label);
         self.request_statistics(&entry, false, Timestamps::default());
+        let reason = if e.kind() == ErrorKind::Cancelled { "cancelled" } else { "error" };
         if let Some(m) = self.metrics {
-            m.finished(&entry, None, "error");
+            m.finished(&entry, None, reason);
+        }
+        if let Some(log) = self.log {
+            let generation = Generation {
+                prompt_tokens: entry.prompt.len(),
+                generated_tokens: 0,
+                ttft_ns: None,
+                tpot_ns: None,
+                finish_reason: reason,
+            };
+            let outcome = LoggedOutcome::Failure { kind: error_kind(&e), message: e.message().to_string() };
+            log.record_generation(entry.request.view().id().unwrap_or(""), outcome, generation);
         }
     }
 
@@ -107,6 +130,31 @@ impl Reporter<'_> {
         self.request_statistics(&seq.entry, success, t);
         if let Some(m) = self.metrics {
             m.finished(&seq.entry, Some(&seq), finish.reason());
+        }
+        if let Some(log) = self.log {
+            let queued = seq.entry.queued_ns;
+            let generation = Generation {
+                prompt_tokens: seq.entry.prompt.len(),
+                generated_tokens: seq.generated.len(),
+                ttft_ns: seq.first_token_ns.map(|f| f.saturating_sub(queued)),
+                tpot_ns: seq
+                    .first_token_ns
+                    .filter(|_| seq.generated.len() > 1)
+                    .map(|first| seq.last_token_ns.saturating_sub(first) / (seq.generated.len() as u64 - 1)),
+                finish_reason: finish.reason(),
+            };
+            let outcome = match &finish {
+                Finish::Stop | Finish::Length => LoggedOutcome::Success {
+                    input_ns: t.compute_start - t.exec_start,
+                    infer_ns: t.compute_end - t.compute_start,
+                    output_ns: t.exec_end - t.compute_end,
+                },
+                Finish::Cancelled => {
+                    LoggedOutcome::Failure { kind: "cancelled", message: "the request was cancelled".into() }
+                }
+                Finish::Failed(e) => LoggedOutcome::Failure { kind: error_kind(e), message: e.message().to_string() },
+            };
+            log.record_generation(seq.entry.request.view().id().unwrap_or(""), outcome, generation);
         }
     }
 

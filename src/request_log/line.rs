@@ -48,6 +48,23 @@ impl Entry {
                 serde_json::to_writer(&mut *out, message)?;
             }
         }
+        if let Some(g) = &self.generation {
+            write!(
+                out,
+                ",\"prompt_tokens\":{},\"generated_tokens\":{},\"ttft_us\":",
+                g.prompt_tokens, g.generated_tokens
+            )?;
+            for (i, figure) in [g.ttft_ns, g.tpot_ns].into_iter().enumerate() {
+                if i == 1 {
+                    out.extend_from_slice(b",\"tpot_us\":");
+                }
+                match figure {
+                    Some(ns) => write!(out, "{}", ns / 1000)?,
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
+            write!(out, ",\"finish_reason\":\"{}\"", g.finish_reason)?;
+        }
         out.extend_from_slice(b"}\n");
         Ok(())
     }
@@ -89,7 +106,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::request_log::InstanceNames;
+    use crate::request_log::{Generation, InstanceNames};
     use serde_json::{Value, json};
 
     fn names() -> Arc<InstanceNames> {
@@ -120,6 +137,7 @@ mod tests {
             request_id: "r1".into(),
             run: Some(RunSize { requests: 2, rows: 5 }),
             outcome: LoggedOutcome::Success { input_ns: 2_999, infer_ns: 6_001, output_ns: 2_500 },
+            generation: None,
         };
         assert_eq!(
             line(&e),
@@ -137,6 +155,7 @@ mod tests {
             request_id: "é\\".into(),
             run: None,
             outcome: LoggedOutcome::Failure { kind: "bad_input", message: "no \"X\"\nhere".into() },
+            generation: None,
         };
         let text = line(&e);
         assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "{text}");
@@ -147,5 +166,41 @@ mod tests {
                    "request_id": "é\\", "outcome": "error", "run_requests": null, "run_rows": null,
                    "error_kind": "bad_input", "error": "no \"X\"\nhere"})
         );
+    }
+
+    #[test]
+    fn generation_lines_carry_tokens_and_latencies() {
+        let mut e = Entry {
+            time: UNIX_EPOCH,
+            names: names(),
+            request_id: "g".into(),
+            run: None,
+            outcome: LoggedOutcome::Success { input_ns: 1_000, infer_ns: 9_000, output_ns: 1_000 },
+            generation: Some(Box::new(Generation {
+                prompt_tokens: 3,
+                generated_tokens: 5,
+                ttft_ns: Some(2_500),
+                tpot_ns: Some(1_999),
+                finish_reason: "stop",
+            })),
+        };
+        let mut out = Vec::new();
+        e.write_line(&mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["prompt_tokens"], 3);
+        assert_eq!(v["generated_tokens"], 5);
+        assert_eq!((v["ttft_us"].clone(), v["tpot_us"].clone()), (json!(2), json!(1)));
+        assert_eq!(v["finish_reason"], "stop");
+        e.generation = Some(Box::new(Generation {
+            prompt_tokens: 1,
+            generated_tokens: 0,
+            ttft_ns: None,
+            tpot_ns: None,
+            finish_reason: "error",
+        }));
+        out.clear();
+        e.write_line(&mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!((v["ttft_us"].clone(), v["tpot_us"].clone()), (Value::Null, Value::Null));
     }
 }

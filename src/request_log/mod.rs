@@ -100,15 +100,30 @@ pub enum LoggedOutcome {
     Failure { kind: &'static str, message: String },
 }
 
+/// What a generation request did (a generative model's lines carry it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// From its arrival to its first token; `None` when none came.
+    pub ttft_ns: Option<u64>,
+    /// The mean time between its tokens after the first; `None` with fewer than two.
+    pub tpot_ns: Option<u64>,
+    /// `stop`, `length`, `cancelled` or `error` (`onnxrs_request_success_total`'s reasons).
+    pub finish_reason: &'static str,
+}
+
 /// One line of the log, as execute hands it over; serialized on the writer thread.
 #[derive(Debug)]
 pub struct Entry {
     /// Wall-clock time of the answer.
     pub time: SystemTime,
     pub names: Arc<InstanceNames>,
-    pub request_id: String,
+    pub request_id: Box<str>,
     pub run: Option<RunSize>,
     pub outcome: LoggedOutcome,
+    /// Boxed: most lines have none, and entries travel through a channel by value.
+    pub generation: Option<Box<Generation>>,
 }
 
 /// The names every line of one instance carries.
@@ -149,16 +164,32 @@ impl InstanceLog {
     /// Logs one answered request: every failed one, the sampled share of the successful ones.
     /// Never waits (see `RequestLog::offer`).
     pub fn record(&self, request_id: &str, run: Option<RunSize>, outcome: LoggedOutcome) {
-        if matches!(outcome, LoggedOutcome::Success { .. }) && !self.model.sampler.keep() {
-            return;
-        }
-        self.model.log.offer(Entry {
+        self.offer(self.entry(request_id, run, outcome));
+    }
+
+    /// Logs one finished generation request, sampled as `record` samples.
+    pub fn record_generation(&self, request_id: &str, outcome: LoggedOutcome, generation: Generation) {
+        let mut entry = self.entry(request_id, None, outcome);
+        entry.generation = Some(Box::new(generation));
+        self.offer(entry);
+    }
+
+    fn entry(&self, request_id: &str, run: Option<RunSize>, outcome: LoggedOutcome) -> Entry {
+        Entry {
             time: SystemTime::now(),
             names: self.names.clone(),
-            request_id: request_id.to_string(),
+            request_id: request_id.into(),
             run,
             outcome,
-        });
+            generation: None,
+        }
+    }
+
+    fn offer(&self, entry: Entry) {
+        if matches!(entry.outcome, LoggedOutcome::Success { .. }) && !self.model.sampler.keep() {
+            return;
+        }
+        self.model.log.offer(entry);
     }
 }
 
