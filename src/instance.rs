@@ -8,8 +8,9 @@ use crate::clock;
 use crate::config::cuda;
 use crate::error::{Error, Result};
 use crate::generate::metrics::GenerationMetrics;
+use crate::generate::respond::MemoryReport;
 use crate::generate::{Generator, Setup};
-use crate::memory::{ReportThrottle, heap_in_use};
+use crate::memory::{MemoryFigure, ReportThrottle, heap_in_use};
 use crate::metrics::{InstanceMetrics, SharedArenaGauge};
 use crate::model::ModelState;
 use crate::onnx::arena;
@@ -30,17 +31,15 @@ pub struct InstanceState {
     pub device_id: i32,
     /// Runs take `&self`: a session shared by instances runs their executes concurrently.
     pub session: Arc<OnnxSession>,
-    /// This instance made its session, so its memory is reported here; an instance that uses a
-    /// session another made reports none, so the shared session is counted once.
-    reports_session: bool,
-    /// Heap growth measured at load, used when the session has no arena statistics.
-    load_heap_bytes: u64,
+    /// What it reports as its memory (the session's, when it is this instance's to report: it
+    /// made it and it is not on the shared arena; a generator's KV cache beside it).
+    pub memory: Arc<MemoryFigure>,
     /// Paces re-reading the figures, and remembers the CPU figure last reported.
     throttle: ReportThrottle,
     /// The GPU figure last reported (GPU instances).
     gpu_reported: ReportThrottle,
     /// onnxrs's metrics for this instance (None when switched off).
-    metrics: Option<InstanceMetrics>,
+    metrics: Option<Arc<InstanceMetrics>>,
     /// Where its answered requests are logged, when the request log is on.
     pub request_log: Option<InstanceLog>,
     /// Its session allocates from the shared CPU arena: the arena is not this instance's to
@@ -82,14 +81,15 @@ impl InstanceState {
             arena::check_cap(made.session.allocator_bytes().unwrap_or(0), cap).map_err(context)?;
         }
         let load_heap_bytes = heap_in_use().saturating_sub(heap_before);
+        let figure = MemoryFigure::new(Arc::clone(&made.session), made.made_here, shared_arena, load_heap_bytes);
+        let figure = if kind == InstanceKind::Gpu { figure.on_gpu(device_id) } else { figure };
         let mut state = InstanceState {
             label: label.clone(),
             name,
             kind,
             device_id,
             session: made.session,
-            reports_session: made.made_here,
-            load_heap_bytes,
+            memory: Arc::new(figure),
             throttle: ReportThrottle::new(0, MEMORY_REPORT_INTERVAL_NS),
             gpu_reported: ReportThrottle::new(0, 0),
             metrics: None,
@@ -111,7 +111,7 @@ impl InstanceState {
             let metrics = m.instance(&state.name, &usage).map_err(context)?;
             metrics.set_load_ms(load_ms);
             metrics.set_memory(&usage);
-            state.metrics = Some(metrics);
+            state.metrics = Some(Arc::new(metrics));
         }
         if let Some(genai) = &model.generation {
             let limits = crate::config::generator::limits(&model.config).map_err(context)?;
@@ -134,6 +134,7 @@ impl InstanceState {
                 limits,
                 metrics,
                 log: state.request_log.clone(),
+                memory: MemoryReport::new(Arc::clone(&state.memory), state.metrics.clone()),
             };
             state.generator = Some(Generator::start(handle, setup, label.clone()).map_err(context)?);
         }
@@ -150,21 +151,9 @@ impl InstanceState {
         Ok(state)
     }
 
-    /// What the session holds now: the CPU arena's figure (or the heap growth measured at load;
-    /// none of the shared arena, see `shared_arena`), and for a GPU instance the CUDA arena's
-    /// figure on its device.
+    /// What the instance holds now (see `MemoryFigure::usage`).
     pub fn memory_usage(&self) -> Vec<MemoryUsage> {
-        let session = &self.session;
-        // The shared arena is reported once, as the backend's (`report_shared_arena`); a shared
-        // session by the instance that made it.
-        let own_arena = self.reports_session && !self.shared_arena;
-        let cpu = if own_arena { session.allocator_bytes().unwrap_or(self.load_heap_bytes) } else { 0 };
-        let mut usage = vec![MemoryUsage { memory_type: MemoryType::Cpu, device: 0, bytes: cpu }];
-        if self.kind == InstanceKind::Gpu {
-            let gpu = if self.reports_session { session.gpu_allocator_bytes(self.device_id).unwrap_or(0) } else { 0 };
-            usage.push(MemoryUsage { memory_type: MemoryType::Gpu, device: i64::from(self.device_id), bytes: gpu });
-        }
-        usage
+        self.memory.usage()
     }
 
     /// Records `usage` as reported; true when it differs from what was reported before.

@@ -10,9 +10,68 @@
 //! creation instead. That figure is process-wide, so instances loading at the same moment can
 //! see each other's allocations; it is the fallback, not the rule.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::clock;
+use crate::onnx::session::OnnxSession;
+use crate::triton::MemoryType;
+use crate::triton::memory::MemoryUsage;
+
+/// What one instance reports as its memory: its session's (when it is the instance's to report)
+/// and what it holds beside the session (a generator's KV cache). Shared with a generator's loop,
+/// which reports it as its cache grows and is given back.
+pub struct MemoryFigure {
+    session: Arc<OnnxSession>,
+    /// The session's CPU arena is this instance's to report: it made the session, and the session
+    /// is not on the shared arena (reported once, as the backend's).
+    own_arena: bool,
+    /// It made the session (a session shared by instances is reported by the one that made it).
+    reports_session: bool,
+    /// Heap growth measured at load, used when the session has no arena statistics.
+    load_heap_bytes: u64,
+    /// The GPU, for a GPU instance.
+    gpu: Option<i32>,
+    /// Bytes the instance holds beside its session, in system memory.
+    extra_cpu: AtomicU64,
+}
+
+impl MemoryFigure {
+    pub fn new(session: Arc<OnnxSession>, reports_session: bool, shared_arena: bool, load_heap_bytes: u64) -> Self {
+        MemoryFigure {
+            session,
+            own_arena: reports_session && !shared_arena,
+            reports_session,
+            load_heap_bytes,
+            gpu: None,
+            extra_cpu: AtomicU64::new(0),
+        }
+    }
+
+    /// A GPU instance on `device` also reports its CUDA arena.
+    pub fn on_gpu(mut self, device: i32) -> Self {
+        self.gpu = Some(device);
+        self
+    }
+
+    /// What to report now: the CPU arena's figure (or the heap growth measured at load) with what
+    /// the instance holds beside its session, and for a GPU instance the CUDA arena's figure.
+    pub fn usage(&self) -> Vec<MemoryUsage> {
+        let session = if self.own_arena { self.session.allocator_bytes().unwrap_or(self.load_heap_bytes) } else { 0 };
+        let cpu = session.saturating_add(self.extra_cpu.load(Ordering::Relaxed));
+        let mut usage = vec![MemoryUsage { memory_type: MemoryType::Cpu, device: 0, bytes: cpu }];
+        if let Some(device) = self.gpu {
+            let gpu = if self.reports_session { self.session.gpu_allocator_bytes(device).unwrap_or(0) } else { 0 };
+            usage.push(MemoryUsage { memory_type: MemoryType::Gpu, device: i64::from(device), bytes: gpu });
+        }
+        usage
+    }
+
+    /// Sets what the instance holds beside its session.
+    pub fn set_extra_cpu(&self, bytes: u64) {
+        self.extra_cpu.store(bytes, Ordering::Relaxed);
+    }
+}
 
 /// Bytes of the C heap in use right now (all threads).
 pub fn heap_in_use() -> u64 {

@@ -427,6 +427,39 @@ def test_the_request_log_has_a_line_per_generation_request(tmp_path):
     assert "is not a token" in lines["bad"]["error"]
 
 
+def test_memory_usage_holds_the_kv_cache_while_it_grows_and_gives_it_back(tmp_path):
+    """decoder_long's cache: 2 layers x 2 x 4 heads x 8 floats = 256 bytes per position. While a
+    2,000-token stream runs, the instance's memory_usage (and onnxrs_memory_bytes) holds it;
+    cancelled, the figure returns to what the session holds (without an arena, the session's
+    figure is the heap it took at load: fixed, so the comparison is exact)."""
+    repo = make_repo(tmp_path / "repo", ["decoder_long"])
+    cfg = repo / "decoder_long" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + 'parameters { key: "enable_mem_arena" value: { string_value: "0" } }\n')
+    with TritonServer(repo) as s:
+
+        def cpu_figures():
+            usage = {u["type"]: u["byte_size"] for u in s.stats("decoder_long")["memory_usage"]}
+            gauge = s.metrics().get("onnxrs_memory_bytes", model="decoder_long", version="1", device="cpu")
+            return usage["CPU"], gauge
+
+        idle, idle_gauge = cpu_figures()
+        assert idle == idle_gauge
+        streams = Streams(s)
+        streams.ask("decoder_long", "long", [5, 6, 7], *settings(max_tokens=2000, ignore_eos=True))
+        deadline = time.monotonic() + STREAM_DEADLINE_S
+        grown = idle
+        while time.monotonic() < deadline and grown < idle + 100 * 256:
+            grown, gauge = cpu_figures()
+            time.sleep(0.01)
+        assert grown >= idle + 100 * 256, (idle, grown)
+        streams.client.stop_stream(cancel_requests=True)
+        streams.client.close()
+        deadline = time.monotonic() + STREAM_DEADLINE_S
+        while time.monotonic() < deadline and cpu_figures() != (idle, idle):
+            time.sleep(0.05)
+        assert cpu_figures() == (idle, idle), "the cache is given back"
+
+
 def test_models_dir_has_the_decoders():
     for name in ("decoder_tiny", "decoder_gqa", "decoder_eos", "decoder_long"):
         assert (models_dir() / name / "1" / "genai_config.json").is_file()

@@ -27,7 +27,7 @@ pub use crate::config::generator::Limits;
 use crate::error::{Error, Result};
 use crate::generate::kv::KvShape;
 use crate::generate::metrics::GenerationMetrics;
-use crate::generate::respond::Reporter;
+use crate::generate::respond::{MemoryReport, Reporter};
 use crate::generate::scheduler::Scheduler;
 use crate::generate::step::Decoder;
 use crate::generate::validation::{Params, RawInput};
@@ -62,6 +62,8 @@ pub struct Setup {
     pub metrics: Option<GenerationMetrics>,
     /// The request log, when it is on.
     pub log: Option<InstanceLog>,
+    /// The instance's memory, which holds the KV cache too.
+    pub memory: MemoryReport,
 }
 
 /// One instance's generation loop.
@@ -83,7 +85,7 @@ impl std::fmt::Debug for Generator {
 impl Generator {
     /// Starts the loop of `instance` with `setup`; `label` names the instance in log lines.
     pub(crate) fn start(instance: InstanceHandle, setup: Setup, label: String) -> Result<Self> {
-        let Setup { readiness, session, genai, limits, metrics, log } = setup;
+        let Setup { readiness, session, genai, limits, metrics, log, memory } = setup;
         let refusals_log = log.clone();
         let (sender, receiver) = mpsc::channel::<Entry>();
         let (loop_genai, loop_label) = (Arc::clone(&genai), label.clone());
@@ -100,6 +102,7 @@ impl Generator {
                     instance: instance.get(),
                     metrics: metrics.as_ref(),
                     log: log.as_ref(),
+                    memory: &memory,
                     label: &loop_label,
                 };
                 Scheduler::new(decoder, limits, reporter).run(&receiver, &readiness);

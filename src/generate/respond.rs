@@ -2,12 +2,17 @@
 //! token), the final flag, errors, and the statistics of requests, responses and steps, with the
 //! LLM serving metrics (`metrics`).
 
+use std::cell::Cell;
+use std::sync::Arc;
+
 use crate::clock;
 use crate::dtype::DataType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::generate::Entry;
 use crate::generate::metrics::{GenerationMetrics, Load};
 use crate::generate::scheduler::Sequence;
+use crate::memory::MemoryFigure;
+use crate::metrics::InstanceMetrics;
 use crate::request_log::{Generation, InstanceLog, LoggedOutcome};
 use crate::triton::instance::{ResponseTimes, Timestamps};
 use crate::triton::response::{OutputBuffer, Response};
@@ -49,8 +54,28 @@ pub(crate) struct Reporter<'a> {
     pub instance: Instance<'a>,
     pub metrics: Option<&'a GenerationMetrics>,
     pub log: Option<&'a InstanceLog>,
+    pub memory: &'a MemoryReport,
     pub label: &'a str,
 }
+
+/// The instance's memory, re-reported as its KV cache grows and is given back.
+pub struct MemoryReport {
+    pub figure: Arc<MemoryFigure>,
+    /// `onnxrs_memory_bytes`, with metrics on.
+    pub metrics: Option<Arc<InstanceMetrics>>,
+    /// The cache bytes last reported, and when.
+    last: Cell<(u64, u64)>,
+}
+
+impl MemoryReport {
+    pub fn new(figure: Arc<MemoryFigure>, metrics: Option<Arc<InstanceMetrics>>) -> Self {
+        MemoryReport { figure, metrics, last: Cell::new((0, 0)) }
+    }
+}
+
+/// How often a growing cache is re-reported at most (Triton replaces the figure on each report);
+/// a cache given back entirely is reported at once.
+const MEMORY_REPORT_NS: u64 = 100_000_000;
 
 /// The request log's `error_kind` of a failed generation request.
 pub(crate) fn error_kind(e: &Error) -> &'static str {
@@ -167,6 +192,20 @@ impl Reporter<'_> {
     pub fn set_gauges(&self, load: &Load) {
         if let Some(m) = self.metrics {
             m.set_gauges(load);
+        }
+        let held = load.held as u64;
+        let (reported, at) = self.memory.last.get();
+        let now = clock::now_ns();
+        if held != reported && (held == 0 || now.saturating_sub(at) >= MEMORY_REPORT_NS) {
+            self.memory.last.set((held, now));
+            self.memory.figure.set_extra_cpu(held);
+            let usage = self.memory.figure.usage();
+            if let Err(e) = self.instance.report_memory_usage(&usage) {
+                log::warn!("onnxrs: {}: cannot report memory usage: {e}", self.label);
+            }
+            if let Some(m) = &self.memory.metrics {
+                m.set_memory(&usage);
+            }
         }
     }
 
