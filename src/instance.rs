@@ -135,6 +135,7 @@ impl InstanceState {
                 metrics,
                 log: state.request_log.clone(),
                 memory: MemoryReport::new(Arc::clone(&state.memory), state.metrics.clone()),
+                text: model.text.clone(),
             };
             state.generator = Some(Generator::start(handle, setup, label.clone()).map_err(context)?);
         }

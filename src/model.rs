@@ -10,6 +10,7 @@ use crate::config::model_config::ModelConfig;
 use crate::config::{autocomplete, check, generator, params};
 use crate::error::{Error, Result};
 use crate::generate::metrics::GenerationFamilies;
+use crate::generate::text::{self, Text};
 use crate::handover::Ticket;
 use crate::metrics::{ModelMetrics, SharedArenaGauge};
 use crate::onnx::runtime::{Runtime, ThreadPools};
@@ -45,6 +46,8 @@ pub struct ModelState {
     pub holds: Arc<crate::hold::Holds>,
     /// A generative model (its version folder has `genai_config.json`): served by `generate`.
     pub generation: Option<Arc<GenaiConfig>>,
+    /// A generator's tokenizer (`tokenizer.json` beside its model): text in and out.
+    pub text: Option<Arc<Text>>,
     /// The LLM serving metrics' families, with metrics on.
     pub generation_families: Option<Arc<GenerationFamilies>>,
 }
@@ -75,6 +78,15 @@ fn read_genai(repository: &Path, version: u64) -> Result<Option<Arc<GenaiConfig>
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::invalid_arg(format!("cannot read '{}': {e}", path.display())))?;
     Ok(Some(Arc::new(GenaiConfig::parse(&text)?)))
+}
+
+/// The version's `tokenizer.json`, when it has one.
+fn read_tokenizer(repository: &Path, version: u64) -> Result<Option<Arc<Text>>> {
+    let path = repository.join(version.to_string()).join(text::FILE_NAME);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Text::load(&path)?)))
 }
 
 /// Reads the graph's inputs and outputs with a session built only for that: no graph
@@ -110,11 +122,15 @@ impl ModelState {
         let repository = model.repository()?;
         let model_path = model_file(&repository, version, &first.default_model_filename)?;
         let generation = read_genai(&repository, version)?;
+        let text = match &generation {
+            Some(_) => read_tokenizer(&repository, version)?,
+            None => None,
+        };
         let runtime = backend.runtime_with_arena()?;
         let io = read_io(&runtime, &model_path)?;
         let completed = match (model.auto_complete_config()?, &generation) {
             (false, _) => None,
-            (true, Some(_)) => generator::complete(&json),
+            (true, Some(_)) => generator::complete(&json, text.is_some()),
             (true, None) => autocomplete::complete(&json, &io, backend.default_max_batch_size)?,
         };
         if let Some(completed) = completed {
@@ -125,7 +141,7 @@ impl ModelState {
         }
         let mut config = ModelConfig::parse(&json)?;
         match &generation {
-            Some(genai) => generator::check(&json, &config, genai, &io)?,
+            Some(genai) => generator::check(&json, &config, (genai, text.is_some()), &io)?,
             None => {
                 config.add_implicit_inputs()?;
                 check::bind_scalars(&mut config, &io);
@@ -218,6 +234,7 @@ impl ModelState {
             shared_arena_gauge: backend.shared_arena_gauge.clone().filter(|_| shared_arena),
             holds: Arc::clone(&backend.holds),
             generation,
+            text,
             generation_families: backend.generation_families.clone(),
         })
     }

@@ -460,6 +460,58 @@ def test_memory_usage_holds_the_kv_cache_while_it_grows_and_gives_it_back(tmp_pa
         assert cpu_figures() == (idle, idle), "the cache is given back"
 
 
+def test_text_in_and_out_with_the_folders_tokenizer(tmp_path):
+    """decoder_text (decoder_tiny's weights and a byte-level tokenizer.json): text_input is
+    tokenized as the tokenizer does it; each response's text_output is whole characters, and
+    the pieces make exactly the tokenizer's text of the tokens streamed."""
+    from tokenizers import Tokenizer
+
+    repo = make_repo(tmp_path / "repo", ["decoder_text"])
+    tok = Tokenizer.from_file(str(repo / "decoder_text" / "1" / "tokenizer.json"))
+    with TritonServer(repo) as s:
+        config = s.config("decoder_text")
+        assert [i["name"] for i in config["input"]][:2] == ["input_ids", "text_input"]
+        assert [o["name"] for o in config["output"]] == ["output_ids", "text_output"]
+        client = grpcclient.InferenceServerClient(s.grpc_addr)
+        got: dict[str, list] = {}
+        done = threading.Event()
+
+        def on_response(result, error):
+            assert error is None, error
+            rid = result.get_response().id
+            ids, text = result.as_numpy("output_ids"), result.as_numpy("text_output")
+            got.setdefault(rid, []).append((ids.tolist(), text[0].decode("utf-8")))
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                done.set()
+
+        client.start_stream(callback=on_response)
+        try:
+            for prompt in ["the café", "€ 10 at the sea", "a"]:
+                done.clear()
+                text_input = grpcclient.InferInput("text_input", [1], "BYTES")
+                text_input.set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
+                client.async_stream_infer("decoder_text", [text_input, *settings(max_tokens=40, ignore_eos=True)],
+                                          request_id=prompt, enable_empty_final_response=True)
+                assert done.wait(STREAM_DEADLINE_S), prompt
+                ids = [t for chunk, _ in got[prompt] for t in chunk]
+                assert ids == reference_generate(repo / "decoder_text", tok.encode(prompt).ids, 40)[: len(ids)]
+                assert len(ids) == 40
+                # Each piece is valid UTF-8 (decoded above), and together they are the text of all
+                # the tokens: a character split across responses would show there as two U+FFFD
+                # where the whole text has one character (the random model also makes bytes that
+                # are no character at all: U+FFFD in both).
+                pieces = [text for _, text in got[prompt]]
+                assert "".join(pieces) == tok.decode(ids, skip_special_tokens=True), prompt
+        finally:
+            client.stop_stream()
+            client.close()
+        code, body = s.request("POST", "/v2/models/decoder_text/generate",
+                               {"text_input": "the cat", "max_tokens": 6, "stream": False})
+        assert code == 200, body
+        answer = json.loads(body)
+        assert answer["text_output"] == tok.decode(answer["output_ids"], skip_special_tokens=True)
+
+
 def test_models_dir_has_the_decoders():
     for name in ("decoder_tiny", "decoder_gqa", "decoder_eos", "decoder_long"):
         assert (models_dir() / name / "1" / "genai_config.json").is_file()

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::onnx::session::ModelIo;
 
 /// The inputs a generator takes: (name, type, required). Each is `[1]` but the prompt (`[-1]`).
+/// `input_ids` is required unless the model has a tokenizer (then `text_input` may stand for it).
 pub const INPUTS: [(&str, DataType, bool); 8] = [
     ("input_ids", DataType::Int64, true),
     ("max_tokens", DataType::Int32, false),
@@ -24,6 +25,10 @@ pub const INPUTS: [(&str, DataType, bool); 8] = [
 
 /// The output every response carries.
 pub const OUTPUT: &str = "output_ids";
+
+/// With a tokenizer: the prompt as text (BYTES `[1]`), and each response's text.
+pub const TEXT_INPUT: &str = "text_input";
+pub const TEXT_OUTPUT: &str = "text_output";
 
 /// Model parameters of generators.
 pub const MAX_SEQUENCES: &str = "max_sequences";
@@ -41,22 +46,28 @@ pub struct Limits {
 const DEFAULT_MAX_SEQUENCES: usize = 16;
 
 /// The config with the generator's inputs and outputs, when it names none (else `None`: a
-/// config that names them is checked, not rewritten).
-pub fn complete(config: &Value) -> Option<Value> {
+/// config that names them is checked, not rewritten). With `text` (the model has a tokenizer),
+/// `text_input` and `text_output` too, and the prompt may come as either.
+pub fn complete(config: &Value, text: bool) -> Option<Value> {
     let empty = |k: &str| config.get(k).and_then(Value::as_array).is_none_or(Vec::is_empty);
     if !(empty("input") && empty("output")) {
         return None;
     }
     let mut out = config.clone();
-    let inputs: Vec<Value> = INPUTS
+    let mut inputs: Vec<Value> = INPUTS
         .iter()
         .map(|(name, dt, required)| {
             let dims = if *name == "input_ids" { json!([-1]) } else { json!([1]) };
-            json!({"name": name, "data_type": dt.config_name(), "dims": dims, "optional": !required})
+            json!({"name": name, "data_type": dt.config_name(), "dims": dims, "optional": !required || text})
         })
         .collect();
+    let mut outputs = vec![json!({"name": OUTPUT, "data_type": "TYPE_INT64", "dims": [-1]})];
+    if text {
+        inputs.insert(1, json!({"name": TEXT_INPUT, "data_type": "TYPE_STRING", "dims": [1], "optional": true}));
+        outputs.push(json!({"name": TEXT_OUTPUT, "data_type": "TYPE_STRING", "dims": [1]}));
+    }
     out["input"] = Value::Array(inputs);
-    out["output"] = json!([{"name": OUTPUT, "data_type": "TYPE_INT64", "dims": [-1]}]);
+    out["output"] = Value::Array(outputs);
     out["max_batch_size"] = json!(0);
     Some(out)
 }
@@ -66,9 +77,9 @@ pub fn decoupled(config: &Value) -> bool {
     config.get("model_transaction_policy").and_then(|p| p.get("decoupled")).and_then(Value::as_bool).unwrap_or(false)
 }
 
-/// Checks a generator's config (`json` as the server holds it, `config` parsed) and the decoder
-/// graph against `genai_config.json`.
-pub fn check(json: &Value, config: &ModelConfig, genai: &GenaiConfig, io: &ModelIo) -> Result<()> {
+/// Checks a generator's config (`json` as the server holds it, `config` parsed; `text`: the
+/// model has a tokenizer) and the decoder graph against `genai_config.json`.
+pub fn check(json: &Value, config: &ModelConfig, (genai, text): (&GenaiConfig, bool), io: &ModelIo) -> Result<()> {
     if !decoupled(json) {
         return Err(Error::invalid_arg(
             "a generative model (genai_config.json) streams its tokens: its config needs \
@@ -82,6 +93,17 @@ pub fn check(json: &Value, config: &ModelConfig, genai: &GenaiConfig, io: &Model
         )));
     }
     for input in &config.inputs {
+        if input.name == TEXT_INPUT {
+            if !text {
+                return Err(Error::invalid_arg(format!(
+                    "input '{TEXT_INPUT}' needs the model's tokenizer: put tokenizer.json beside model.onnx"
+                )));
+            }
+            if input.data_type != DataType::Bytes {
+                return Err(Error::invalid_arg(format!("input '{TEXT_INPUT}' must be TYPE_STRING")));
+            }
+            continue;
+        }
         let Some((_, dt, _)) = INPUTS.iter().find(|(n, _, _)| *n == input.name) else {
             let known: Vec<&str> = INPUTS.iter().map(|(n, _, _)| *n).collect();
             return Err(Error::invalid_arg(format!(
@@ -99,18 +121,20 @@ pub fn check(json: &Value, config: &ModelConfig, genai: &GenaiConfig, io: &Model
             )));
         }
     }
-    if !config.inputs.iter().any(|i| i.name == "input_ids") {
+    if !config.inputs.iter().any(|i| i.name == "input_ids" || i.name == TEXT_INPUT) {
         return Err(Error::invalid_arg(
-            "a generative model's config needs the input 'input_ids' (TYPE_INT64, dims [-1])",
+            "a generative model's config needs the input 'input_ids' (TYPE_INT64, dims [-1]) or, with a tokenizer, \
+             'text_input' (TYPE_STRING, dims [1])",
         ));
     }
-    match config.outputs.as_slice() {
-        [o] if o.name == OUTPUT && o.data_type == DataType::Int64 => {}
-        _ => {
-            return Err(Error::invalid_arg(format!(
-                "a generative model has one output, '{OUTPUT}' (TYPE_INT64, dims [-1])"
-            )));
-        }
+    let ids_out = config.outputs.iter().any(|o| o.name == OUTPUT && o.data_type == DataType::Int64);
+    let text_out = config.outputs.iter().find(|o| o.name == TEXT_OUTPUT);
+    let others = config.outputs.iter().filter(|o| o.name != OUTPUT && o.name != TEXT_OUTPUT).count();
+    if !ids_out || others > 0 || text_out.is_some_and(|o| !text || o.data_type != DataType::Bytes) {
+        return Err(Error::invalid_arg(format!(
+            "a generative model's outputs are '{OUTPUT}' (TYPE_INT64, dims [-1]) and, with a tokenizer \
+             (tokenizer.json beside model.onnx), '{TEXT_OUTPUT}' (TYPE_STRING, dims [1])"
+        )));
     }
     check_graph(genai, io)
 }
@@ -183,14 +207,18 @@ mod tests {
     #[test]
     fn completes_an_empty_config_and_requires_decoupled() {
         let bare = json!({"name": "g", "backend": "onnxrs"});
-        let done = complete(&bare).unwrap();
+        let done = complete(&bare, false).unwrap();
         assert_eq!(done["input"].as_array().unwrap().len(), INPUTS.len());
         assert_eq!(
             done["input"][0],
             json!({"name": "input_ids", "data_type": "TYPE_INT64", "dims": [-1], "optional": false})
         );
         assert_eq!(done["output"][0]["name"], "output_ids");
-        assert!(complete(&done).is_none(), "a config with inputs is left as written");
+        assert!(complete(&done, false).is_none(), "a config with inputs is left as written");
+        let text = complete(&bare, true).unwrap();
+        assert_eq!(text["input"][1]["name"], TEXT_INPUT);
+        assert_eq!(text["input"][0]["optional"], true, "the prompt may come as text");
+        assert_eq!(text["output"][1], json!({"name": TEXT_OUTPUT, "data_type": "TYPE_STRING", "dims": [1]}));
         assert!(!decoupled(&done));
         assert!(decoupled(&json!({"model_transaction_policy": {"decoupled": true}})));
     }

@@ -15,6 +15,7 @@ pub(crate) mod respond;
 pub mod sampling;
 pub(crate) mod scheduler;
 pub mod step;
+pub mod text;
 pub mod validation;
 
 use std::sync::Arc;
@@ -24,13 +25,15 @@ use std::thread::JoinHandle;
 use crate::clock;
 use crate::config::genai::GenaiConfig;
 pub use crate::config::generator::Limits;
+use crate::config::generator::TEXT_OUTPUT;
 use crate::error::{Error, Result};
 use crate::generate::kv::KvShape;
 use crate::generate::metrics::GenerationMetrics;
 use crate::generate::respond::{MemoryReport, Reporter};
 use crate::generate::scheduler::Scheduler;
 use crate::generate::step::Decoder;
-use crate::generate::validation::{Params, RawInput};
+use crate::generate::text::Text;
+use crate::generate::validation::{Params, RawInput, TextRequest};
 use crate::onnx::session::OnnxSession;
 use crate::request_log::{InstanceLog, LoggedOutcome};
 use crate::triton::factory::ResponseFactory;
@@ -64,6 +67,8 @@ pub struct Setup {
     pub log: Option<InstanceLog>,
     /// The instance's memory, which holds the KV cache too.
     pub memory: MemoryReport,
+    /// The model's tokenizer, when it has one.
+    pub text: Option<Arc<Text>>,
 }
 
 /// One instance's generation loop.
@@ -74,6 +79,7 @@ pub struct Generator {
     label: String,
     /// Where refused requests are logged (the loop logs the others).
     log: Option<InstanceLog>,
+    text: Option<Arc<Text>>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -85,7 +91,8 @@ impl std::fmt::Debug for Generator {
 impl Generator {
     /// Starts the loop of `instance` with `setup`; `label` names the instance in log lines.
     pub(crate) fn start(instance: InstanceHandle, setup: Setup, label: String) -> Result<Self> {
-        let Setup { readiness, session, genai, limits, metrics, log, memory } = setup;
+        let Setup { readiness, session, genai, limits, metrics, log, memory, text } = setup;
+        let loop_text = text.clone();
         let refusals_log = log.clone();
         let (sender, receiver) = mpsc::channel::<Entry>();
         let (loop_genai, loop_label) = (Arc::clone(&genai), label.clone());
@@ -105,10 +112,10 @@ impl Generator {
                     memory: &memory,
                     label: &loop_label,
                 };
-                Scheduler::new(decoder, limits, reporter).run(&receiver, &readiness);
+                Scheduler::new(decoder, limits, reporter, loop_text).run(&receiver, &readiness);
             })
             .map_err(|e| Error::internal(format!("cannot start the generation thread: {e}")))?;
-        Ok(Generator { sender: Some(sender), thread: Some(thread), genai, label, log: refusals_log })
+        Ok(Generator { sender: Some(sender), thread: Some(thread), genai, label, log: refusals_log, text })
     }
 
     /// Takes `requests` over: each is checked and queued, or answered with its error now.
@@ -128,7 +135,8 @@ impl Generator {
     }
 
     fn entry(&self, request: OwnedRequest, queued_ns: u64) -> std::result::Result<Entry, (OwnedRequest, Error)> {
-        let checked = match read_inputs(&request).and_then(|inputs| validation::check(&inputs, &self.genai)) {
+        let text = TextRequest { text: self.text.as_deref(), wants_text_output: wants_text_output(&request) };
+        let checked = match read_inputs(&request).and_then(|inputs| validation::check(&inputs, &self.genai, &text)) {
             Ok(c) => c,
             Err(e) => return Err((request, e)),
         };
@@ -169,6 +177,13 @@ impl Generator {
             log.record(request.view().id().unwrap_or(""), None, outcome);
         }
     }
+}
+
+/// Whether a request's responses should carry `text_output`: it named no outputs, or that one.
+fn wants_text_output(request: &OwnedRequest) -> bool {
+    let request = request.view();
+    let count = request.output_count().unwrap_or(0);
+    count == 0 || (0..count).any(|i| request.output_name(i).is_ok_and(|n| n == TEXT_OUTPUT))
 }
 
 /// A request's inputs, each as one run of bytes (from system memory).

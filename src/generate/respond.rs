@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::clock;
+use crate::config::generator::TEXT_OUTPUT;
 use crate::dtype::DataType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::generate::Entry;
@@ -40,6 +41,14 @@ impl Finish {
             Finish::Failed(_) => "error",
         }
     }
+}
+
+/// What one response carries: its tokens, their text (for requests that want it), and whether
+/// it is the last of its stream.
+pub struct Chunk<'a> {
+    pub tokens: &'a [i64],
+    pub text: Option<&'a str>,
+    pub last: bool,
 }
 
 /// When a step's run began and ended.
@@ -87,10 +96,10 @@ pub(crate) fn error_kind(e: &Error) -> &'static str {
 }
 
 impl Reporter<'_> {
-    /// Sends `tokens` as one response of `entry`'s stream (`last`: with the final flag), and its
-    /// response statistics over the step's `times`.
-    pub fn tokens(&self, entry: &Entry, (tokens, last): (&[i64], bool), times: StepTimes) -> Result<()> {
-        let result = send_tokens(entry, tokens, last);
+    /// Sends `chunk` as one response of `entry`'s stream, and its response statistics over the
+    /// step's `times`.
+    pub fn tokens(&self, entry: &Entry, chunk: &Chunk<'_>, times: StepTimes) -> Result<()> {
+        let result = send_tokens(entry, chunk);
         let end = clock::now_ns();
         let (start, run_end) = (times.start, times.run_end);
         let times = ResponseTimes { start, output_start: run_end.max(start), end: end.max(run_end) };
@@ -98,7 +107,7 @@ impl Reporter<'_> {
             log::warn!("onnxrs: {}: cannot report a response's statistics: {e}", self.label);
         }
         if let Some(m) = self.metrics {
-            m.generated(tokens.len());
+            m.generated(chunk.tokens.len());
         }
         result
     }
@@ -216,20 +225,30 @@ impl Reporter<'_> {
     }
 }
 
-fn send_tokens(entry: &Entry, tokens: &[i64], last: bool) -> Result<()> {
+fn send_tokens(entry: &Entry, chunk: &Chunk<'_>) -> Result<()> {
     let response = Response::from_factory(&entry.factory)?;
-    let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_ne_bytes()).collect();
-    let shape = [tokens.len() as i64];
-    match response.output_buffer(OUTPUT_IDS, DataType::Int64, &shape, bytes.len(), (MemoryType::Cpu, 0))? {
-        OutputBuffer::Host(buffer) => buffer.copy_from_slice(&bytes),
+    let bytes: Vec<u8> = chunk.tokens.iter().flat_map(|t| t.to_ne_bytes()).collect();
+    let shape = [chunk.tokens.len() as i64];
+    let written = write_output(&response, (OUTPUT_IDS, DataType::Int64, &shape), &bytes).and_then(|()| {
+        let Some(text) = chunk.text else { return Ok(()) };
+        let mut encoded = vec![0u8; crate::bytes::encoded_len([text.as_bytes()])];
+        crate::bytes::encode_into(&mut encoded, [text.as_bytes()])?;
+        write_output(&response, (TEXT_OUTPUT, DataType::Bytes, &[1]), &encoded)
+    });
+    response.send_in_stream(chunk.last, written)
+}
+
+/// Adds one output (name, type, shape) holding `bytes` to `response`.
+fn write_output(response: &Response, (name, data_type, shape): (&str, DataType, &[i64]), bytes: &[u8]) -> Result<()> {
+    match response.output_buffer(name, data_type, shape, bytes.len(), (MemoryType::Cpu, 0))? {
+        OutputBuffer::Host(buffer) => {
+            buffer.copy_from_slice(bytes);
+            Ok(())
+        }
         OutputBuffer::Device { device } => {
-            return response.send_in_stream(
-                last,
-                Err(Error::unsupported(format!("the server placed '{OUTPUT_IDS}' in GPU {device} memory"))),
-            );
+            Err(Error::unsupported(format!("the server placed '{name}' in GPU {device} memory")))
         }
     }
-    response.send_in_stream(last, Ok(()))
 }
 
 /// An error response with the final flag; a failure to send it is logged (the stream cannot be

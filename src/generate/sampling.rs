@@ -79,7 +79,16 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_k: usize, top_p: f32) -> Params {
-        Params { max_tokens: 1, temperature, top_k, top_p, seed: None, ignore_eos: false, stream: true }
+        Params {
+            max_tokens: 1,
+            temperature,
+            top_k,
+            top_p,
+            seed: None,
+            ignore_eos: false,
+            stream: true,
+            text_output: false,
+        }
     }
 
     #[test]

@@ -5,15 +5,17 @@
 //! sequence then advances one token in one ONNX Runtime run; finished ones leave at once.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use crate::clock;
 use crate::error::Error;
 use crate::generate::kv::KvCache;
 use crate::generate::metrics::Load;
-use crate::generate::respond::{Finish, Reporter, StepTimes};
+use crate::generate::respond::{Chunk, Finish, Reporter, StepTimes};
 use crate::generate::sampling::{self, Rng};
 use crate::generate::step::Decoder;
+use crate::generate::text::{Detokenizer, Text};
 use crate::generate::{Entry, Limits};
 use crate::triton::model::Readiness;
 
@@ -28,6 +30,10 @@ pub(crate) struct Sequence {
     pub generated: Vec<i64>,
     /// Tokens not sent yet (all of them, for a request that asked for one response).
     pub unsent: Vec<i64>,
+    /// With text output: the sequence's text, handed out in whole characters, and the text of
+    /// the unsent tokens.
+    detokenizer: Option<Detokenizer>,
+    unsent_text: String,
     /// When its prefill began, its first token was sent, and its last.
     pub started_ns: u64,
     pub first_token_ns: Option<u64>,
@@ -38,6 +44,8 @@ pub(crate) struct Sequence {
 
 pub(crate) struct Scheduler<'a> {
     pub decoder: Decoder<'a>,
+    /// The model's tokenizer, for requests that want text back.
+    text: Option<Arc<Text>>,
     pub limits: Limits,
     pub reporter: Reporter<'a>,
     waiting: VecDeque<Entry>,
@@ -48,9 +56,11 @@ pub(crate) struct Scheduler<'a> {
 }
 
 impl<'a> Scheduler<'a> {
-    pub fn new(decoder: Decoder<'a>, limits: Limits, reporter: Reporter<'a>) -> Self {
+    /// `text`: the model's tokenizer, for requests that want text back.
+    pub fn new(decoder: Decoder<'a>, limits: Limits, reporter: Reporter<'a>, text: Option<Arc<Text>>) -> Self {
         Scheduler {
             decoder,
+            text,
             limits,
             reporter,
             waiting: VecDeque::new(),
@@ -179,6 +189,8 @@ impl<'a> Scheduler<'a> {
                 rng: Rng::new(seed),
                 generated: Vec::new(),
                 unsent: Vec::new(),
+                detokenizer: entry.params.text_output.then(Detokenizer::default),
+                unsent_text: String::new(),
                 started_ns,
                 first_token_ns: None,
                 last_token_ns: started_ns,
@@ -251,9 +263,26 @@ impl<'a> Scheduler<'a> {
         } else {
             None
         };
+        if let (Some(detokenizer), Some(text)) = (seq.detokenizer.as_mut(), self.text.as_deref()) {
+            let piece = detokenizer.push(text, token).and_then(|mut piece| {
+                if done.is_some() {
+                    piece.push_str(&detokenizer.flush(text)?);
+                }
+                Ok(piece)
+            });
+            match piece {
+                Ok(piece) => seq.unsent_text.push_str(&piece),
+                Err(e) => {
+                    self.finish(seq, Finish::Failed(e));
+                    return None;
+                }
+            }
+        }
         if params.stream || done.is_some() {
             let tokens = std::mem::take(&mut seq.unsent);
-            if let Err(e) = self.reporter.tokens(&seq.entry, (&tokens, done.is_some()), times) {
+            let text = seq.detokenizer.is_some().then(|| std::mem::take(&mut seq.unsent_text));
+            let chunk = Chunk { tokens: &tokens, text: text.as_deref(), last: done.is_some() };
+            if let Err(e) = self.reporter.tokens(&seq.entry, &chunk, times) {
                 self.finish(seq, Finish::Failed(e));
                 return None;
             }

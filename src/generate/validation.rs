@@ -3,8 +3,10 @@
 //! at once and never takes a place in the queue.
 
 use crate::config::genai::GenaiConfig;
+use crate::config::generator::TEXT_INPUT;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
+use crate::generate::text::Text;
 
 /// One input as the request carries it.
 pub struct RawInput<'a> {
@@ -28,6 +30,9 @@ pub struct Params {
     pub ignore_eos: bool,
     /// One response per token (true), or one with every token at the end.
     pub stream: bool,
+    /// Responses carry `text_output` too (the model has a tokenizer and the request did not
+    /// name outputs without it).
+    pub text_output: bool,
 }
 
 /// A request ready to queue: its prompt and settings.
@@ -66,21 +71,45 @@ fn f32_of(b: &[u8]) -> f32 {
     f32::from_ne_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Checks a request's inputs against the model: the prompt from `input_ids`, the settings from
-/// the optional inputs or else the model's `search` defaults.
-pub fn check(inputs: &[RawInput<'_>], genai: &GenaiConfig) -> Result<Checked> {
-    let ids = input(inputs, "input_ids").ok_or_else(|| Error::invalid_arg("the request has no input 'input_ids'"))?;
-    if ids.data_type != Some(DataType::Int64) {
-        return Err(Error::invalid_arg(format!(
-            "input 'input_ids' must be TYPE_INT64, got {}",
-            ids.data_type.map_or("an unknown type", DataType::config_name)
-        )));
-    }
-    let prompt: Vec<i64> = ids
-        .bytes
-        .chunks_exact(8)
-        .map(|c| i64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect();
+/// What a request asks of a model's text: its tokenizer, and whether the request's responses
+/// should carry `text_output` (it named no outputs, or named that one).
+pub struct TextRequest<'t> {
+    pub text: Option<&'t Text>,
+    pub wants_text_output: bool,
+}
+
+/// Checks a request's inputs against the model: the prompt from `input_ids` (or, with a
+/// tokenizer, `text_input`), the settings from the optional inputs or else the model's `search`
+/// defaults.
+pub fn check(inputs: &[RawInput<'_>], genai: &GenaiConfig, text: &TextRequest<'_>) -> Result<Checked> {
+    let prompt: Vec<i64> = match (input(inputs, "input_ids"), input(inputs, TEXT_INPUT), text.text) {
+        (Some(_), Some(_), _) => {
+            return Err(Error::invalid_arg("give the prompt as 'input_ids' or as 'text_input', not both"));
+        }
+        (None, Some(t), Some(tokenizer)) => {
+            let elements = crate::bytes::decode(&t.bytes, 1)
+                .map_err(|e| Error::invalid_arg(format!("input '{TEXT_INPUT}' must hold one string: {e}")))?;
+            let prompt = std::str::from_utf8(elements[0])
+                .map_err(|_| Error::invalid_arg(format!("input '{TEXT_INPUT}' is not UTF-8 text")))?;
+            tokenizer.encode(prompt)?
+        }
+        (None, Some(_), None) => {
+            return Err(Error::invalid_arg(format!("this model has no tokenizer: '{TEXT_INPUT}' cannot be read")));
+        }
+        (None, None, _) => return Err(Error::invalid_arg("the request has no input 'input_ids'")),
+        (Some(ids), None, _) => {
+            if ids.data_type != Some(DataType::Int64) {
+                return Err(Error::invalid_arg(format!(
+                    "input 'input_ids' must be TYPE_INT64, got {}",
+                    ids.data_type.map_or("an unknown type", DataType::config_name)
+                )));
+            }
+            ids.bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect()
+        }
+    };
     check_prompt(&prompt, genai)?;
     let s = &genai.search;
     let room = genai.context_length - prompt.len();
@@ -127,6 +156,7 @@ pub fn check(inputs: &[RawInput<'_>], genai: &GenaiConfig) -> Result<Checked> {
         seed,
         ignore_eos: flag("ignore_eos", false)?,
         stream: flag("stream", true)?,
+        text_output: text.text.is_some() && text.wants_text_output,
     };
     Ok(Checked { prompt, params })
 }
@@ -156,6 +186,8 @@ pub fn check_prompt(prompt: &[i64], genai: &GenaiConfig) -> Result<()> {
 mod tests {
     use super::*;
     use crate::config::genai::{DecoderNames, SearchDefaults};
+
+    const NO_TEXT: TextRequest<'static> = TextRequest { text: None, wants_text_output: false };
 
     fn genai() -> GenaiConfig {
         GenaiConfig {
@@ -196,18 +228,18 @@ mod tests {
 
     #[test]
     fn defaults_come_from_the_search_section() {
-        let c = check(&[ids(&[5, 6, 7])], &genai()).unwrap();
+        let c = check(&[ids(&[5, 6, 7])], &genai(), &NO_TEXT).unwrap();
         assert_eq!(c.prompt, vec![5, 6, 7]);
         assert_eq!(c.params.max_tokens, 9, "max_length 12 less the prompt");
         assert_eq!((c.params.temperature, c.params.stream, c.params.ignore_eos), (0.0, true, false));
-        let c = check(&[ids(&[5; 10]), int32("max_tokens", 100)], &genai()).unwrap();
+        let c = check(&[ids(&[5; 10]), int32("max_tokens", 100)], &genai(), &NO_TEXT).unwrap();
         assert_eq!(c.params.max_tokens, 6, "the context's room");
     }
 
     #[test]
     fn bad_requests_are_named() {
         let g = genai();
-        let msg = |inputs: &[RawInput<'_>]| check(inputs, &g).unwrap_err().message().to_string();
+        let msg = |inputs: &[RawInput<'_>]| check(inputs, &g, &NO_TEXT).unwrap_err().message().to_string();
         assert!(msg(&[ids(&[])]).contains("prompt is empty"));
         assert!(msg(&[ids(&[3, 64])]).contains("input_ids[1] = 64"));
         assert!(msg(&[ids(&[3; 16])]).contains("context holds 16"));

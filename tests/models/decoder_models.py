@@ -105,7 +105,13 @@ SPECS = (
 # Served by the tests but not among the models tests/test_decoder_models.py checks one by one: a
 # long context (2,048), for a stream that runs long enough for a client to act on it
 # (tests/test_generate.py cancels one mid-stream).
-SERVED_ONLY = (DecoderSpec("decoder_long", seed=409, context=2048),)
+SERVED_ONLY = (
+    DecoderSpec("decoder_long", seed=409, context=2048),
+    # decoder_tiny's weights with a tokenizer.json (`write_tokenizer`): text in and out.
+    DecoderSpec("decoder_text", seed=107),
+)
+# The models whose folder has a tokenizer.
+WITH_TOKENIZER = ("decoder_text",)
 
 # The generation benchmark's decoder (bench/generate.py), apart from SPECS so the test models stay
 # small: 5.1 M parameters (parameter_count), weights scaled as the test models' are. The benchmark
@@ -348,7 +354,7 @@ SETTINGS = (("max_tokens", "INT32"), ("temperature", "FP32"), ("top_k", "INT32")
 def triton_config(spec: DecoderSpec) -> str:
     """decoder_gqa's and decoder_bench's configs name no inputs or outputs (onnxrs completes them
     from genai_config.json); the others name every one."""
-    if spec.name in ("decoder_gqa", BENCH_SPEC.name):
+    if spec.name in ("decoder_gqa", "decoder_text", BENCH_SPEC.name):
         return f'name: "{spec.name}"\nbackend: "onnxrs"\nmodel_transaction_policy {{ decoupled: true }}\n'
     from make_models import config, io
 
@@ -457,12 +463,36 @@ def write_if_changed(path: Path, data: bytes) -> None:
     write(path, data)
 
 
-def write_decoder(name: str, version_dir) -> None:
-    """The model.onnx and genai_config.json of the decoder `name` into `version_dir`."""
-    spec = next(s for s in SPECS if s.name == name)
+# What the test tokenizer is trained on (ASCII, and characters of two and three UTF-8 bytes).
+TOKENIZER_CORPUS = ["the cat sat on the mat", "café crème brûlée", "a bee sees the sea", "tea at ten", "€ 10"]
+
+
+def tokenizer_json() -> str:
+    """A byte-level BPE tokenizer of exactly the models' 64 ids (<pad> 0, <s> 1, </s> 2), trained
+    offline on TOKENIZER_CORPUS with the `tokenizers` library; it adds <s> before a text.
+    Byte-level: a multi-byte character may be one token or several."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=64, special_tokens=["<pad>", "<s>", "</s>"], show_progress=False)
+    tok.train_from_iterator(TOKENIZER_CORPUS * 20, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
+    assert tok.get_vocab_size() == 64
+    assert [tok.token_to_id(t) for t in ("<pad>", "<s>", "</s>")] == [PAD, BOS, EOS]
+    return tok.to_str(pretty=True)
+
+
+def write_decoder(name: str, version_dir, tokenizer: bool = False) -> None:
+    """The model.onnx and genai_config.json of the decoder `name` into `version_dir` (and with
+    `tokenizer`, its tokenizer.json)."""
+    spec = next(s for s in SPECS + SERVED_ONLY if s.name == name)
     d = Path(version_dir)
     write_if_changed(d / "model.onnx", build_decoder(spec).SerializeToString())
     write_if_changed(d / "genai_config.json", (json.dumps(genai_config(spec), indent=4) + "\n").encode())
+    if tokenizer:
+        write_if_changed(d / "tokenizer.json", (tokenizer_json() + "\n").encode())
 
 
 def parameter_count(spec: DecoderSpec) -> int:
@@ -490,6 +520,8 @@ def make_decoder_models(out_dir) -> list[str]:
         write_if_changed(d / "model.onnx", build_decoder(spec).SerializeToString())
         write_if_changed(d / "genai_config.json", (json.dumps(genai_config(spec), indent=4) + "\n").encode())
         write_if_changed(out / spec.name / "config.pbtxt", triton_config(spec).encode())
+        if spec.name in WITH_TOKENIZER:
+            write_if_changed(d / "tokenizer.json", (tokenizer_json() + "\n").encode())
         _SESSIONS.pop((d / "model.onnx").resolve(), None)
         if spec.eos_chain:
             for prompt, want in EOS_PROMPTS:

@@ -537,8 +537,9 @@ def build_example(repo: Path) -> None:
         model = build()
         self_check(name, model)
         write_if_changed(repo / name / "1" / "model.onnx", model.SerializeToString())
-    # A small generative decoder (the tests' decoder_tiny) with its genai_config.json.
-    write_decoder("decoder_tiny", repo / "generator" / "1")
+    # A small generative decoder (the tests' decoder_tiny) with its genai_config.json and a
+    # tokenizer.json (text in and out).
+    write_decoder("decoder_tiny", repo / "generator" / "1", tokenizer=True)
     print(f"example models in {repo}: {', '.join(EXAMPLE)}, generator")
 
 
