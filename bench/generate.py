@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 import decoder_models as dm  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
+from report import splice  # noqa: E402
 from server import TritonServer  # noqa: E402
 
 BUILD, WORK = ROOT / "build" / "bench", ROOT / "build" / "bench-generate"
@@ -389,15 +390,6 @@ def plot(r: dict) -> None:
     fig.savefig(PLOT, dpi=100)
 
 
-def splice(doc: str, section: str) -> str:
-    """`doc` with the marked section replaced by `section` (appended when there is none)."""
-    block = f"{BEGIN}\n{section}{END}\n"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1].lstrip("\n")
-    return doc.rstrip("\n") + "\n\n" + block
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer tokens and short windows: a check that it works")
@@ -417,7 +409,7 @@ def main() -> int:
     plot(results)
     print(text)
     if args.update_docs:
-        BENCHMARKS.write_text(splice(BENCHMARKS.read_text(), text))
+        BENCHMARKS.write_text(splice(BENCHMARKS.read_text(), text, BEGIN, END))
         shutil.copy(PLOT, ROOT / "docs" / "bench-generate.png")
     return 0
 

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 import tritonclient.http as thttp  # noqa: E402
+from report import splice  # noqa: E402
 from server import TritonServer  # noqa: E402
 
 BUILD = ROOT / "build" / "bench"
@@ -365,15 +366,6 @@ def report(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def splice(doc: str, section: str) -> str:
-    """`doc` with the marked section replaced by `section` (appended when there is none)."""
-    block = f"{BEGIN}\n{section}{END}\n"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1].lstrip("\n")
-    return doc.rstrip("\n") + "\n\n" + block
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--update-docs", action="store_true", help="also write the section of BENCHMARKS.md")
@@ -390,7 +382,7 @@ def main() -> int:
     REPORT.write_text(text)
     print(text)
     if args.update_docs:
-        BENCHMARKS.write_text(splice(BENCHMARKS.read_text(), text))
+        BENCHMARKS.write_text(splice(BENCHMARKS.read_text(), text, BEGIN, END))
     return 0
 
 

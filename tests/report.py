@@ -16,6 +16,17 @@ SECTIONS = ["matrix", "models", "lifecycle", "lifecycle-storm", "lifecycle-share
 collected: dict[str, str] = {}
 
 
+def splice(doc: str, section: str, begin: str, end: str) -> str:
+    """`doc` with the part between the markers `begin` and `end` replaced by `section` (the
+    markers kept), or the marked section appended when there is none (the benchmarks' sections
+    of BENCHMARKS.md)."""
+    block = f"{begin}\n{section}{end}\n"
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        return head + block + rest.split(end, 1)[1].lstrip("\n")
+    return doc.rstrip("\n") + "\n\n" + block
+
+
 def table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
