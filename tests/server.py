@@ -331,7 +331,16 @@ class TritonServer(Rest):
             return "pthread_cond_wait" not in t and "epoll_wait" not in t
 
         threads = [t for t in r.stdout.split("\nThread ") if interesting(t)]
-        return "\n----- server threads (gdb) -----\nThread " + "\nThread ".join(threads)[-20000:]
+        # Whose crash it is, said plainly: a faulting thread with only the server's frames is a
+        # race of the server's own (SAFETY.md, "Load and unload"), reported as such.
+        faulting = [t for t in threads if "<signal handler called>" in t]
+        if not faulting:
+            verdict = "no thread stopped in a signal handler"
+        elif any("onnxrs" in t or "onnxruntime" in t for t in faulting):
+            verdict = "the faulting thread has onnxrs or ONNX Runtime frames"
+        else:
+            verdict = "the faulting thread has only the server's frames, none of onnxrs or ONNX Runtime"
+        return f"\n----- server threads (gdb): {verdict} -----\nThread " + "\nThread ".join(threads)[-20000:]
 
     def metrics(self) -> Metrics:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
