@@ -250,7 +250,18 @@ def main() -> int:
     ap.add_argument("--stub-site", type=Path, default=STUB_SITE, help="numpy < 2 for the Python backend's stub")
     ap.add_argument("--work", type=Path, help="where repositories and server logs go")
     ap.add_argument("--tail", type=int, default=30, help="server log lines shown for a failed run")
+    ap.add_argument("--widen-us", type=int, default=0,
+                    help="onnxrs only: execute lingers this long after answering (ONNXRS_FAULT_EXECUTE_TAIL_US): "
+                         "the window of the server's teardown race, made wide instead of waiting for a preemption")
+    ap.add_argument("--no-hold", action="store_true",
+                    help="onnxrs only: without the model reference held across execute's return "
+                         "(ONNXRS_FAULT_NO_HOLD=1, src/hold.rs), to compare")
     args = ap.parse_args()
+    # The servers inherit the environment (tests/server.py).
+    if args.widen_us:
+        os.environ["ONNXRS_FAULT_EXECUTE_TAIL_US"] = str(args.widen_us)
+    if args.no_hold:
+        os.environ["ONNXRS_FAULT_NO_HOLD"] = "1"
     args.backend_dir = args.backend_dir.resolve()
     if args.backend == "onnxrs" and not (args.backend_dir / "onnxrs" / "libtriton_onnxrs.so").is_file():
         ap.error(f"no onnxrs/libtriton_onnxrs.so under {args.backend_dir}")

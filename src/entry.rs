@@ -186,13 +186,20 @@ fn instance_execute(
     let owned: Vec<OwnedRequest> = raw.iter().filter_map(|&r| unsafe { OwnedRequest::take(r) }).collect();
     // The model must outlive this call's return until the server's thread is back in its wait
     // (`hold`): a reference made now, handed over once the requests are answered.
-    let held = owned.first().and_then(|r| ResponseFactory::new(r.view()).ok());
+    let held = if crate::hold::faults().no_hold {
+        None
+    } else {
+        owned.first().and_then(|r| ResponseFactory::new(r.view()).ok())
+    };
     // A panic inside is caught here, not by the outer guard: the requests are already ours
     // (their owners answer and release them while unwinding), so the server must see success.
     let _ = catch("TRITONBACKEND_ModelInstanceExecute", || match &state.generator {
         Some(generator) => generator.submit(instance, owned),
         None => crate::execute::execute(instance, model_state, state, owned),
     });
+    if let Some(tail) = crate::hold::faults().execute_tail {
+        std::thread::sleep(tail);
+    }
     if let Some(factory) = held {
         model_state.holds.hold(key, factory);
     }

@@ -28,6 +28,29 @@ use std::time::{Duration, Instant};
 
 use crate::triton::factory::ResponseFactory;
 
+/// Fault injection for the storm measurement (`bench/storm_rate.py --widen-us`), read once from
+/// the environment, never set in service: `ONNXRS_FAULT_EXECUTE_TAIL_US` makes execute linger that
+/// long after its requests are answered (the window the server's teardown race needs, made wide
+/// instead of waiting for a preemption there), and `ONNXRS_FAULT_NO_HOLD=1` turns the hold off,
+/// so the two can be compared.
+pub struct Faults {
+    pub execute_tail: Option<Duration>,
+    pub no_hold: bool,
+}
+
+static FAULTS: once_cell::sync::Lazy<Faults> = once_cell::sync::Lazy::new(|| Faults {
+    execute_tail: std::env::var("ONNXRS_FAULT_EXECUTE_TAIL_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_micros),
+    no_hold: std::env::var_os("ONNXRS_FAULT_NO_HOLD").is_some_and(|v| v == "1"),
+});
+
+/// The fault injection in force (see `Faults`).
+pub fn faults() -> &'static Faults {
+    &FAULTS
+}
+
 /// How long after execute's return a thread is first looked at.
 const MIN_AGE: Duration = Duration::from_millis(20);
 

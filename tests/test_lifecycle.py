@@ -69,10 +69,22 @@ HISTORY = [
     ["the same, `--allow-metrics=false`", "0 of 6 died (4,000 cycles each)", "none"],
     ["serialized + hand-over released at the successor's `ModelInitialize`", "1 of 8 died (4,000 cycles each): cycle 2,010",
      "the same SIGSEGV in ONNX Runtime's first run of a new session: Triton makes the reporter after that call"],
-    ["serialized + hand-over released at the successor's first instance (this code)",
+    ["serialized + hand-over released at the successor's first instance",
      "29 of 30 passed (10 runs each of 4,000, 5,000 and 6,000 cycles: 150,000); 1 died",
      "the one death: SIGSEGV with only Triton frames, in its own teardown (`StopBackendThread` -> "
      "`RateLimiter::EnqueuePayload`, a null instance queue); no backend call brackets it (SAFETY.md)"],
+    # bench/storm_rate.py (issue 22), 2026-12-03, 2 cores; the heap checker on in every row.
+    ["the same, the server's race window widened (`--widen-us 2000`: execute lingers 2 ms after "
+     "answering), no hold (`--no-hold`)", "3 of 3 died: cycles 16, 18, 6",
+     "SIGSEGV, `free(): invalid pointer`, a SIGSEGV in the next load's metric creation: the heap "
+     "written by `StopBackendThread`'s read of the empty instance list"],
+    ["the same window widened, with the hold (`src/hold.rs`: the model held until the backend "
+     "thread is back in its wait; this code)", "0 of 3 died (1,000 cycles each: 3,000)", "none"],
+    ["this code vs the build before the hold, window not widened, an idle machine",
+     "0 of 2 died each (5,000 cycles each: 10,000 per build)", "none: the race does not strike here unprovoked"],
+    ["the same under two busy loops (one per core)", "0 of 2 died each (10,000 cycles per build)", "none"],
+    ["control: the server's Python backend (`lifecycle_py`, same config; 0.5 s a cycle)",
+     "0 of 1 died (150 cycles)", "none"],
 ]
 
 
