@@ -1,9 +1,10 @@
 """A fleet, watched the way an operator runs it: three tritonserver replicas with onnxrs, a real
 Prometheus scraping them with deploy/prometheus/onnxrs-rules.yml loaded, a real Alertmanager
 and a webhook receiver behind it. After a scripted workload spread unevenly over the replicas:
-the fleet-wide sums in Prometheus equal the replicas' /stats, every recording rule and every
-dashboard query returns plausible data, and two alerts (error ratio, growing queue) fire, reach
-the receiver and resolve.
+the fleet-wide sums in Prometheus equal the replicas' /stats (and, for a generative model, the
+tokens and requests its clients got), every recording rule and every dashboard query returns
+plausible data, and the alerts (error ratio, growing queue; requests waiting to generate and
+time to first token) fire, reach the receiver and resolve.
 
 Prometheus scrapes and evaluates every second. The rules' `for:` durations (minutes) are
 shortened to seconds in the copy Prometheus loads, and only they: the recording rules and alert
@@ -23,6 +24,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import requests
+import tritonclient.grpc as grpcclient
 import yaml
 
 from fleet import Alertmanager, Prometheus, Webhook, wait_until
@@ -37,7 +39,11 @@ REPLICAS = 3
 FOR = "2s"
 # The models the scripted workload drives; the other two are kept for the alert tests.
 WORKLOAD_MODELS = ["mlp_fp32", "gather_fail"]
-ALL_MODELS = WORKLOAD_MODELS + ["gather_alert", "mlp_queue"]
+# The generative model the workload drives, and the one the generation alerts' test holds full.
+GEN_MODEL = "decoder_tiny"
+GEN_WAIT = "gen_wait"
+GEN_MODELS = [GEN_MODEL, GEN_WAIT]
+ALL_MODELS = WORKLOAD_MODELS + ["gather_alert", "mlp_queue"] + GEN_MODELS
 # mlp_queue forms a batch only when it is full (64 rows), so requests wait in its queue until the
 # test sends the last of them: a queue that is exactly as long as the test makes it.
 QUEUE_BATCH = 64
@@ -78,6 +84,26 @@ def concurrently(n: int, calls) -> list:
         return list(pool.map(lambda f: f(), calls))
 
 
+# Per replica, the generator's requests: (prompt, max_tokens) each, over HTTP `generate` with
+# ignore_eos, so each ends at its max_tokens (finished_reason "length"). The last replica none.
+GEN_WORKLOAD = [
+    [([5, 6, 7], 8), ([9], 4), ([3, 4, 5, 6, 7, 8, 9], 6), ([11, 12], 8), ([20], 3), ([30, 31, 32], 5)],
+    [([5], 2), ([40, 41], 7), ([8, 8, 8, 8], 1)],
+    [],
+]
+
+
+def generate(s, model: str, prompt: list[int], max_tokens: int, timeout=60):
+    return requests.post(f"{s.url}/v2/models/{model}/generate", timeout=timeout,
+                         json={"input_ids": prompt, "max_tokens": max_tokens, "ignore_eos": True, "stream": False})
+
+
+def output_ids(answer) -> list[int]:
+    """A `generate` answer's tokens (Triton writes a one-element array as a plain number)."""
+    ids = answer.json()["output_ids"]
+    return ids if isinstance(ids, list) else [ids]
+
+
 # Per replica: (requests of mlp_fp32 as rows each, concurrency), (good gather_fail index lists,
 # bad ones, concurrency). Uneven on purpose: the busiest replica gets most of both, the last one
 # no gather_fail traffic at all. Bad indices fail inside ONNX Runtime ("ort_failure"); they are
@@ -93,6 +119,15 @@ WORKLOAD = [
 def run_workload(replicas) -> dict[str, dict[str, int]]:
     """Drives WORKLOAD; what it sent per model: successful requests, failed ones, rows."""
     sent = {m: {"success": 0, "fail": 0, "inferences": 0} for m in WORKLOAD_MODELS}
+    sent[GEN_MODEL] = {"requests": 0, "prompt_tokens": 0, "tokens": 0}
+    for s, gen in zip(replicas, GEN_WORKLOAD):
+        answers = concurrently(3, [lambda p=p, n=n: generate(s, GEN_MODEL, p, n) for p, n in gen])
+        for (prompt, n), a in zip(gen, answers):
+            assert a.status_code == 200, a.text
+            assert len(output_ids(a)) == n, a.text
+            sent[GEN_MODEL]["requests"] += 1
+            sent[GEN_MODEL]["prompt_tokens"] += len(prompt)
+            sent[GEN_MODEL]["tokens"] += n
     for s, w in zip(replicas, WORKLOAD):
         rows, conc = w["mlp"]
         x = lambda r: np.full((r, 16), 0.5, dtype=np.float32)  # noqa: E731
@@ -121,7 +156,14 @@ def run_workload(replicas) -> dict[str, dict[str, int]]:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("fleet")
-    repo = make_repo(tmp / "repo", WORKLOAD_MODELS)
+    repo = make_repo(tmp / "repo", WORKLOAD_MODELS + [GEN_MODEL, "decoder_long"])
+    # The generation alerts' model: decoder_long (a context long enough to hold its place for the
+    # whole test) with one place, so every other request waits.
+    (repo / "decoder_long").rename(repo / GEN_WAIT)
+    cfg = repo / GEN_WAIT / "config.pbtxt"
+    text = cfg.read_text().replace('name: "decoder_long"', f'name: "{GEN_WAIT}"')
+    cfg.write_text(text + 'instance_group [ { kind: KIND_CPU count: 1 } ]\n'
+                   'parameters { key: "max_sequences" value: { string_value: "1" } }\n')
     # The error-ratio alert's model: gather_fail without the 300 ms wait for a full batch.
     copy_model(repo, "gather_fail", "gather_alert", [("max_queue_delay_microseconds: 300000", "")])
     copy_model(repo, "mlp_fp32", "mlp_queue", [
@@ -234,7 +276,8 @@ def test_fleet_sums_in_prometheus_equal_the_replicas_stats(fleet):
             assert v == field(stats[inst][m]), (metric, m, inst)
             checked += 1
     # And the sums are what the workload sent: its successes, failures and rows.
-    for m, sent in fleet.sent.items():
+    for m in WORKLOAD_MODELS:
+        sent = fleet.sent[m]
         assert sum(COUNTERS["nv_inference_request_success"](st[m]) for st in stats.values()) == sent["success"]
         assert sum(COUNTERS["nv_inference_request_failure"](st[m]) for st in stats.values()) == sent["fail"]
         assert sum(COUNTERS["nv_inference_count"](st[m]) for st in stats.values()) == sent["inferences"]
@@ -243,15 +286,33 @@ def test_fleet_sums_in_prometheus_equal_the_replicas_stats(fleet):
     assert {m: errors[m] for m in WORKLOAD_MODELS} == {m: fleet.sent[m]["fail"] for m in WORKLOAD_MODELS}
     # The unevenness is visible: the last replica served no gather_fail request.
     assert stats[instance_of(fleet.replicas[2])]["gather_fail"]["inference_stats"]["success"]["count"] == 0
-    print(f"\nfleet sums: {checked} Prometheus values equal to /stats")
+    # The generator: fleet sums of onnxrs's generation metrics equal what its clients got.
+    gen = fleet.sent[GEN_MODEL]
+    want = {
+        "onnxrs_time_to_first_token_seconds_count": gen["requests"],
+        "onnxrs_e2e_request_latency_seconds_count": gen["requests"],
+        "onnxrs_request_queue_time_seconds_count": gen["requests"],
+        'onnxrs_request_success_total{finished_reason="length"}': gen["requests"],
+        'onnxrs_request_success_total{finished_reason!="length"}': 0,
+        "onnxrs_prompt_tokens_total": gen["prompt_tokens"],
+        "onnxrs_generation_tokens_total": gen["tokens"],
+        # One observation per token after each request's first.
+        "onnxrs_time_per_output_token_seconds_count": gen["tokens"] - gen["requests"],
+        "nv_inference_request_success": gen["requests"],
+    }
+    for metric, n in want.items():
+        assert by_model(prom.query(f"sum by (model) ({metric})", at=fleet.scraped))[GEN_MODEL] == n, metric
+        checked += 1
+    assert sum(st[GEN_MODEL]["inference_stats"]["success"]["count"] for st in stats.values()) == gen["requests"]
+    print(f"\nfleet sums: {checked} Prometheus values equal to /stats and to what the clients got")
 
 
 def rule_groups():
     return yaml.safe_load(RULES.read_text())["groups"]
 
 
-def recording_rules() -> list[str]:
-    return [r["record"] for g in rule_groups() for r in g["rules"] if "record" in r]
+def recording_rules(group: str = "onnxrs.recording") -> list[str]:
+    return [r["record"] for g in rule_groups() if g["name"] == group for r in g["rules"] if "record" in r]
 
 
 def test_every_recording_rule_returns_plausible_data(fleet):
@@ -264,9 +325,10 @@ def test_every_recording_rule_returns_plausible_data(fleet):
             assert "".join(got["query"].split()) == "".join(r["expr"].split()), (got["query"], r["expr"])
             assert got["health"] == "ok", got
     records = recording_rules()
-    assert len(records) == 12
+    generation = recording_rules("onnxrs.generation")
+    assert (len(records), len(generation)) == (12, 6)
     # Evaluated after the workload's last scrape.
-    for rec in records:
+    for rec in records + generation:
         wait_until(
             f"{rec} evaluated after the workload",
             lambda: (v := prom.query(f"min(timestamp({rec}))")) and v[0][1] > fleet.scraped,
@@ -276,7 +338,8 @@ def test_every_recording_rule_returns_plausible_data(fleet):
     at = time.time()
     got = {rec: by_model(prom.query(rec, at=at)) for rec in records if rec != "onnxrs:memory_bytes:sum"}
     for rec, values in got.items():
-        assert set(values) == set(ALL_MODELS), rec
+        # Generators run no batches of their own: the classic figures may leave them out.
+        assert set(values) - set(GEN_MODELS) == set(ALL_MODELS) - set(GEN_MODELS), rec
         for m in WORKLOAD_MODELS:
             assert math.isfinite(values[m]) and values[m] >= 0, (rec, m, values[m])
     for m in WORKLOAD_MODELS:
@@ -294,12 +357,28 @@ def test_every_recording_rule_returns_plausible_data(fleet):
     for m in ALL_MODELS:
         want = sum(u["byte_size"] for s in fleet.replicas for u in s.stats(m)["memory_usage"] if u["type"] == "CPU")
         assert want > 0 and memory[(m, "cpu")] == want, m
-    print(f"\nrecording rules: {len(records)} rules, {sum(len(v) for v in got.values()) + len(memory)} series")
+    # The generation rules: the generator the workload drove, positive and ordered (rates are
+    # not exact counts: the exact counts are in the fleet-sums test).
+    gen = {rec: by_model(prom.query(rec, at=at)) for rec in generation}
+    for rec, values in gen.items():
+        assert set(values) <= set(GEN_MODELS), (rec, values)
+        assert math.isfinite(values[GEN_MODEL]) and values[GEN_MODEL] > 0, (rec, values)
+    for name in ("time_to_first_token", "time_per_output_token"):
+        p50, p95 = (gen[f"onnxrs:{name}_seconds:p{q}_5m"][GEN_MODEL] for q in (50, 95))
+        assert p50 <= p95, (name, p50, p95)
+    series = sum(len(v) for v in got.values()) + len(memory) + sum(len(v) for v in gen.values())
+    print(f"\nrecording rules: {len(records) + len(generation)} rules, {series} series")
 
 
 def dashboard_queries():
+    """(row, title, refId, expr) of every query; row: the title of the row the panel is under."""
     dashboard = json.loads(DASHBOARD.read_text())
-    return [(p["title"], t["refId"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+    out, row = [], ""
+    for p in dashboard["panels"]:
+        if p["type"] == "row":
+            row = p["title"]
+        out += [(row, p["title"], t["refId"], t["expr"]) for t in p.get("targets", [])]
+    return out
 
 
 def test_every_dashboard_query_returns_plausible_data(fleet):
@@ -314,7 +393,9 @@ def test_every_dashboard_query_returns_plausible_data(fleet):
     all_models = "(" + "|".join(values) + ")"
     memory = {m: sum(u["byte_size"] for s in fleet.replicas for u in s.stats(m)["memory_usage"]) for m in ALL_MODELS}
     series = 0
-    for title, ref, expr in dashboard_queries():
+    rows = {row for row, *_ in dashboard_queries()}
+    assert rows == {"", "Generation (generative models)"}, rows
+    for row, title, ref, expr in dashboard_queries():
         # $__rate_interval is Grafana's; the dashboard's own windows are 1m and 5m.
         q = expr.replace("$model", all_models).replace("$__rate_interval", "1m")
         result = prom.query(q, at=fleet.scraped)
@@ -323,6 +404,9 @@ def test_every_dashboard_query_returns_plausible_data(fleet):
         what = f"{title} {ref}: {q}"
         for labels, v in result:
             assert labels.get("model") in ALL_MODELS, (what, labels)
+        if row.startswith("Generation"):
+            check_generation_panel(title, what, result)
+            continue
         ours = [(l, v) for l, v in result if l["model"] in WORKLOAD_MODELS]
         assert {l["model"] for l, _ in ours} == set(WORKLOAD_MODELS), what
         assert all(math.isfinite(v) and v >= 0 for _, v in ours), (what, ours)
@@ -342,6 +426,21 @@ def test_every_dashboard_query_returns_plausible_data(fleet):
         else:
             assert all(v > 0 for _, v in ours), (what, ours)
     print(f"\ndashboard: {len(dashboard_queries())} queries, {series} series")
+
+
+def check_generation_panel(title: str, what: str, result):
+    """A generation panel after the workload: the generator it drove has positive latencies and
+    rates; nothing is running or waiting, no KV cache is held; every request ended at its length."""
+    assert all(l["model"] in GEN_MODELS for l, _ in result), (what, result)
+    ours = [(l, v) for l, v in result if l["model"] == GEN_MODEL]
+    assert ours, what
+    assert all(math.isfinite(v) and v >= 0 for _, v in ours), (what, ours)
+    if title.startswith(("Generation requests running", "KV cache")):
+        assert all(v == 0 for _, v in result), (what, result)
+    elif title.startswith("Finished generation requests"):
+        assert {l["finished_reason"] for l, v in ours if v > 0} == {"length"}, (what, ours)
+    else:
+        assert all(v > 0 for _, v in ours), (what, ours)
 
 
 def test_error_ratio_alert_fires_reaches_the_receiver_and_resolves(fleet):
@@ -416,3 +515,72 @@ def test_queue_alert_fires_with_the_queue_length_and_resolves_when_it_drains(fle
     assert not [a for a in am.alerts() if a["labels"]["alertname"] == "OnnxrsQueueGrowing"]
     print(f"\nqueue alert: at the webhook {fired_at - start:.1f} s after the requests were queued, "
           f"resolved there {resolved_at - drained:.1f} s after the batch was filled")
+
+
+def gen_input(name: str, dt: str, values) -> grpcclient.InferInput:
+    np_type = {"INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}[dt]
+    t = grpcclient.InferInput(name, [len(values)], dt)
+    t.set_data_from_numpy(np.array(values, dtype=np_type))
+    return t
+
+
+def test_generation_alerts_requests_waiting_and_time_to_first_token(fleet):
+    """gen_wait has one place. One request holds it (a long generation over a gRPC stream, cancelled
+    by the test); 10 sent behind it wait. OnnxrsRequestsWaiting fires for that replica, naming 10.
+    When each of the 10 has waited past the time-to-first-token threshold (2 s), the holder is
+    cancelled: the 10 run, all with a first token later than 2.5 s (a histogram bucket's bound,
+    so the quantile cannot be interpolated below it), OnnxrsTimeToFirstTokenHigh fires and the
+    waiting alert resolves. Counts on the replica are exact."""
+    prom, am, hook, r1 = fleet.prom, fleet.am, fleet.hook, fleet.replicas[1]
+    waiting = 10
+    gen = {"model": GEN_WAIT, "version": "1"}
+    client = grpcclient.InferenceServerClient(r1.grpc_addr)
+    # The holder's only answer is the cancellation's error: nothing to read on the stream.
+    client.start_stream(callback=lambda result, error: None)
+    pool = ThreadPoolExecutor(waiting)
+    queued = []
+    try:
+        # Not streamed: one response at its end (it never gets there), no flood of responses.
+        holder = [gen_input("input_ids", "INT64", [5, 6, 7]), gen_input("max_tokens", "INT32", [60000]),
+                  gen_input("ignore_eos", "BOOL", [True]), gen_input("stream", "BOOL", [False])]
+        client.async_stream_infer(GEN_WAIT, holder, request_id="holder")
+        wait_until("the holder running", lambda: r1.metrics().sum("onnxrs_num_requests_running", **gen) == 1, 60, fleet.logs)
+        queued = [pool.submit(generate, r1, GEN_WAIT, [5 + i], 4, 120) for i in range(waiting)]
+        wait_until(f"{waiting} waiting", lambda: r1.metrics().sum("onnxrs_num_requests_waiting", **gen) == waiting, 60, fleet.logs)
+        all_inside = time.monotonic()
+        start = time.time()
+        fleet.marks.append((start, f"{waiting} waiting to generate"))
+        labels = {"alertname": "OnnxrsRequestsWaiting", "model": GEN_WAIT, "instance": instance_of(r1)}
+        (fired_at, alert), *_ = wait_until("the waiting alert at the webhook", lambda: hook.alerts("firing", **labels), 60, fleet.logs)
+        assert alert["labels"] == {**labels, "version": "1", "severity": "warning"}
+        assert alert["annotations"]["summary"] == f"{GEN_WAIT} v1: {waiting} requests waiting for a place to generate"
+        assert [a["labels"]["instance"] for a in am.alerts() if a["labels"]["alertname"] == "OnnxrsRequestsWaiting"] == [instance_of(r1)]
+        assert r1.metrics().sum("onnxrs_num_requests_running", **gen) == 1, "the holder still holds the place"
+        # Each waited past 2.5 s before it can have its first token.
+        while time.monotonic() < all_inside + 2.6:
+            time.sleep(0.05)
+    finally:
+        released = time.time()
+        fleet.marks.append((released, "holder cancelled"))
+        client.stop_stream(cancel_requests=True)
+        client.close()
+        answers = [f.result() for f in queued]
+        pool.shutdown()
+    for a in answers:
+        assert a.status_code == 200, a.text
+        assert len(output_ids(a)) == 4, a.text
+    m = r1.metrics()
+    assert m.sum("onnxrs_request_success_total", finished_reason="cancelled", **gen) == 1
+    assert m.sum("onnxrs_request_success_total", finished_reason="length", **gen) == waiting
+    assert m.sum("onnxrs_time_to_first_token_seconds_count", **gen) == waiting + 1
+    # The 10 first tokens: none in a bucket at or under 2.5 s; the holder's (one) was.
+    assert m.sum("onnxrs_time_to_first_token_seconds_bucket", le="2.5", **gen) == 1
+    assert m.sum("onnxrs_num_requests_waiting", **gen) == 0 and m.sum("onnxrs_num_requests_running", **gen) == 0
+    ttft = {"alertname": "OnnxrsTimeToFirstTokenHigh", "model": GEN_WAIT}
+    (ttft_at, alert), *_ = wait_until("the time-to-first-token alert at the webhook", lambda: hook.alerts("firing", **ttft), 60, fleet.logs)
+    assert alert["labels"] == {**ttft, "version": "1", "severity": "warning"}
+    assert re.fullmatch(r"gen_wait v1: time to first token p95 [0-9.]+s", alert["annotations"]["summary"]), alert
+    (resolved_at, _), *_ = wait_until("the waiting alert's resolution at the webhook", lambda: hook.alerts("resolved", **labels), 60, fleet.logs)
+    print(f"\ngeneration alerts: waiting at the webhook {fired_at - start:.1f} s after {waiting} waited, "
+          f"time to first token {ttft_at - released:.1f} s and the waiting alert's resolution "
+          f"{resolved_at - released:.1f} s after the holder was cancelled")

@@ -151,10 +151,13 @@ impl GenerationMetrics {
         let secs = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e9;
         self.prompt_tokens.increment(entry.prompt.len() as f64);
         self.queue.observe(secs(entry.queued_ns, seq.started_ns));
-        if let Some(first) = seq.first_token_ns {
-            self.ttft.observe(secs(entry.queued_ns, first));
-        }
         self.e2e.observe(secs(entry.queued_ns, clock::now_ns()));
+    }
+
+    /// A request's first token, observed when it is sent (as vLLM does), not when the request
+    /// ends: a long stream's time to first token is on the dashboard while it still runs.
+    pub(crate) fn first_token(&self, entry: &Entry, at_ns: u64) {
+        self.ttft.observe(at_ns.saturating_sub(entry.queued_ns) as f64 / 1e9);
     }
 
     /// The time from a sequence's previous token to its next.

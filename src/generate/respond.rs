@@ -192,6 +192,12 @@ impl Reporter<'_> {
         }
     }
 
+    pub(crate) fn first_token(&self, entry: &Entry, at_ns: u64) {
+        if let Some(m) = self.metrics {
+            m.first_token(entry, at_ns);
+        }
+    }
+
     pub fn inter_token(&self, ns: u64) {
         if let Some(m) = self.metrics {
             m.inter_token(ns as f64 / 1e9);

@@ -290,8 +290,10 @@ impl<'a> Scheduler<'a> {
         let now = clock::now_ns();
         if seq.first_token_ns.is_some() {
             self.reporter.inter_token(now.saturating_sub(seq.last_token_ns));
+        } else {
+            self.reporter.first_token(&seq.entry, now);
+            seq.first_token_ns = Some(now);
         }
-        seq.first_token_ns.get_or_insert(now);
         seq.last_token_ns = now;
         match done {
             Some(finish) => {

@@ -103,10 +103,12 @@ SPECS = (
     DecoderSpec("decoder_eos", seed=305, eos_chain=EOS_CHAIN),
 )
 # Served by the tests but not among the models tests/test_decoder_models.py checks one by one: a
-# long context (2,048), for a stream that runs long enough for a client to act on it
-# (tests/test_generate.py cancels one mid-stream).
+# long context (65,536 positions: a stream of it runs for tens of seconds, while 2,000 tokens take
+# half a second here), for a stream that runs long enough for a client to act on it
+# (tests/test_generate.py cancels one mid-stream; tests/test_fleet.py holds a generator's only
+# place with one while other requests wait).
 SERVED_ONLY = (
-    DecoderSpec("decoder_long", seed=409, context=2048),
+    DecoderSpec("decoder_long", seed=409, context=65536),
     # decoder_tiny's weights with a tokenizer.json (`write_tokenizer`): text in and out.
     DecoderSpec("decoder_text", seed=107),
 )
