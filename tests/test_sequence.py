@@ -87,7 +87,8 @@ def test_control_inputs_direct_strategy_and_its_null_requests(server_for):
     s = server_for(["seq_ctl_direct"])
     # Sequence 1 takes slot 0, sequence 2 slot 1. While 1 is idle, Triton sends 2's steps in a
     # batch of two whose slot 0 holds a null request (no client, uninitialized inputs): the
-    # backend answers it without running it.
+    # backend answers it without running it, and counts it in the batch statistic (the batch
+    # Triton formed, as the official backend, which runs it, reports it).
     for sid, values in ((1, [1.0]), (2, [2.0, 3.0, 4.0])):
         for k, v in enumerate(values):
             x = np.array([[v]], np.float32)
@@ -98,7 +99,8 @@ def test_control_inputs_direct_strategy_and_its_null_requests(server_for):
     assert r.as_numpy("OUT_END").tolist() == [[1.0]] and r.as_numpy("OUT_START").tolist() == [[0]]
     inf, batches, _ = stats_of(s, "seq_ctl_direct")
     assert inf["success"]["count"] == 5 and inf["fail"]["count"] == 0, inf
-    assert {b["batch_size"]: b["compute_infer"]["count"] for b in batches} == {1: 5}, batches
+    # Sequence 1's two steps alone; sequence 2's three beside a null request.
+    assert {b["batch_size"]: b["compute_infer"]["count"] for b in batches} == {1: 2, 2: 3}, batches
     assert steps_metric(s, "seq_ctl_direct") == {"start": 2, "middle": 1, "end": 2}
     m = s.metrics()
     assert m.get("nv_inference_request_success", model="seq_ctl_direct", version="1") == 5
@@ -184,8 +186,12 @@ def test_implicit_state_with_direct_and_null_requests(server_for):
         np.testing.assert_array_equal(r.as_numpy("OUTPUT"), [acc[sid]])
     inf, batches, _ = stats_of(s, "seq_acc_direct")
     assert inf["success"]["count"] == 4 and inf["fail"]["count"] == 0, inf
-    assert {b["batch_size"]: b["compute_infer"]["count"] for b in batches} == {1: 4}, batches
-    assert s.metrics().sum("onnxrs_request_errors_total", model="seq_acc_direct", version="1") == 0
+    # Sequence 2's two steps ran beside a null request in slot 0: batches of two as Triton formed
+    # them; onnxrs's own run metric counts the rows ONNX Runtime ran.
+    assert {b["batch_size"]: b["compute_infer"]["count"] for b in batches} == {1: 2, 2: 2}, batches
+    m = s.metrics()
+    assert m.get("onnxrs_batch_size_sum", model="seq_acc_direct", version="1") == 4
+    assert m.sum("onnxrs_request_errors_total", model="seq_acc_direct", version="1") == 0
 
 
 @pytest.mark.parametrize("proto", ["http", "grpc"])

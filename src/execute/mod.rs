@@ -170,6 +170,10 @@ struct ExecutionScope<'a> {
     reporter: Reporter<'a>,
     /// When the execute call began: the start of every request's statistics.
     exec_start: u64,
+    /// Rows of the null requests Triton put in this execution's batch (Direct sequence
+    /// batching), answered without a run: the next run's batch statistic counts them, so
+    /// `batch_stats` shows the batch as Triton formed it (`sequence::answer_null_request`).
+    null_rows: std::cell::Cell<u64>,
 }
 
 /// The commit-point type: one record per request of the execution. Dropping it answers every
@@ -205,7 +209,7 @@ pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &Instan
         Execution { reporter, records: requests.iter().map(|r| RequestRecord::new(r.view())).collect() };
     // A GPU instance's outputs come back through ONNX Runtime's own copy to the host.
     let direct: &[direct::DirectOutput] = if state.kind == InstanceKind::Gpu { &[] } else { &model.direct_outputs };
-    let scope = ExecutionScope { config: &model.config, direct, reporter, exec_start };
+    let scope = ExecutionScope { config: &model.config, direct, reporter, exec_start, null_rows: Default::default() };
 
     for record in &mut execution.records {
         read::read(&scope, record);

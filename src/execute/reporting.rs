@@ -13,6 +13,9 @@ use crate::triton::instance::Timestamps;
 pub(super) struct RunFigures {
     /// Rows along the batch dimension, all requests together.
     pub(super) rows: u64,
+    /// Rows of null requests Triton formed into the batch and we did not run: in the batch
+    /// statistic, not in onnxrs's run metrics (which count what ONNX Runtime ran).
+    pub(super) null_rows: u64,
     /// exec_start: the run began gathering; compute_start/end: around ONNX Runtime's call;
     /// exec_end: the last output was written.
     pub(super) times: Timestamps,
@@ -23,8 +26,8 @@ pub(super) struct RunFigures {
 }
 
 pub(super) fn report_run(reporter: Reporter<'_>, records: &mut [&mut RequestRecord<'_>], figures: &RunFigures) {
-    let RunFigures { rows, times, input_bytes, output_bytes, direct_output_bytes } = *figures;
-    if let Err(e) = reporter.instance.report_batch_statistics(rows, times) {
+    let RunFigures { rows, null_rows, times, input_bytes, output_bytes, direct_output_bytes } = *figures;
+    if let Err(e) = reporter.instance.report_batch_statistics(rows + null_rows, times) {
         log::error!("onnxrs: cannot report batch statistics: {e}");
     }
     if let Some(m) = reporter.metrics {

@@ -63,6 +63,8 @@ pub(super) fn run_and_answer(
     let exec_end = clock::now_ns();
     let figures = reporting::RunFigures {
         rows: run.rows,
+        // The execution's null requests go with its first run.
+        null_rows: scope.null_rows.take(),
         times: Timestamps {
             exec_start: run_start,
             compute_start: run.compute_start,

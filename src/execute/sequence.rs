@@ -26,12 +26,25 @@ pub(super) fn is_null_request(config: &ModelConfig, request: Request<'_>) -> boo
 
 /// Answers a null request without running it. An ONNX model keeps nothing from run to run (its
 /// state is Triton's, per sequence), so the slot a row sits in means nothing to it, and running
-/// the garbage could only fail the run of the real requests beside it.
+/// the garbage could only fail the run of the real requests beside it. Its rows still count in
+/// the batch statistic of the run beside it (as the official backend, which runs them, reports
+/// them): `batch_stats` is the batch Triton formed. Triton keeps no request statistics for it.
 pub(super) fn answer_null_request(scope: &ExecutionScope<'_>, record: &mut RequestRecord<'_>) {
+    scope.null_rows.set(scope.null_rows.get() + null_rows(scope.config, record.request));
     let now = clock::now_ns();
     let times = Timestamps { exec_start: scope.exec_start, compute_start: now, compute_end: now, exec_end: now };
     record.outcome = Outcome::Succeeded(times);
     record.answer(scope.reporter);
+}
+
+/// A null request's rows: the batch dimension of its first input (Triton copies it from a real
+/// request's), 1 for a model without batching or when it cannot be read.
+fn null_rows(config: &ModelConfig, request: Request<'_>) -> u64 {
+    if !config.batching() {
+        return 1;
+    }
+    let first = request.input(0).and_then(|i| i.properties());
+    first.ok().and_then(|p| p.shape.first().copied()).and_then(|d| u64::try_from(d).ok()).unwrap_or(1)
 }
 
 /// Where the request lies in its sequence, for a model with sequence_batching.
