@@ -13,6 +13,25 @@ use crate::metrics::{Families, SharedArenaGauge};
 use crate::onnx::runtime::{self, Runtime, ThreadPools};
 use crate::request_log::{RequestLog, RequestLogSettings};
 
+/// The name the server loaded this library as: `onnxrs`, or `onnxruntime` when it is installed as
+/// the official backend's drop-in (`backends/onnxruntime/libtriton_onnxruntime.so`). Set once, at
+/// the backend's initialize; nothing else in the code assumes a name.
+static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The backend's name as the server knows it: what `--backend-config=<name>,...` takes and what
+/// messages that name a setting say. `onnxrs` until the server has initialized the backend.
+pub fn name() -> &'static str {
+    NAME.get().map_or("onnxrs", String::as_str)
+}
+
+/// Records the name the server initialized the backend with (the first one: a library file is
+/// loaded under one name).
+pub fn set_name(name: &str) {
+    if NAME.set(name.to_string()).is_err() && NAME.get().is_some_and(|n| n != name) {
+        log::warn!("onnxrs: initialized as '{name}' after '{}'; messages keep the first name", self::name());
+    }
+}
+
 /// The official backend's default for `default-max-batch-size`.
 const DEFAULT_MAX_BATCH_SIZE: usize = 4;
 
@@ -81,15 +100,7 @@ impl BackendConfig {
             })?,
         };
         let metrics_on = get("metrics").map_or(Ok(true), |v| parse_flag("backend config metrics", v))?;
-        let thread_pools = match get("thread-pools").map(str::trim) {
-            None | Some("shared") => ThreadPools::Shared { threads: crate::cpu::available_cpus() },
-            Some("per-session") => ThreadPools::PerSession,
-            Some(v) => {
-                return Err(Error::invalid_arg(format!(
-                    "backend config thread-pools must be 'shared' or 'per-session', got '{v}'"
-                )));
-            }
-        };
+        let thread_pools = thread_pools(&get)?;
         let shared_arena = shared_arena(get("shared-arena"), get("shared-arena-max-bytes"))?;
         Ok(BackendConfig {
             ort_library: get("ort-library").filter(|s| !s.is_empty()).map(PathBuf::from),
@@ -100,6 +111,57 @@ impl BackendConfig {
             shared_arena,
         })
     }
+}
+
+/// Where sessions' operator threads come from: our `thread-pools=shared|per-session`, or the
+/// official backend's keys, so its `--backend-config` lines work unchanged:
+/// `enable-global-threadpool=1|0` (shared or per-session), `intra_op_thread_count=N` and
+/// `inter_op_thread_count=N` (the shared pools' sizes; 0 or unset: as many intra-op threads as
+/// the process has CPUs, one inter-op thread). A `thread-pools` and an
+/// `enable-global-threadpool` that contradict each other are refused.
+fn thread_pools<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<ThreadPools> {
+    let ours = match get("thread-pools").map(str::trim) {
+        None => None,
+        Some("shared") => Some(true),
+        Some("per-session") => Some(false),
+        Some(v) => {
+            return Err(Error::invalid_arg(format!(
+                "backend config thread-pools must be 'shared' or 'per-session', got '{v}'"
+            )));
+        }
+    };
+    let official = get("enable-global-threadpool")
+        .map(|v| parse_flag("backend config enable-global-threadpool", v))
+        .transpose()?;
+    let shared = match (ours, official) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Error::invalid_arg(format!(
+                "backend config thread-pools={} contradicts enable-global-threadpool={}; give one of them",
+                if a { "shared" } else { "per-session" },
+                u8::from(b)
+            )));
+        }
+        (a, b) => a.or(b).unwrap_or(true),
+    };
+    let count = |key: &str| -> Result<Option<usize>> {
+        get(key)
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| Error::invalid_arg(format!("backend config {key} must be a thread count, got '{v}'")))
+            })
+            .transpose()
+            .map(|n| n.filter(|&n| n > 0))
+    };
+    let (intra, inter) = (count("intra_op_thread_count")?, count("inter_op_thread_count")?);
+    Ok(if shared {
+        ThreadPools::Shared {
+            threads: intra.unwrap_or_else(crate::cpu::available_cpus),
+            inter_threads: inter.unwrap_or(1),
+        }
+    } else {
+        ThreadPools::PerSession
+    })
 }
 
 /// `shared-arena` and `shared-arena-max-bytes`: a cap alone turns the shared arena on; a cap with
@@ -215,12 +277,42 @@ mod tests {
         assert!(e.message().contains("backend config metrics must be 0 or 1"), "{e}");
         let pools = |v: &str| BackendState::from_config(&json!({"cmdline": {"thread-pools": v}}), None);
         assert_eq!(pools("per-session").unwrap().thread_pools, ThreadPools::PerSession);
-        assert!(matches!(pools("shared").unwrap().thread_pools, ThreadPools::Shared { threads } if threads >= 1));
+        assert!(
+            matches!(pools("shared").unwrap().thread_pools, ThreadPools::Shared { threads, inter_threads: 1 } if threads >= 1)
+        );
         assert!(matches!(
             BackendState::from_config(&json!({}), None).unwrap().thread_pools,
             ThreadPools::Shared { .. }
         ));
         assert!(pools("global").unwrap_err().message().contains("'shared' or 'per-session'"));
+        // The official backend's keys.
+        let official = |c: serde_json::Value| BackendConfig::parse(&json!({ "cmdline": c })).map(|b| b.thread_pools);
+        assert_eq!(official(json!({"enable-global-threadpool": "0"})).unwrap(), ThreadPools::PerSession);
+        assert_eq!(
+            official(
+                json!({"enable-global-threadpool": "1", "intra_op_thread_count": "3", "inter_op_thread_count": "2"})
+            )
+            .unwrap(),
+            ThreadPools::Shared { threads: 3, inter_threads: 2 }
+        );
+        assert!(matches!(
+            official(json!({"intra_op_thread_count": "0"})).unwrap(),
+            ThreadPools::Shared { threads, inter_threads: 1 } if threads == crate::cpu::available_cpus()
+        ));
+        // Per-session pools have no shared sizes: the counts are accepted and have no effect, as
+        // with the official backend when its global pool is off.
+        assert_eq!(
+            official(json!({"enable-global-threadpool": "0", "intra_op_thread_count": "3"})).unwrap(),
+            ThreadPools::PerSession
+        );
+        assert_eq!(
+            official(json!({"thread-pools": "shared", "enable-global-threadpool": "1"})).unwrap(),
+            ThreadPools::Shared { threads: crate::cpu::available_cpus(), inter_threads: 1 }
+        );
+        let e = official(json!({"thread-pools": "shared", "enable-global-threadpool": "0"})).unwrap_err();
+        assert!(e.message().contains("thread-pools=shared contradicts enable-global-threadpool=0"), "{e}");
+        let e = official(json!({"intra_op_thread_count": "many"})).unwrap_err();
+        assert!(e.message().contains("intra_op_thread_count must be a thread count, got 'many'"), "{e}");
     }
 
     #[test]

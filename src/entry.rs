@@ -68,6 +68,7 @@ fn initialize(raw: *mut sys::TRITONBACKEND_Backend) -> Result<()> {
     let backend = unsafe { Backend::from_raw(raw) }?;
     crate::triton::log::install();
     check_api_versions()?;
+    crate::backend::set_name(backend.name()?);
     let dir = backend.artifacts().ok();
     let mut state = BackendState::from_config(&backend.config()?, dir)?;
     state.enable_metrics();

@@ -62,7 +62,7 @@ pub struct InstanceSession {
 /// external data) holds `model.onnx`.
 fn model_file(repository: &Path, version: u64, filename: &str) -> Result<PathBuf> {
     let path = repository.join(version.to_string()).join(filename);
-    let path = if path.is_dir() { path.join("model.onnx") } else { path };
+    let path = if path.is_dir() { path.join(crate::config::model_config::DEFAULT_MODEL_FILENAME) } else { path };
     if !path.is_file() {
         return Err(Error::not_found(format!("model file '{}' does not exist", path.display())));
     }
@@ -166,7 +166,7 @@ impl ModelState {
         }
         let share_session = params::share_session(&config)?;
         let threads = match runtime.thread_pools {
-            ThreadPools::Shared { threads } if !settings.own_threads => format!("shared pool of {threads}"),
+            ThreadPools::Shared { threads, .. } if !settings.own_threads => format!("shared pool of {threads}"),
             _ => format!("intra_op {} inter_op {}", settings.intra_op_threads, settings.inter_op_threads),
         };
         log::info!(

@@ -18,12 +18,13 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 use triton_onnxrs::backend::BackendConfig;
+use triton_onnxrs::cpu::available_cpus;
 use triton_onnxrs::config::model_config::ModelConfig;
 use triton_onnxrs::config::{cuda, params};
 use triton_onnxrs::onnx::runtime::ThreadPools;
 use triton_onnxrs::onnx::session::GraphOptimization;
 
-const KEYS: [&str; 26] = [
+const KEYS: [&str; 27] = [
     "memory.enable_memory_arena_shrinkage",
     "memory.enable_arena_shrinkage",
     "intra_op_thread_count",
@@ -44,6 +45,7 @@ const KEYS: [&str; 26] = [
     "enable_cuda_graph",
     "share_session_between_instances",
     "thread-pools",
+    "enable-global-threadpool",
     "request-log",
     "request-log-sample",
     "request_log_sample",
@@ -207,6 +209,15 @@ fn backend(input: &Input) {
         "per-session" => Some(true),
         _ => None,
     });
+    // The official backend's keys: a flag that must not contradict thread-pools, and counts.
+    let official = read(&strings, "enable-global-threadpool", flag);
+    let count = |k: &str| read(&strings, k, |v| v.trim().parse::<usize>().ok());
+    let (intra, inter) = (count("intra_op_thread_count"), count("inter_op_thread_count"));
+    let pools = match (pools, official, intra, inter) {
+        (Ok(Some(per_session)), Ok(Some(global)), Ok(_), Ok(_)) if per_session == global => Err(()),
+        (Ok(p), Ok(o), Ok(intra), Ok(inter)) => Ok((p.or(o.map(|global| !global)), intra, inter)),
+        _ => Err(()),
+    };
     // Refused when either is invalid: the two are checked together below.
     let metrics = metrics.and_then(|m| pools.map(|_| m)).map_err(|_| ());
     let sample = read(&strings, "request-log-sample", share);
@@ -225,8 +236,15 @@ fn backend(input: &Input) {
         (Ok(s), Ok(max_batch), Ok(metrics), Ok((sample, arena))) => {
             assert_eq!(s.default_max_batch_size, max_batch.unwrap_or(4));
             assert_eq!(s.metrics_on, metrics.unwrap_or(true));
-            let shared = matches!(s.thread_pools, ThreadPools::Shared { threads } if threads >= 1);
-            assert_eq!(shared, pools != Ok(Some(true)), "per-session only when asked for");
+            let Ok((per_session, intra, inter)) = pools else { unreachable!("refused above") };
+            match s.thread_pools {
+                ThreadPools::Shared { threads, inter_threads } => {
+                    assert_ne!(per_session, Some(true), "per-session only when asked for");
+                    assert_eq!(threads, intra.filter(|&n| n > 0).unwrap_or_else(available_cpus));
+                    assert_eq!(inter_threads, inter.filter(|&n| n > 0).unwrap_or(1));
+                }
+                ThreadPools::PerSession => assert_eq!(per_session, Some(true), "per-session only when asked for"),
+            }
             assert_eq!(s.shared_arena.map(|a| a.max_bytes), arena);
             let library = strings.get("ort-library").filter(|l| !l.is_empty());
             assert_eq!(s.ort_library.as_deref(), library.map(std::path::Path::new));

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::config::model_config::{ModelConfig, as_i64};
+use crate::config::model_config::{DEFAULT_MODEL_FILENAME, ModelConfig, as_i64};
 use crate::error::{Error, Result};
 use crate::onnx::session::{ModelIo, TensorInfo};
 
@@ -70,9 +70,16 @@ pub fn complete(config: &Value, io: &ModelIo, default_max_batch_size: usize) -> 
         let scheduled = ["dynamic_batching", "sequence_batching", "ensemble_scheduling"]
             .iter()
             .any(|k| config.get(*k).is_some_and(|v| !v.is_null()));
-        if !scheduled {
+        // As the official backend: a batch of one needs no scheduler to form it.
+        if !scheduled && default_max_batch_size > 1 {
             out["dynamic_batching"] = json!({});
         }
+    }
+    // The file Triton serves when the config names none (Triton fills it for the official
+    // backend's name; under ours the completed config says it too).
+    if config.get("default_model_filename").and_then(Value::as_str).is_none_or(str::is_empty) {
+        out["default_model_filename"] = json!(DEFAULT_MODEL_FILENAME);
+        changed = true;
     }
     if batching && parsed.inputs.is_empty() {
         refuse_scalars(&parsed, &io.inputs, "input")?;
@@ -216,15 +223,31 @@ mod tests {
     }
 
     #[test]
-    fn a_complete_config_is_left_alone() {
+    fn a_complete_config_is_left_alone_but_for_the_model_file() {
         let io = ModelIo {
             inputs: vec![info("X", DataType::Fp32, &[-1])],
             outputs: vec![info("Y", DataType::Fp32, &[-1])],
             overridable: Default::default(),
         };
-        let c = json!({"name": "m", "max_batch_size": 0,
+        let mut c = json!({"name": "m", "max_batch_size": 0,
             "input": [{"name": "X", "data_type": "TYPE_FP32", "dims": [-1]}],
             "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [-1]}]});
+        let mut want = c.clone();
+        want["default_model_filename"] = json!("model.onnx");
+        assert_eq!(complete(&c, &io, 4).unwrap(), Some(want));
+        c["default_model_filename"] = json!("other.onnx");
         assert_eq!(complete(&c, &io, 4).unwrap(), None);
+    }
+
+    #[test]
+    fn a_batch_of_one_gets_no_dynamic_batching() {
+        let io = ModelIo {
+            inputs: vec![info("X", DataType::Fp32, &[-1, 2])],
+            outputs: vec![info("Y", DataType::Fp32, &[-1, 2])],
+            overridable: Default::default(),
+        };
+        let c = complete(&json!({"name": "m"}), &io, 1).unwrap().unwrap();
+        assert_eq!((c["max_batch_size"].clone(), c.get("dynamic_batching")), (json!(1), None));
+        assert_eq!(c["default_model_filename"], json!("model.onnx"));
     }
 }

@@ -9,6 +9,25 @@ fn names(ts: &[TensorInfo]) -> String {
     ts.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
+/// A shape as the official backend prints it: `[-1,16]`.
+fn shape_string(shape: &[i64]) -> String {
+    format!("[{}]", shape.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
+}
+
+/// The official backend's facts about a tensor the config names and the model has not, in its
+/// words (its messages, `ValidateInputs` and `CheckAllowedModelInput`, say the counts and the
+/// allowed names), so a person or a script looking for either finds them.
+fn official_not_found(kind: &str, name: &str, counts: (usize, usize), model: &[TensorInfo]) -> String {
+    let mut allowed: Vec<&str> = model.iter().map(|t| t.name.as_str()).collect();
+    allowed.sort_unstable();
+    format!(
+        "configuration expects {} {kind}s, model provides {}; unexpected inference {kind} '{name}', allowed {kind}s are: {}",
+        counts.0,
+        counts.1,
+        allowed.join(", ")
+    )
+}
+
 /// The shape the model sees for a config entry: [-1 for the batch,] reshape or dims.
 fn config_shape(config: &ModelConfig, tensor_config: &TensorConfig) -> Vec<i64> {
     if tensor_config.ragged {
@@ -25,15 +44,25 @@ fn config_shape(config: &ModelConfig, tensor_config: &TensorConfig) -> Vec<i64> 
     shape
 }
 
-fn check_tensor(config: &ModelConfig, kind: &str, tensor_config: &TensorConfig, model: &[TensorInfo]) -> Result<()> {
+/// The tensors of one kind on both sides: the config's count (as the official backend counts
+/// them) and the model's.
+struct Side<'a> {
+    kind: &'a str,
+    model: &'a [TensorInfo],
+    counts: (usize, usize),
+}
+
+fn check_tensor(config: &ModelConfig, side: &Side<'_>, tensor_config: &TensorConfig) -> Result<()> {
+    let (kind, model) = (side.kind, side.model);
     let name = &tensor_config.name;
     // "input", or "control input" / "state input" for those of sequence_batching.
     let label = format!("{}{kind}", tensor_config.role.prefix());
     let m = model.iter().find(|t| &t.name == name).ok_or_else(|| {
         Error::invalid_arg(format!(
-            "model '{}': {label} '{name}' in the config is not an {kind} of the ONNX model (its {kind}s: {})",
+            "model '{}': {label} '{name}' in the config is not an {kind} of the ONNX model (its {kind}s: {}) ({})",
             config.name,
-            names(model)
+            names(model),
+            official_not_found(kind, name, side.counts, model)
         ))
     })?;
     let Some(model_type) = m.data_type else {
@@ -44,11 +73,14 @@ fn check_tensor(config: &ModelConfig, kind: &str, tensor_config: &TensorConfig, 
     };
     if model_type != tensor_config.data_type {
         return Err(Error::invalid_arg(format!(
-            "model '{}': {label} '{name}' is {} in the config but {} ({}) in the ONNX model",
+            "model '{}': {label} '{name}' is {} in the config but {} ({}) in the ONNX model \
+             (configuration expects datatype {} for {kind} '{name}', model provides {})",
             config.name,
             tensor_config.data_type.config_name(),
             model_type.config_name(),
-            m.type_description
+            m.type_description,
+            tensor_config.data_type.config_name(),
+            model_type.config_name()
         )));
     }
     if kind == "output" && config.batch_output(name).is_some() {
@@ -66,12 +98,28 @@ fn check_tensor(config: &ModelConfig, kind: &str, tensor_config: &TensorConfig, 
     let fits = want.len() == m.shape.len() && want.iter().zip(&m.shape).all(|(&c, &d)| c == -1 || d == -1 || c == d);
     if !fits {
         let shown = if tensor_config.reshape.is_some() { "reshape" } else { "dims" };
+        // The official backend's words for the same facts (`CompareDimsSupported`).
+        let official = if config.batching() {
+            format!(
+                "an initial batch dimension because max_batch_size > 0 followed by the explicit tensor shape, \
+                 making complete shape {}",
+                shape_string(&want)
+            )
+        } else {
+            format!("shape {}", shape_string(&want))
+        };
         return Err(Error::invalid_arg(format!(
-            "model '{}': {label} '{name}' has {shown} {:?} in the config{}, but shape {:?} in the ONNX model",
+            "model '{}': {label} '{name}' has {shown} {:?} in the config{}, but shape {:?} in the ONNX model \
+             (model '{}', tensor '{name}': the model expects {} dimensions (shape {}) but the model configuration \
+             specifies {} dimensions ({official}))",
             config.name,
             tensor_config.reshape.as_deref().unwrap_or(&tensor_config.dims),
             if config.batching() { " (plus the batch dimension)" } else { "" },
-            m.shape
+            m.shape,
+            config.name,
+            m.shape.len(),
+            shape_string(&m.shape),
+            want.len()
         )));
     }
     Ok(())
@@ -106,11 +154,19 @@ pub fn check_against_graph(config: &ModelConfig, io: &ModelIo) -> Result<()> {
     }
     // First: a batch_output naming no output would otherwise surface as that output's shape.
     crate::config::ragged::check_batch_outputs(config)?;
+    // Counted as the official backend counts them: the config's inputs with its batch inputs
+    // (sequence controls and states are among `inputs`), against the model's.
+    let inputs = Side {
+        kind: "input",
+        model: &io.inputs,
+        counts: (config.inputs.len() + config.batch_inputs.len(), io.inputs.len()),
+    };
+    let outputs = Side { kind: "output", model: &io.outputs, counts: (config.outputs.len(), io.outputs.len()) };
     for tensor_config in &config.inputs {
-        check_tensor(config, "input", tensor_config, &io.inputs)?;
+        check_tensor(config, &inputs, tensor_config)?;
     }
     for tensor_config in &config.outputs {
-        check_tensor(config, "output", tensor_config, &io.outputs)?;
+        check_tensor(config, &outputs, tensor_config)?;
     }
     for state in &config.sequence.states {
         let output = TensorConfig {
@@ -123,15 +179,16 @@ pub fn check_against_graph(config: &ModelConfig, io: &ModelIo) -> Result<()> {
             ragged: false,
             role: Role::State,
         };
-        check_tensor(config, "output", &output, &io.outputs)?;
+        check_tensor(config, &outputs, &output)?;
     }
     check_batch_inputs(config, io)?;
     for m in &io.inputs {
         let batch_input = config.batch_inputs.iter().any(|b| b.target_name == m.name);
         if config.input(&m.name).is_none() && !batch_input && !io.overridable.contains(&m.name) {
             return Err(Error::invalid_arg(format!(
-                "model '{}': the ONNX model's input '{}' is missing from the config (and has no default value)",
-                config.name, m.name
+                "model '{}': the ONNX model's input '{}' is missing from the config (and has no default value) \
+                 (unable to load model '{}', configuration expects {} inputs, model provides {})",
+                config.name, m.name, config.name, inputs.counts.0, inputs.counts.1
             )));
         }
     }

@@ -11,6 +11,9 @@ use crate::config::sequence::Sequence;
 use crate::dtype::DataType;
 use crate::error::{Error, Result};
 
+/// The model file Triton and the official backend look for when a config names none.
+pub const DEFAULT_MODEL_FILENAME: &str = "model.onnx";
+
 /// One `input` or `output` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorConfig {
@@ -175,7 +178,7 @@ impl ModelConfig {
             .get("default_model_filename")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
-            .unwrap_or("model.onnx")
+            .unwrap_or(DEFAULT_MODEL_FILENAME)
             .to_string();
         let graph_level = config.pointer("/optimization/graph/level").and_then(as_i64);
         let gpu_accelerators = match config.pointer("/optimization/execution_accelerators/gpu_execution_accelerator") {

@@ -153,7 +153,8 @@ pub fn apply_shared_arena(settings: &mut SessionSettings, config: &ModelConfig, 
         Some(true) if !backend_has => {
             return Err(Error::invalid_arg(format!(
                 "parameter '{SHARED_ARENA}' asks for the shared CPU arena, but the backend has none: start the \
-                 server with --backend-config=onnxrs,shared-arena=1"
+                 server with --backend-config={},shared-arena=1",
+                crate::backend::name()
             )));
         }
         Some(true) if !settings.mem_arena => {

@@ -82,9 +82,10 @@ pub fn check_cap(held: u64, max_bytes: Option<u64>) -> Result<()> {
     match max_bytes {
         Some(cap) if held > cap => Err(Error::unavailable(format!(
             "the shared CPU arena holds {held} bytes with this session's weights, more than its cap \
-             (--backend-config=onnxrs,shared-arena-max-bytes={cap}); the weights of every session on it count \
+             (--backend-config={name},shared-arena-max-bytes={cap}); the weights of every session on it count \
              against the cap: raise it, or keep this model on its own arena with the parameter \
-             memory.shared_arena: \"0\""
+             memory.shared_arena: \"0\"",
+            name = crate::backend::name()
         ))),
         _ => Ok(()),
     }
@@ -101,7 +102,8 @@ pub fn exhausted(ort_message: &str, max_bytes: Option<u64>) -> Option<Error> {
     let what = match max_bytes {
         Some(cap) => format!(
             "the run needs more memory than the shared CPU arena's cap leaves free \
-             (--backend-config=onnxrs,shared-arena-max-bytes={cap}); other requests are unaffected"
+             (--backend-config={name},shared-arena-max-bytes={cap}); other requests are unaffected",
+            name = crate::backend::name()
         ),
         None => "ONNX Runtime could not allocate the memory the run needs".to_string(),
     };

@@ -32,20 +32,21 @@ impl Drop for ThreadingOptions {
 }
 
 impl Env {
-    /// A new environment named `name`; with `global_intra_threads`, one with a process-wide
-    /// intra-op pool of that many threads (and one inter-op thread) that sessions may share.
-    pub fn new(name: &str, global_intra_threads: Option<usize>) -> Result<Env> {
+    /// A new environment named `name`; with `global_threads` (intra-op, inter-op), one with
+    /// process-wide pools of that many threads that sessions may share.
+    pub fn new(name: &str, global_threads: Option<(usize, usize)>) -> Result<Env> {
         let api = ort::api();
         let name = CString::new(name).map_err(|_| Error::internal("environment name holds a NUL"))?;
         let level = ort::sys::OrtLoggingLevel::ORT_LOGGING_LEVEL_ERROR;
         let mut env = ptr::null_mut();
-        match global_intra_threads {
+        match global_threads {
             None => {
                 // SAFETY: `name` lives across the call; on success we own `env`.
                 unsafe { check((api.CreateEnv)(level, name.as_ptr(), &mut env))? };
             }
-            Some(threads) => {
+            Some((threads, inter_threads)) => {
                 let threads = i32::try_from(threads).map_err(|_| Error::invalid_arg("too many threads"))?;
+                let inter_threads = i32::try_from(inter_threads).map_err(|_| Error::invalid_arg("too many threads"))?;
                 let mut raw = ptr::null_mut();
                 // SAFETY: on success we own `raw`, released by the guard.
                 unsafe { check((api.CreateThreadingOptions)(&mut raw))? };
@@ -54,8 +55,8 @@ impl Env {
                 unsafe {
                     check((api.SetGlobalIntraOpNumThreads)(options.0, threads))?;
                     // Inter-op threads serve only parallel execution mode, whose sessions keep
-                    // pools of their own (`config::params`): one is enough here.
-                    check((api.SetGlobalInterOpNumThreads)(options.0, 1))?;
+                    // pools of their own (`config::params`): one is enough unless asked for.
+                    check((api.SetGlobalInterOpNumThreads)(options.0, inter_threads))?;
                 }
                 // SAFETY: `name` and `options` live across the call; ONNX Runtime copies the
                 // options; on success we own `env`.

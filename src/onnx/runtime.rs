@@ -43,7 +43,9 @@ pub enum ThreadPools {
     /// does not ask for thread counts of its own. Several models and instances then never start
     /// more operator threads than the process has CPUs; each session's own pool would spin
     /// `threads` threads of its own (N sessions × CPUs).
-    Shared { threads: usize },
+    /// `inter_threads`: the process-wide inter-op pool (1 unless the official backend's
+    /// `inter_op_thread_count` asks for more).
+    Shared { threads: usize, inter_threads: usize },
     /// Every session has pools of its own (ONNX Runtime's and the official backend's way).
     PerSession,
 }
@@ -62,7 +64,8 @@ pub fn resolve_library(explicit: Option<&Path>, dir: Option<&Path>) -> Result<Pa
     let not_found = || {
         Error::not_found(format!(
             "ONNX Runtime library not found: no {LIBRARY_NAME}* in the backend directory {searched}; \
-             install it beside libtriton_onnxrs.so or pass --backend-config=onnxrs,ort-library=/path/to/libonnxruntime.so"
+             install it beside libtriton_{name}.so or pass --backend-config={name},ort-library=/path/to/libonnxruntime.so",
+            name = crate::backend::name()
         ))
     };
     let dir = dir.ok_or_else(not_found)?;
@@ -109,7 +112,7 @@ pub fn init_with(path: &Path, thread_pools: ThreadPools) -> Result<Arc<Runtime>>
     ort::init_from(path)
         .map_err(|e| Error::unavailable(format!("cannot load ONNX Runtime from '{}': {e}", path.display())))?;
     let threads = match thread_pools {
-        ThreadPools::Shared { threads } => Some(threads),
+        ThreadPools::Shared { threads, inter_threads } => Some((threads, inter_threads)),
         ThreadPools::PerSession => None,
     };
     let environment = Env::new("onnxrs", threads)?;
