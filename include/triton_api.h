@@ -325,9 +325,23 @@ extern TRITONSERVER_Error* TRITONBACKEND_ResponseOutput(
     const TRITONSERVER_DataType datatype, const int64_t* shape, const uint32_t dims_count);
 extern TRITONSERVER_Error* TRITONBACKEND_ResponseSend(
     TRITONBACKEND_Response* response, const uint32_t send_flags, TRITONSERVER_Error* error);
+/* Parameters a response carries to its client (HTTP JSON "parameters", gRPC response
+   parameters); the server copies name and value. */
+extern TRITONSERVER_Error* TRITONBACKEND_ResponseSetIntParameter(
+    TRITONBACKEND_Response* response, const char* name, const int64_t value);
+extern TRITONSERVER_Error* TRITONBACKEND_ResponseSetStringParameter(
+    TRITONBACKEND_Response* response, const char* name, const char* value);
 extern TRITONSERVER_Error* TRITONBACKEND_OutputBuffer(
     TRITONBACKEND_Output* output, void** buffer, const uint64_t buffer_byte_size,
     TRITONSERVER_MemoryType* memory_type, int64_t* memory_type_id);
+
+/* ---- TRITONBACKEND: a request's parameters (what the client put in its "parameters") ---- */
+extern TRITONSERVER_Error* TRITONBACKEND_RequestParameterCount(TRITONBACKEND_Request* request, uint32_t* count);
+/* `vvalue` points at a NUL-terminated string (STRING), an int64_t (INT), a bool (BOOL) or a
+   double (DOUBLE), owned by the request. */
+extern TRITONSERVER_Error* TRITONBACKEND_RequestParameter(
+    TRITONBACKEND_Request* request, const uint32_t index, const char** key,
+    TRITONSERVER_ParameterType* type, const void** vvalue);
 
 /* ---- TRITONBACKEND: a request's flags and its sequence's implicit state ---- */
 extern TRITONSERVER_Error* TRITONBACKEND_RequestFlags(TRITONBACKEND_Request* request, uint32_t* flags);

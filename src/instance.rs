@@ -136,6 +136,8 @@ impl InstanceState {
                 log: state.request_log.clone(),
                 memory: MemoryReport::new(Arc::clone(&state.memory), state.metrics.clone()),
                 text: model.text.clone(),
+                timings_always: model.response_timings_always,
+                name: state.name.clone(),
             };
             state.generator = Some(Generator::start(handle, setup, label.clone()).map_err(context)?);
         }

@@ -44,6 +44,7 @@ pub mod model;
 #[allow(unsafe_code)]
 pub mod onnx;
 pub mod request_log;
+mod response_timings;
 // The generated bindings to Triton's C API.
 #[allow(unsafe_code)]
 mod sys;

@@ -34,6 +34,8 @@ pub struct ModelState {
     pub ticket: Ticket,
     /// `share_session_between_instances`: one session per device for all the instances.
     pub share_session: bool,
+    /// `response_timings: "always"`: every response carries its request's timings.
+    pub response_timings_always: bool,
     /// The outputs runs of one request write straight into the response (`execute::direct`).
     pub(crate) direct_outputs: Vec<crate::execute::direct::DirectOutput>,
     /// The shared sessions, one per device, made by the first instance on it.
@@ -165,6 +167,7 @@ impl ModelState {
             log::info!("onnxrs: model '{name}' version {version}: arena shrinkage after every run on {devices}");
         }
         let share_session = params::share_session(&config)?;
+        let response_timings_always = crate::response_timings::always(&config.parameters)?;
         let threads = match runtime.thread_pools {
             ThreadPools::Shared { threads, .. } if !settings.own_threads => format!("shared pool of {threads}"),
             _ => format!("intra_op {} inter_op {}", settings.intra_op_threads, settings.inter_op_threads),
@@ -228,6 +231,7 @@ impl ModelState {
             metrics,
             ticket,
             share_session,
+            response_timings_always,
             direct_outputs,
             shared: Mutex::new(Vec::new()),
             request_log,

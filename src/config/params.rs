@@ -31,7 +31,7 @@ pub const SHARED_ARENA: &str = "memory.shared_arena";
 /// ignores them silently, so a misspelt key would change nothing without anyone knowing); an
 /// unknown `memory.*` key fails the load, since memory settings that do nothing are the ones an
 /// operator counts on most.
-const KNOWN: [&str; 16] = [
+const KNOWN: [&str; 17] = [
     "intra_op_thread_count",
     "inter_op_thread_count",
     "execution_mode",
@@ -46,6 +46,7 @@ const KNOWN: [&str; 16] = [
     "metrics",
     SHARE_SESSION,
     "request_log_sample",
+    crate::response_timings::MODEL_PARAMETER,
     super::generator::MAX_SEQUENCES,
     super::generator::KV_CACHE_BYTES,
 ];

@@ -31,6 +31,7 @@ use crate::instance::InstanceState;
 use crate::metrics::{ErrorClass, ModelMetrics, SequencePosition};
 use crate::model::ModelState;
 use crate::request_log::{InstanceLog, LoggedOutcome, RunSize};
+use crate::response_timings::{self, Figures};
 use crate::triton::instance::Timestamps;
 use crate::triton::{Instance, InstanceKind, OwnedRequest, Request, Response};
 
@@ -68,6 +69,8 @@ struct RequestRecord<'r> {
     position: Option<SequencePosition>,
     /// The ONNX Runtime run it took part in (the last, when a fused run was retried alone).
     run: Option<RunSize>,
+    /// Whether its response carries its timings (`response_timings`).
+    timings: bool,
     outcome: Outcome,
 }
 
@@ -77,7 +80,7 @@ impl<'r> RequestRecord<'r> {
             Ok(response) => (Some(response), Outcome::Pending),
             Err(e) => (None, Outcome::Failed(e, ErrorClass::Internal)),
         };
-        RequestRecord { request, response, checked: None, position: None, run: None, outcome }
+        RequestRecord { request, response, checked: None, position: None, run: None, timings: false, outcome }
     }
 
     fn checked(&self) -> Result<&CheckedRequest<'r>> {
@@ -87,7 +90,7 @@ impl<'r> RequestRecord<'r> {
     /// Reports the request's statistics, then sends its response; once only. Statistics go first
     /// so that a client that reads /stats right after its response sees its own request counted.
     fn answer(&mut self, reporter: Reporter<'_>) {
-        let Reporter { instance, metrics, label, request_log } = reporter;
+        let Reporter { instance, metrics, label, name, request_log } = reporter;
         let (success, timestamps, result) = match mem::replace(&mut self.outcome, Outcome::Answered) {
             Outcome::Answered => return,
             Outcome::Succeeded(t) => {
@@ -123,6 +126,10 @@ impl<'r> RequestRecord<'r> {
         }
         match self.response.take() {
             Some(response) => {
+                if self.timings && success {
+                    let run_size = self.run.map(|r| r.requests);
+                    response_timings::attach(&response, Figures::of(timestamps), run_size, name);
+                }
                 if let Err(e) = response.send(result) {
                     log::error!("onnxrs: cannot send a response: {e}");
                 }
@@ -142,11 +149,11 @@ impl<'r> RequestRecord<'r> {
 /// or the error.
 fn logged_outcome(t: Timestamps, result: &std::result::Result<(), Failure>) -> LoggedOutcome {
     match result {
-        Ok(()) => LoggedOutcome::Success {
-            input_ns: t.compute_start.saturating_sub(t.exec_start),
-            infer_ns: t.compute_end.saturating_sub(t.compute_start),
-            output_ns: t.exec_end.saturating_sub(t.compute_end),
-        },
+        Ok(()) => {
+            // The same stages the statistics and the response's timings have.
+            let Figures { input_ns, infer_ns, output_ns } = Figures::of(t);
+            LoggedOutcome::Success { input_ns, infer_ns, output_ns }
+        }
         Err((e, class)) => LoggedOutcome::Failure { kind: class.label(), message: e.message().to_string() },
     }
 }
@@ -159,6 +166,8 @@ struct Reporter<'i> {
     metrics: Option<&'i ModelMetrics>,
     /// "model 'm' version 1 instance 'm_0'", for log lines.
     label: &'i str,
+    /// The instance's name ("m_0"), for the responses that carry their timings.
+    name: &'i str,
     request_log: Option<&'i InstanceLog>,
 }
 
@@ -170,6 +179,8 @@ struct ExecutionScope<'a> {
     reporter: Reporter<'a>,
     /// When the execute call began: the start of every request's statistics.
     exec_start: u64,
+    /// The model's `response_timings: "always"`.
+    timings_always: bool,
     /// Rows of the null requests Triton put in this execution's batch (Direct sequence
     /// batching), answered without a run: the next run's batch statistic counts them, so
     /// `batch_stats` shows the batch as Triton formed it (`sequence::answer_null_request`).
@@ -201,6 +212,7 @@ pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &Instan
         instance,
         metrics: model.metrics.as_ref(),
         label: &state.label,
+        name: &state.name,
         request_log: state.request_log.as_ref(),
     };
     // `requests` is a parameter, so it outlives `execution` even while a panic unwinds: every
@@ -209,7 +221,14 @@ pub(crate) fn execute(instance: Instance<'_>, model: &ModelState, state: &Instan
         Execution { reporter, records: requests.iter().map(|r| RequestRecord::new(r.view())).collect() };
     // A GPU instance's outputs come back through ONNX Runtime's own copy to the host.
     let direct: &[direct::DirectOutput] = if state.kind == InstanceKind::Gpu { &[] } else { &model.direct_outputs };
-    let scope = ExecutionScope { config: &model.config, direct, reporter, exec_start, null_rows: Default::default() };
+    let scope = ExecutionScope {
+        config: &model.config,
+        direct,
+        reporter,
+        exec_start,
+        timings_always: model.response_timings_always,
+        null_rows: Default::default(),
+    };
 
     for record in &mut execution.records {
         read::read(&scope, record);

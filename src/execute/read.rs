@@ -21,6 +21,14 @@ pub(super) fn read(scope: &ExecutionScope<'_>, record: &mut RequestRecord<'_>) {
         return;
     }
     record.position = super::sequence::position(scope.config, record.request);
+    match crate::response_timings::wanted(scope.timings_always, record.request) {
+        Ok(wanted) => record.timings = wanted,
+        Err(e) => {
+            let class = read_failure_class(&e);
+            record.fail((e, class), scope.reporter);
+            return;
+        }
+    }
     match read_request(scope, record.request) {
         Ok(checked) => record.checked = Some(checked),
         Err(e) => {

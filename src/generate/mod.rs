@@ -53,6 +53,8 @@ pub(crate) struct Entry {
     pub params: Params,
     /// When execute took it over.
     pub queued_ns: u64,
+    /// Whether its responses carry their timings (`response_timings`).
+    pub timings: bool,
 }
 
 /// What an instance's loop runs with.
@@ -69,6 +71,10 @@ pub struct Setup {
     pub memory: MemoryReport,
     /// The model's tokenizer, when it has one.
     pub text: Option<Arc<Text>>,
+    /// The model's `response_timings: "always"`.
+    pub timings_always: bool,
+    /// The instance's name ("m_0").
+    pub name: String,
 }
 
 /// One instance's generation loop.
@@ -80,6 +86,7 @@ pub struct Generator {
     /// Where refused requests are logged (the loop logs the others).
     log: Option<InstanceLog>,
     text: Option<Arc<Text>>,
+    timings_always: bool,
 }
 
 impl std::fmt::Debug for Generator {
@@ -91,7 +98,7 @@ impl std::fmt::Debug for Generator {
 impl Generator {
     /// Starts the loop of `instance` with `setup`; `label` names the instance in log lines.
     pub(crate) fn start(instance: InstanceHandle, setup: Setup, label: String) -> Result<Self> {
-        let Setup { readiness, session, genai, limits, metrics, log, memory, text } = setup;
+        let Setup { readiness, session, genai, limits, metrics, log, memory, text, timings_always, name } = setup;
         let loop_text = text.clone();
         let refusals_log = log.clone();
         let (sender, receiver) = mpsc::channel::<Entry>();
@@ -111,11 +118,20 @@ impl Generator {
                     log: log.as_ref(),
                     memory: &memory,
                     label: &loop_label,
+                    name: &name,
                 };
                 Scheduler::new(decoder, limits, reporter, loop_text).run(&receiver, &readiness);
             })
             .map_err(|e| Error::internal(format!("cannot start the generation thread: {e}")))?;
-        Ok(Generator { sender: Some(sender), thread: Some(thread), genai, label, log: refusals_log, text })
+        Ok(Generator {
+            sender: Some(sender),
+            thread: Some(thread),
+            genai,
+            label,
+            log: refusals_log,
+            text,
+            timings_always,
+        })
     }
 
     /// Takes `requests` over: each is checked and queued, or answered with its error now.
@@ -140,11 +156,15 @@ impl Generator {
             Ok(c) => c,
             Err(e) => return Err((request, e)),
         };
+        let timings = match crate::response_timings::wanted(self.timings_always, request.view()) {
+            Ok(t) => t,
+            Err(e) => return Err((request, e)),
+        };
         let factory = match ResponseFactory::new(request.view()) {
             Ok(f) => f,
             Err(e) => return Err((request, e)),
         };
-        Ok(Entry { request, factory, prompt: checked.prompt, params: checked.params, queued_ns })
+        Ok(Entry { request, factory, prompt: checked.prompt, params: checked.params, queued_ns, timings })
     }
 }
 

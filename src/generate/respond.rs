@@ -15,6 +15,7 @@ use crate::generate::scheduler::Sequence;
 use crate::memory::MemoryFigure;
 use crate::metrics::InstanceMetrics;
 use crate::request_log::{Generation, InstanceLog, LoggedOutcome};
+use crate::response_timings::{self, Figures};
 use crate::triton::instance::{ResponseTimes, Timestamps};
 use crate::triton::response::{OutputBuffer, Response};
 use crate::triton::{Instance, MemoryType};
@@ -49,13 +50,16 @@ pub struct Chunk<'a> {
     pub tokens: &'a [i64],
     pub text: Option<&'a str>,
     pub last: bool,
+    /// When the stream's first response was sent; `None`: this is the first.
+    pub first_response_ns: Option<u64>,
 }
 
-/// When a step's run began and ended.
+/// When a step's run began and ended, and how many sequences it ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepTimes {
     pub start: u64,
     pub run_end: u64,
+    pub size: usize,
 }
 
 /// Reports for one instance.
@@ -65,6 +69,8 @@ pub(crate) struct Reporter<'a> {
     pub log: Option<&'a InstanceLog>,
     pub memory: &'a MemoryReport,
     pub label: &'a str,
+    /// The instance's name ("m_0"), for responses that carry their timings.
+    pub name: &'a str,
 }
 
 /// The instance's memory, re-reported as its KV cache grows and is given back.
@@ -97,10 +103,9 @@ pub(crate) fn error_kind(e: &Error) -> &'static str {
 
 impl Reporter<'_> {
     /// Sends `chunk` as one response of `entry`'s stream, and its response statistics over the
-    /// step's `times`.
-    pub fn tokens(&self, entry: &Entry, chunk: &Chunk<'_>, times: StepTimes) -> Result<()> {
-        let result = send_tokens(entry, chunk);
-        let end = clock::now_ns();
+    /// step's `times`; returns when it was sent.
+    pub fn tokens(&self, entry: &Entry, chunk: &Chunk<'_>, times: StepTimes) -> Result<u64> {
+        let (result, end) = send_tokens(entry, chunk, entry.timings.then_some((times, self.name)));
         let (start, run_end) = (times.start, times.run_end);
         let times = ResponseTimes { start, output_start: run_end.max(start), end: end.max(run_end) };
         if let Err(e) = self.instance.report_response_statistics(&entry.factory, times, result.as_ref().err()) {
@@ -109,14 +114,14 @@ impl Reporter<'_> {
         if let Some(m) = self.metrics {
             m.generated(chunk.tokens.len());
         }
-        result
+        result.map(|()| end)
     }
 
-    /// One ONNX Runtime run over `size` sequences (Triton's batch statistics).
-    pub fn batch(&self, size: usize, times: StepTimes) {
+    /// One ONNX Runtime run over `times.size` sequences (Triton's batch statistics).
+    pub fn batch(&self, times: StepTimes) {
         let (start, run_end) = (times.start, times.run_end);
         let t = Timestamps { exec_start: start, compute_start: start, compute_end: run_end, exec_end: clock::now_ns() };
-        if let Err(e) = self.instance.report_batch_statistics(size as u64, t) {
+        if let Err(e) = self.instance.report_batch_statistics(times.size as u64, t) {
             log::warn!("onnxrs: {}: cannot report a step's statistics: {e}", self.label);
         }
     }
@@ -231,8 +236,26 @@ impl Reporter<'_> {
     }
 }
 
-fn send_tokens(entry: &Entry, chunk: &Chunk<'_>) -> Result<()> {
-    let response = Response::from_factory(&entry.factory)?;
+/// What a response of a request that asked for its timings carries: the response's own stages
+/// as its response statistics count them (`end`: its outputs are written), and on the last the
+/// request's time to its first response and in all.
+fn response_figures(entry: &Entry, chunk: &Chunk<'_>, times: StepTimes, end: u64) -> (Figures, Option<(u64, u64)>) {
+    let stages =
+        Timestamps { exec_start: times.start, compute_start: times.start, compute_end: times.run_end, exec_end: end };
+    let last = chunk.last.then(|| {
+        let first = chunk.first_response_ns.unwrap_or(end);
+        (first.saturating_sub(entry.queued_ns), end.saturating_sub(entry.queued_ns))
+    });
+    (Figures::of(stages), last)
+}
+
+/// Sends one response of the stream, with its timings when `timed` (the step's times and the
+/// instance's name); returns the outcome and when its outputs were written (before the send).
+fn send_tokens(entry: &Entry, chunk: &Chunk<'_>, timed: Option<(StepTimes, &str)>) -> (Result<()>, u64) {
+    let response = match Response::from_factory(&entry.factory) {
+        Ok(r) => r,
+        Err(e) => return (Err(e), clock::now_ns()),
+    };
     let bytes: Vec<u8> = chunk.tokens.iter().flat_map(|t| t.to_ne_bytes()).collect();
     let shape = [chunk.tokens.len() as i64];
     let written = write_output(&response, (OUTPUT_IDS, DataType::Int64, &shape), &bytes).and_then(|()| {
@@ -241,7 +264,17 @@ fn send_tokens(entry: &Entry, chunk: &Chunk<'_>) -> Result<()> {
         crate::bytes::encode_into(&mut encoded, [text.as_bytes()])?;
         write_output(&response, (TEXT_OUTPUT, DataType::Bytes, &[1]), &encoded)
     });
-    response.send_in_stream(chunk.last, written)
+    let end = clock::now_ns();
+    if written.is_ok()
+        && let Some((times, instance)) = timed
+    {
+        let (figures, last) = response_figures(entry, chunk, times, end);
+        response_timings::attach(&response, figures, Some(times.size), instance);
+        if let Some((first, total)) = last {
+            response_timings::attach_final(&response, first, total);
+        }
+    }
+    (response.send_in_stream(chunk.last, written), end)
 }
 
 /// Adds one output (name, type, shape) holding `bytes` to `response`.

@@ -38,6 +38,8 @@ pub(crate) struct Sequence {
     pub started_ns: u64,
     pub first_token_ns: Option<u64>,
     pub last_token_ns: u64,
+    /// When its first response was sent (for a request that asked for one response, the last).
+    first_response_ns: Option<u64>,
     /// Cache bytes reserved for it (its longest possible length).
     reserved: usize,
 }
@@ -194,6 +196,7 @@ impl<'a> Scheduler<'a> {
                 started_ns,
                 first_token_ns: None,
                 last_token_ns: started_ns,
+                first_response_ns: None,
                 reserved,
                 entry,
             };
@@ -204,8 +207,8 @@ impl<'a> Scheduler<'a> {
                 Ok(mut logits) => {
                     self.reserved += reserved;
                     let logits = logits.pop().unwrap_or_default();
-                    let times = StepTimes { start: started_ns, run_end };
-                    self.reporter.batch(1, times);
+                    let times = StepTimes { start: started_ns, run_end, size: 1 };
+                    self.reporter.batch(times);
                     if let Some(seq) = self.advance(seq, &logits, times) {
                         self.running.push(seq);
                     }
@@ -229,8 +232,8 @@ impl<'a> Scheduler<'a> {
         let running = std::mem::take(&mut self.running);
         match result {
             Ok(logits) => {
-                let times = StepTimes { start, run_end };
-                self.reporter.batch(running.len(), times);
+                let times = StepTimes { start, run_end, size: running.len() };
+                self.reporter.batch(times);
                 for (seq, logits) in running.into_iter().zip(logits) {
                     if let Some(seq) = self.advance(seq, &logits, times) {
                         self.running.push(seq);
@@ -281,10 +284,20 @@ impl<'a> Scheduler<'a> {
         if params.stream || done.is_some() {
             let tokens = std::mem::take(&mut seq.unsent);
             let text = seq.detokenizer.is_some().then(|| std::mem::take(&mut seq.unsent_text));
-            let chunk = Chunk { tokens: &tokens, text: text.as_deref(), last: done.is_some() };
-            if let Err(e) = self.reporter.tokens(&seq.entry, &chunk, times) {
-                self.finish(seq, Finish::Failed(e));
-                return None;
+            let chunk = Chunk {
+                tokens: &tokens,
+                text: text.as_deref(),
+                last: done.is_some(),
+                first_response_ns: seq.first_response_ns,
+            };
+            match self.reporter.tokens(&seq.entry, &chunk, times) {
+                Ok(sent_ns) => {
+                    seq.first_response_ns.get_or_insert(sent_ns);
+                }
+                Err(e) => {
+                    self.finish(seq, Finish::Failed(e));
+                    return None;
+                }
             }
         }
         let now = clock::now_ns();

@@ -65,6 +65,48 @@ impl<'a> Request<'a> {
         Ok(!p.is_null() && !unsafe { CStr::from_ptr(p) }.to_bytes().is_empty())
     }
 
+    /// The value of the request parameter `name` (the client's `parameters`), if it has one.
+    pub(crate) fn parameter(&self, name: &str) -> Result<Option<ParameterValue<'a>>> {
+        let mut count = 0u32;
+        // SAFETY: live request.
+        unsafe { check_server_error(sys::TRITONBACKEND_RequestParameterCount(self.ptr(), &mut count))? };
+        for index in 0..count {
+            let mut key: *const c_char = ptr::null();
+            let mut kind = sys::TRITONSERVER_ParameterType::TRITONSERVER_PARAMETER_STRING;
+            let mut value: *const std::ffi::c_void = ptr::null();
+            // SAFETY: live request, index below its count; the key and value are owned by it.
+            unsafe {
+                check_server_error(sys::TRITONBACKEND_RequestParameter(
+                    self.ptr(),
+                    index,
+                    &mut key,
+                    &mut kind,
+                    &mut value,
+                ))?
+            };
+            // SAFETY: a NUL-terminated key the request owns for 'a.
+            if unsafe { borrowed_str(key, "parameter name") }? != name {
+                continue;
+            }
+            if value.is_null() {
+                return Ok(Some(ParameterValue::Other));
+            }
+            use sys::TRITONSERVER_ParameterType as T;
+            // SAFETY: the server documents what `value` points at for each type; it is owned by
+            // the request for 'a.
+            let v = unsafe {
+                match kind {
+                    T::TRITONSERVER_PARAMETER_BOOL => ParameterValue::Bool(*value.cast::<bool>()),
+                    T::TRITONSERVER_PARAMETER_INT => ParameterValue::Int(*value.cast::<i64>()),
+                    T::TRITONSERVER_PARAMETER_STRING => ParameterValue::Str(borrowed_str(value.cast(), "parameter")?),
+                    _ => ParameterValue::Other,
+                }
+            };
+            return Ok(Some(v));
+        }
+        Ok(None)
+    }
+
     pub(crate) fn input_count(&self) -> Result<u32> {
         let mut n = 0u32;
         // SAFETY: live request.
@@ -148,6 +190,16 @@ impl Drop for OwnedRequest {
             log::error!("onnxrs: failed to release a request: {e}");
         }
     }
+}
+
+/// A request parameter's value, as the client sent it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum ParameterValue<'a> {
+    Bool(bool),
+    Int(i64),
+    Str(&'a str),
+    /// A double or bytes: no setting of ours takes one.
+    Other,
 }
 
 /// One input tensor of a request.

@@ -47,6 +47,25 @@ impl Response {
         self.raw.map(NonNull::as_ptr).ok_or_else(|| Error::internal("response already sent"))
     }
 
+    /// A parameter the response carries to its client.
+    pub(crate) fn set_int_parameter(&self, name: &std::ffi::CStr, value: i64) -> Result<()> {
+        // SAFETY: a live response; the server copies the name.
+        unsafe { check_server_error(sys::TRITONBACKEND_ResponseSetIntParameter(self.ptr()?, name.as_ptr(), value)) }
+    }
+
+    /// A parameter the response carries to its client.
+    pub(crate) fn set_string_parameter(&self, name: &std::ffi::CStr, value: &str) -> Result<()> {
+        let value = c_string(value);
+        // SAFETY: a live response; the server copies the name and the value.
+        unsafe {
+            check_server_error(sys::TRITONBACKEND_ResponseSetStringParameter(
+                self.ptr()?,
+                name.as_ptr(),
+                value.as_ptr(),
+            ))
+        }
+    }
+
     /// Adds an output tensor and returns the buffer its data goes into. `preferred` is where we
     /// would like it; the buffer says where the server put it. Takes `&self`: each output has a
     /// buffer of its own, so buffers of several outputs may be held at once (a run writes them
