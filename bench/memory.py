@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 import tritonclient.http as thttp  # noqa: E402
-from report import splice  # noqa: E402
+from report import publish  # noqa: E402
 from server import TritonServer  # noqa: E402
 
 BUILD = ROOT / "build" / "bench"
@@ -378,11 +378,7 @@ def main() -> int:
             results[name] = scenario()
             results["loadavg"].append(loadavg())
         RESULTS.write_text(json.dumps(results, indent=1))
-    text = report(json.loads(RESULTS.read_text()))
-    REPORT.write_text(text)
-    print(text)
-    if args.update_docs:
-        BENCHMARKS.write_text(splice(BENCHMARKS.read_text(), text, BEGIN, END))
+    publish(report(json.loads(RESULTS.read_text())), REPORT, BENCHMARKS if args.update_docs else None, BEGIN, END)
     return 0
 
 

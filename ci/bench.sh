@@ -28,6 +28,10 @@
 #                                    <!-- generate:begin --> and <!-- generate:end --> (or is appended)
 #                                    and the plot goes to docs/bench-generate.png.
 #                                    `"$ONNXRS_PYTHON" bench/generate.py --quick` checks that it works.
+#   bash ci/bench.sh --timings       only the cost of per-request timings in responses (bench/timings.py:
+#                                    perf_analyzer off/on rounds at concurrency 1 and 16, and perf record
+#                                    on the server; about 3 minutes): build/bench/timings.{json,md}; with
+#                                    --update-docs, BENCHMARKS.md's <!-- timings:begin/end --> section.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ONNXRS_ROOT"
@@ -36,6 +40,7 @@ update_docs=0
 ahead=0
 memory=0
 generate=0
+timings=0
 for arg in "$@"; do
   case "$arg" in
     --full) mode=full ;;
@@ -43,6 +48,7 @@ for arg in "$@"; do
     --ahead) ahead=1 ;;
     --memory) memory=1 ;;
     --generate) generate=1 ;;
+    --timings) timings=1 ;;
     *) echo "unknown argument $arg (see the head of $0)"; exit 2 ;;
   esac
 done
@@ -79,6 +85,12 @@ if [ ! -x "$pa/perf_analyzer" ]; then
   ln -sf "$(ls "$libs"/libcudart-*.so.12*)" "$pa/lib/libcudart.so.12"
 fi
 LD_LIBRARY_PATH="$pa/lib" "$pa/perf_analyzer" --version 2>/dev/null | head -1 || true
+
+if [ "$timings" = 1 ]; then
+  step "the cost of per-request timings in responses (bench/timings.py)"
+  "$ONNXRS_PYTHON" bench/timings.py $([ "$update_docs" = 1 ] && echo --update-docs)
+  exit 0
+fi
 
 if [ "$ahead" = 1 ]; then
   step "the per-run cost micro-benchmark (examples/run_cost.rs)"

@@ -20,7 +20,9 @@ pub const REQUEST_PARAMETER: &str = "onnxrs_timings";
 
 /// Whether the request gets its timings: `always` (the model's `response_timings: "always"`), or
 /// its parameter `onnxrs_timings` says so. Clients send it as a bool, an int or a string, all
-/// three accepted; anything else fails the request (only it) naming the parameter.
+/// three accepted; anything else fails the request (only it) naming the parameter. Never
+/// inlined, so a profile of the server attributes its cost (bench/timings.py).
+#[inline(never)]
 pub(crate) fn wanted(always: bool, request: Request<'_>) -> Result<bool> {
     if always {
         return Ok(true);
@@ -84,7 +86,8 @@ impl Figures {
 }
 
 /// Sets the figures on `response`. A parameter the server refuses is logged, not fatal: the
-/// response still carries the outputs it was asked for.
+/// response still carries the outputs it was asked for. Never inlined (as `wanted`).
+#[inline(never)]
 pub(crate) fn attach(response: &Response, figures: Figures, run_size: Option<usize>, instance: &str) {
     let ints = [
         (c"onnxrs_compute_input_ns", Some(figures.input_ns)),

@@ -27,6 +27,15 @@ def splice(doc: str, section: str, begin: str, end: str) -> str:
     return doc.rstrip("\n") + "\n\n" + block
 
 
+def publish(text: str, report: Path, benchmarks: Path | None, begin: str, end: str) -> None:
+    """A benchmark's report: written to `report` and printed, and with `benchmarks` (its
+    --update-docs) spliced into that file's section between `begin` and `end`."""
+    report.write_text(text)
+    print(text)
+    if benchmarks is not None:
+        benchmarks.write_text(splice(benchmarks.read_text(), text, begin, end))
+
+
 def table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
