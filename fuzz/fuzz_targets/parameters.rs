@@ -18,9 +18,9 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 use triton_onnxrs::backend::BackendConfig;
-use triton_onnxrs::cpu::available_cpus;
 use triton_onnxrs::config::model_config::ModelConfig;
 use triton_onnxrs::config::{cuda, params};
+use triton_onnxrs::cpu::available_cpus;
 use triton_onnxrs::onnx::runtime::ThreadPools;
 use triton_onnxrs::onnx::session::GraphOptimization;
 
