@@ -683,6 +683,38 @@ pub unsafe extern "C" fn TRITONBACKEND_RequestCorrelationId(_r: *mut Request, id
     ptr::null_mut()
 }
 #[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_RequestParameterCount(_r: *mut Request, n: *mut u32) -> Err {
+    // The fake host's clients send no request parameters.
+    *n = 0;
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_RequestParameter(
+    _r: *mut Request,
+    _index: u32,
+    _key: *mut *const c_char,
+    _kind: *mut u32,
+    _value: *mut *const c_void,
+) -> Err {
+    error(3, "the fake host's requests have no parameters")
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_ResponseSetIntParameter(
+    _resp: *mut Response,
+    _name: *const c_char,
+    _v: i64,
+) -> Err {
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn TRITONBACKEND_ResponseSetStringParameter(
+    _resp: *mut Response,
+    _name: *const c_char,
+    _v: *const c_char,
+) -> Err {
+    ptr::null_mut()
+}
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn TRITONBACKEND_RequestCorrelationIdString(_r: *mut Request, _id: *mut *const c_char) -> Err {
     error(3, "the fake host's correlation ids are integers")
 }
