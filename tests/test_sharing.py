@@ -87,7 +87,7 @@ def test_sessions_share_one_pool_of_operator_threads_by_default(tmp_path):
             log = s.log_text()
             counts[pools] = threads(s)
             if pools == "shared":
-                cpus = int(re.search(r"operator threads: Shared \{ threads: (\d+) \}", log).group(1))
+                cpus = int(re.search(r"operator threads: Shared \{ threads: (\d+), inter_threads: 1 \}", log).group(1))
                 assert "threads: shared pool of" in log
             else:
                 assert "operator threads: PerSession" in log
