@@ -128,6 +128,10 @@ def run_workload(replicas) -> dict[str, dict[str, int]]:
             sent[GEN_MODEL]["requests"] += 1
             sent[GEN_MODEL]["prompt_tokens"] += len(prompt)
             sent[GEN_MODEL]["tokens"] += n
+        # A request is counted by the generation loop just after its last response is sent: the
+        # counts are exact once it has (the client may read its answer a moment before).
+        wait_until(f"{len(gen)} generation requests counted",
+                   lambda s=s, n=len(gen): (s.metrics().sum("onnxrs_request_success_total", model=GEN_MODEL) or 0) == n, 30)
     for s, w in zip(replicas, WORKLOAD):
         rows, conc = w["mlp"]
         x = lambda r: np.full((r, 16), 0.5, dtype=np.float32)  # noqa: E731
@@ -569,6 +573,9 @@ def test_generation_alerts_requests_waiting_and_time_to_first_token(fleet):
     for a in answers:
         assert a.status_code == 200, a.text
         assert len(output_ids(a)) == 4, a.text
+    # Counted by the loop just after each last response is sent: exact once all are.
+    finished = lambda: r1.metrics().sum("onnxrs_request_success_total", **gen) or 0  # noqa: E731
+    wait_until(f"{waiting + 1} generation requests counted", lambda: finished() == waiting + 1, 30, fleet.logs)
     m = r1.metrics()
     assert m.sum("onnxrs_request_success_total", finished_reason="cancelled", **gen) == 1
     assert m.sum("onnxrs_request_success_total", finished_reason="length", **gen) == waiting

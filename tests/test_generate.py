@@ -100,6 +100,21 @@ class Streams:
         self.client.close()
 
 
+def settled(s: TritonServer, model: str, requests: int):
+    """Waits until the loop has counted `requests` finished requests of `model` in its statistics
+    and metrics: it does so just after sending each last response, so a client can read its
+    answer a moment before the counts include it; once they do, they are exact."""
+    deadline = time.monotonic() + STREAM_DEADLINE_S
+    while time.monotonic() < deadline:
+        stats = s.stats(model)["inference_stats"]
+        counted = stats["success"]["count"] + stats["fail"]["count"]
+        metric = s.metrics().sum("onnxrs_request_success_total", model=model) or 0
+        if counted >= requests and metric >= requests:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"{model}: {requests} finished requests not counted within {STREAM_DEADLINE_S} s")
+
+
 @pytest.fixture
 def generator(tmp_path):
     """A server with the three test decoders; yields (server, streams, repo)."""
@@ -167,6 +182,7 @@ def test_eos_ends_a_stream_and_every_count_matches(generator):
         assert got[-1] == 2, "the end-of-sequence token is the last one sent"
         total_tokens += len(got)
     requests = len(EOS_PROMPTS)
+    settled(s, "decoder_eos", requests)
     stats = s.stats("decoder_eos")
     assert stats["inference_stats"]["success"]["count"] == requests
     assert stats["inference_stats"]["fail"]["count"] == 0
@@ -298,6 +314,7 @@ def test_requests_past_the_limits_wait_and_none_fails(tmp_path):
                 streams.ask("decoder_tiny", f"r{i}", prompt, *settings(max_tokens=40))
             for rid, tokens in want.items():
                 assert streams.wait(rid) == tokens
+            settled(s, "decoder_tiny", 6)
             stats = s.stats("decoder_tiny")
             sizes = {b["batch_size"] for b in stats["batch_stats"]}
             assert max(sizes) <= 2, sizes

@@ -183,11 +183,10 @@ impl Reporter<'_> {
                 finish_reason: finish.reason(),
             };
             let outcome = match &finish {
-                Finish::Stop | Finish::Length => LoggedOutcome::Success {
-                    input_ns: t.compute_start - t.exec_start,
-                    infer_ns: t.compute_end - t.compute_start,
-                    output_ns: t.exec_end - t.compute_end,
-                },
+                Finish::Stop | Finish::Length => {
+                    let Figures { input_ns, infer_ns, output_ns } = Figures::of(t);
+                    LoggedOutcome::Success { input_ns, infer_ns, output_ns }
+                }
                 Finish::Cancelled => {
                     LoggedOutcome::Failure { kind: "cancelled", message: "the request was cancelled".into() }
                 }
