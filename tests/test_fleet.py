@@ -573,9 +573,14 @@ def test_generation_alerts_requests_waiting_and_time_to_first_token(fleet):
     for a in answers:
         assert a.status_code == 200, a.text
         assert len(output_ids(a)) == 4, a.text
-    # Counted by the loop just after each last response is sent: exact once all are.
-    finished = lambda: r1.metrics().sum("onnxrs_request_success_total", **gen) or 0  # noqa: E731
-    wait_until(f"{waiting + 1} generation requests counted", lambda: finished() == waiting + 1, 30, fleet.logs)
+    # Counted by the loop just after each last response is sent, and its gauges set after the
+    # step: exact once all are.
+    def settled():
+        m = r1.metrics()
+        return ((m.sum("onnxrs_request_success_total", **gen) or 0) == waiting + 1
+                and m.sum("onnxrs_num_requests_running", **gen) == 0 and m.sum("onnxrs_num_requests_waiting", **gen) == 0)
+
+    wait_until(f"{waiting + 1} generation requests counted, none running", settled, 30, fleet.logs)
     m = r1.metrics()
     assert m.sum("onnxrs_request_success_total", finished_reason="cancelled", **gen) == 1
     assert m.sum("onnxrs_request_success_total", finished_reason="length", **gen) == waiting

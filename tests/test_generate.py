@@ -102,14 +102,17 @@ class Streams:
 
 def settled(s: TritonServer, model: str, requests: int):
     """Waits until the loop has counted `requests` finished requests of `model` in its statistics
-    and metrics: it does so just after sending each last response, so a client can read its
-    answer a moment before the counts include it; once they do, they are exact."""
+    and metrics, and set its gauges after that step: it does so just after sending each last
+    response, so a client can read its answer a moment before the counts include it; once they
+    do, they are exact."""
     deadline = time.monotonic() + STREAM_DEADLINE_S
     while time.monotonic() < deadline:
         stats = s.stats(model)["inference_stats"]
         counted = stats["success"]["count"] + stats["fail"]["count"]
-        metric = s.metrics().sum("onnxrs_request_success_total", model=model) or 0
-        if counted >= requests and metric >= requests:
+        m = s.metrics()
+        metric = m.sum("onnxrs_request_success_total", model=model) or 0
+        running = m.sum("onnxrs_num_requests_running", model=model) or 0
+        if counted >= requests and metric >= requests and running == 0:
             return
         time.sleep(0.01)
     pytest.fail(f"{model}: {requests} finished requests not counted within {STREAM_DEADLINE_S} s")
