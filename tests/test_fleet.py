@@ -128,10 +128,15 @@ def run_workload(replicas) -> dict[str, dict[str, int]]:
             sent[GEN_MODEL]["requests"] += 1
             sent[GEN_MODEL]["prompt_tokens"] += len(prompt)
             sent[GEN_MODEL]["tokens"] += n
-        # A request is counted by the generation loop just after its last response is sent: the
-        # counts are exact once it has (the client may read its answer a moment before).
-        wait_until(f"{len(gen)} generation requests counted",
-                   lambda s=s, n=len(gen): (s.metrics().sum("onnxrs_request_success_total", model=GEN_MODEL) or 0) == n, 30)
+        # A request is counted by the generation loop just after its last response is sent, and
+        # its gauges set after that step: the figures are exact once it has (the client may read
+        # its answer a moment before).
+        def counted(s=s, n=len(gen)):
+            m = s.metrics()
+            done = m.sum("onnxrs_request_success_total", model=GEN_MODEL) or 0
+            return done == n and (m.sum("onnxrs_num_requests_running", model=GEN_MODEL) or 0) == 0
+
+        wait_until(f"{len(gen)} generation requests counted", counted, 30)
     for s, w in zip(replicas, WORKLOAD):
         rows, conc = w["mlp"]
         x = lambda r: np.full((r, 16), 0.5, dtype=np.float32)  # noqa: E731
