@@ -87,7 +87,11 @@ impl GenerationFamilies {
                 "onnxrs_kv_cache_usage_ratio",
                 "KV cache reserved by running requests, as a fraction of kv_cache_bytes (0 without a limit)",
             )?,
-            kv_bytes: Family::new(Gauge, "onnxrs_kv_cache_bytes", "Bytes of KV cache the running requests hold now")?,
+            kv_bytes: Family::new(
+                Gauge,
+                "onnxrs_kv_cache_bytes",
+                "Bytes the running requests' KV cache holds now (a step's inputs and outputs, padded)",
+            )?,
         }))
     }
 }

@@ -27,7 +27,6 @@ use crate::config::genai::GenaiConfig;
 pub use crate::config::generator::Limits;
 use crate::config::generator::TEXT_OUTPUT;
 use crate::error::{Error, Result};
-use crate::generate::kv::KvShape;
 use crate::generate::metrics::GenerationMetrics;
 use crate::generate::respond::{MemoryReport, Reporter};
 use crate::generate::scheduler::Scheduler;
@@ -106,12 +105,7 @@ impl Generator {
         let thread = std::thread::Builder::new()
             .name("onnxrs-generate".into())
             .spawn(move || {
-                let shape = KvShape {
-                    layers: loop_genai.num_layers,
-                    heads: loop_genai.num_kv_heads,
-                    row_bytes: loop_genai.head_size * 4,
-                };
-                let decoder = Decoder { session: &session, genai: &loop_genai, shape };
+                let decoder = Decoder::new(&session, &loop_genai);
                 let reporter = Reporter {
                     instance: instance.get(),
                     metrics: metrics.as_ref(),

@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 
 use crate::clock;
 use crate::error::Error;
-use crate::generate::kv::KvCache;
+use crate::generate::kv::{KvBatch, OwnCache, Source};
 use crate::generate::metrics::Load;
 use crate::generate::respond::{Chunk, Finish, Reporter, StepTimes};
 use crate::generate::sampling::{self, Rng};
@@ -25,7 +25,8 @@ const READY_CHECK_NS: u64 = 10_000_000;
 /// One running sequence: its request and everything generation keeps for it.
 pub(crate) struct Sequence {
     pub entry: Entry,
-    pub cache: KvCache,
+    /// Where its cache is.
+    place: Place,
     rng: Rng,
     pub generated: Vec<i64>,
     /// Tokens not sent yet (all of them, for a request that asked for one response).
@@ -44,6 +45,14 @@ pub(crate) struct Sequence {
     reserved: usize,
 }
 
+/// Where a running sequence's cache is.
+enum Place {
+    /// Its prefill's, until it joins the batch at the next step.
+    Own(OwnCache),
+    /// A row of the batch.
+    Row(usize),
+}
+
 pub(crate) struct Scheduler<'a> {
     pub decoder: Decoder<'a>,
     /// The model's tokenizer, for requests that want text back.
@@ -51,7 +60,10 @@ pub(crate) struct Scheduler<'a> {
     pub limits: Limits,
     pub reporter: Reporter<'a>,
     waiting: VecDeque<Entry>,
+    /// In the batch's row order while no sequence joined or left since its last step.
     running: Vec<Sequence>,
+    /// The running sequences' caches, as the decoder reads them.
+    batch: KvBatch,
     reserved: usize,
     /// Seeds requests that bring none: distinct per request, reproducible per instance start.
     next_seed: u64,
@@ -61,6 +73,7 @@ impl<'a> Scheduler<'a> {
     /// `text`: the model's tokenizer, for requests that want text back.
     pub fn new(decoder: Decoder<'a>, limits: Limits, reporter: Reporter<'a>, text: Option<Arc<Text>>) -> Self {
         Scheduler {
+            batch: KvBatch::empty(decoder.shape),
             decoder,
             text,
             limits,
@@ -123,10 +136,20 @@ impl<'a> Scheduler<'a> {
         for entry in std::mem::take(&mut self.waiting) {
             self.reporter.reject(entry, e.clone());
         }
+        self.batch = KvBatch::empty(self.decoder.shape);
     }
 
+    /// Bytes the caches hold: the batch's buffers, and the prefills that join it at the next step.
     fn cache_bytes(&self) -> usize {
-        self.running.iter().map(|s| s.cache.bytes()).sum()
+        let joining: usize = self
+            .running
+            .iter()
+            .map(|s| match &s.place {
+                Place::Own(c) => c.bytes(),
+                Place::Row(_) => 0,
+            })
+            .sum();
+        self.batch.bytes() + joining
     }
 
     fn enqueue(&mut self, entry: Entry) {
@@ -186,8 +209,15 @@ impl<'a> Scheduler<'a> {
                 self.next_seed
             });
             let started_ns = clock::now_ns();
-            let mut seq = Sequence {
-                cache: KvCache::new(self.decoder.shape),
+            let result = self.decoder.prefill(&entry.prompt);
+            let run_end = clock::now_ns();
+            let (cache, logits) = match result {
+                Ok((cache, logits)) => (cache, Ok(logits)),
+                // A failed prefill leaves an empty cache.
+                Err(e) => (OwnCache::new(self.decoder.shape, 0), Err(e)),
+            };
+            let seq = Sequence {
+                place: Place::Own(cache),
                 rng: Rng::new(seed),
                 generated: Vec::new(),
                 unsent: Vec::new(),
@@ -200,13 +230,9 @@ impl<'a> Scheduler<'a> {
                 reserved,
                 entry,
             };
-            let prompt = seq.entry.prompt.clone();
-            let result = self.decoder.step(&mut [&mut seq.cache], &[&prompt]);
-            let run_end = clock::now_ns();
-            match result {
-                Ok(mut logits) => {
+            match logits {
+                Ok(logits) => {
                     self.reserved += reserved;
-                    let logits = logits.pop().unwrap_or_default();
                     let times = StepTimes { start: started_ns, run_end, size: 1 };
                     self.reporter.batch(times);
                     if let Some(seq) = self.advance(seq, &logits, times) {
@@ -218,16 +244,33 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// One decode step over every running sequence.
+    /// One decode step over every running sequence; the batch is laid out anew first when a
+    /// sequence joined or left since its last step, and given back when none runs.
     fn decode(&mut self) {
         if self.running.is_empty() {
+            self.batch = KvBatch::empty(self.decoder.shape);
             return;
         }
         let start = clock::now_ns();
-        let last: Vec<[i64; 1]> = self.running.iter().map(|s| [*s.generated.last().unwrap_or(&0)]).collect();
-        let new: Vec<&[i64]> = last.iter().map(|t| &t[..]).collect();
-        let mut caches: Vec<&mut KvCache> = self.running.iter_mut().map(|s| &mut s.cache).collect();
-        let result = self.decoder.step(&mut caches, &new);
+        let in_order = self.running.len() == self.batch.rows()
+            && self.running.iter().enumerate().all(|(i, s)| matches!(s.place, Place::Row(r) if r == i));
+        if !in_order {
+            let sources: Vec<Source<'_>> = self
+                .running
+                .iter()
+                .map(|s| match &s.place {
+                    Place::Own(c) => Source::Own(c),
+                    Place::Row(r) => Source::Row(*r),
+                })
+                .collect();
+            let batch = self.batch.lay_out(&sources);
+            self.batch = batch;
+            for (i, s) in self.running.iter_mut().enumerate() {
+                s.place = Place::Row(i);
+            }
+        }
+        let tokens: Vec<i64> = self.running.iter().map(|s| *s.generated.last().unwrap_or(&0)).collect();
+        let result = self.decoder.decode(&mut self.batch, &tokens);
         let run_end = clock::now_ns();
         let running = std::mem::take(&mut self.running);
         match result {
@@ -246,6 +289,9 @@ impl<'a> Scheduler<'a> {
                     self.finish(seq, Finish::Failed(e.clone()));
                 }
             }
+        }
+        if self.running.is_empty() {
+            self.batch = KvBatch::empty(self.decoder.shape);
         }
     }
 
