@@ -11,7 +11,8 @@ with onnxrs's thread count, one sequence per generator, then 4 and 16 prompts in
 batch_stats and CPU time read around each point), and 1 stream alternating with ORT GenAI's one
 sequence in short rounds for the first goal; the same model.onnx as a plain onnxrs model, one
 request per token carrying the KV cache both ways (a client's loop, as with a backend that has no
-generation loop of its own).
+generation loop of its own). Last, the choice of running each prefill apart is timed: a prefill
+fused into a decode step against the two runs apart, in ONNX Runtime itself on the same decoder.
 """
 
 from __future__ import annotations
@@ -283,6 +284,7 @@ def run(plan: dict) -> dict:
             r["loadavg"].append(loadavg())
         r["plain"] = plain_point(s, plan)
         r["ort_genai"] = [og_measure(b) for b in OG_BATCHES]
+        r["prefill"] = prefill_choice(repo, r["threads"], 20 if plan is PLANS["quick"] else 100)
         r["loadavg"].append(loadavg())
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     r["environment"] = {
@@ -292,6 +294,50 @@ def run(plan: dict) -> dict:
         "tritonclient": version("tritonclient"),
     }
     return r
+
+
+def prefill_choice(repo: Path, threads: int, reps: int) -> dict:
+    """Prefill fused into a decode step against run apart, timed in ONNX Runtime itself (Python,
+    `threads` intra-op threads) on the decoder: 15 running sequences (lengths spread over
+    PROMPT_LEN..PROMPT_LEN + 127) and a newcomer with a PROMPT_LEN-token prompt. Apart: the decode
+    step (15 rows of 1 token) and the prefill (1 row of PROMPT_LEN tokens), two runs; fused: one
+    run of 16 rows of PROMPT_LEN tokens, each running row's token followed by masked pads (every
+    row of a run takes one number of new tokens in the decoder's layout). Medians over `reps`."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(str(repo / MODEL / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    _, cfg = dm.load_config(repo / MODEL)
+    dec, n, p = cfg["model"]["decoder"], 15, PROMPT_LEN
+    lens = np.linspace(p, p + 127, n).astype(np.int64)
+    width, heads, head = int(lens.max()), dec["num_key_value_heads"], dec["head_size"]
+    rng = np.random.default_rng(0)
+    past = [0.1 * rng.standard_normal((n, heads, width, head), dtype=np.float32) for _ in range(2 * dec["num_hidden_layers"])]
+    mask = (np.arange(width)[None] < lens[:, None]).astype(np.int64)
+    prompt, tokens = np.array(prompts(1), np.int64), np.full((n, 1), 7, np.int64)
+    fused_ids = np.full((n + 1, p), dm.PAD, np.int64)
+    fused_ids[:n, 0], fused_ids[n] = 7, prompt[0]
+    fused_mask = np.zeros((n + 1, width + p), np.int64)
+    fused_mask[:n, :width], fused_mask[:n, width], fused_mask[n, width:] = mask, 1, 1
+    fused_pos = np.concatenate([lens[:, None] + np.arange(p)[None], np.arange(p)[None]])
+    fused_past = [np.concatenate([x, np.zeros((1, heads, width, head), np.float32)]) for x in past]
+    runs = {
+        "decode": lambda: dm.run_step(sess, cfg, tokens, np.concatenate([mask, np.ones((n, 1), np.int64)], 1), lens[:, None], past),
+        "prefill": lambda: dm.run_step(sess, cfg, prompt, np.ones((1, p), np.int64), np.arange(p)[None], dm.empty_past(cfg, 1)),
+        "fused": lambda: dm.run_step(sess, cfg, fused_ids, fused_mask, fused_pos, fused_past),
+    }
+    times: dict = {k: [] for k in runs}
+    for i in range(reps + 3):
+        for k, run_once in runs.items():
+            t = time.perf_counter()
+            run_once()
+            if i >= 3:  # warm-up
+                times[k].append(time.perf_counter() - t)
+    out = {f"{k}_ms": float(np.median(v)) * 1e3 for k, v in times.items()}
+    out["apart_ms"] = out["decode_ms"] + out["prefill_ms"]
+    print(f"prefill apart {out['decode_ms']:.2f} + {out['prefill_ms']:.2f} ms, fused {out['fused_ms']:.2f} ms", flush=True)
+    return out
 
 
 # ---- the report
@@ -356,6 +402,13 @@ def report(r: dict) -> str:
         "model.onnx as a non-decoupled onnxrs model, the client running the loop and sending the whole KV cache with "
         "every token and taking it back (what a backend without a generation loop, such as the official onnxruntime "
         "backend, leaves to its clients).",
+        f"- Prefill, fused into a decode step or run apart (timed in ONNX Runtime on this decoder, {r['threads']} threads, "
+        "medians): with 15 sequences running (lengths spread over 32 to 159) and one joining with a "
+        f"{PROMPT_LEN}-token prompt, the decode step takes {r['prefill']['decode_ms']:.2f} ms and the prefill "
+        f"{r['prefill']['prefill_ms']:.2f} ms apart ({r['prefill']['apart_ms']:.2f} ms), one fused run "
+        f"{r['prefill']['fused_ms']:.2f} ms: in the decoder's layout every row of a run takes the same number of new "
+        f"tokens, so fusing pads each running row to the prompt's length. onnxrs runs each prefill apart"
+        f"{'' if r['prefill']['fused_ms'] > r['prefill']['apart_ms'] else ' (HERE FUSED WAS FASTER: revisit)'}.",
         "- Server side: `onnxrs_time_to_first_token_seconds` sum / count; sequences per decode step and a decode step's "
         "time (start to the end of its ONNX Runtime run, at the point's stream count; at 1 the prefills, one run in "
         f"{new}, are in it) from `batch_stats`, each request's prefill being a run of its own; "
