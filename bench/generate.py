@@ -26,6 +26,7 @@ import queue
 import re
 import resource
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "models"))
+import bench  # noqa: E402
 import decoder_models as dm  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
 from report import splice  # noqa: E402
@@ -220,6 +222,40 @@ def onnxrs_point(s: TritonServer, n: int, plan: dict) -> dict:
     return point
 
 
+def pa_point(s: TritonServer, n: int, plan: dict) -> dict:
+    """n concurrent gRPC streams from perf_analyzer (a C++ client: the load genai-perf drives),
+    requests back to back over the first n prompts, 3 measurement windows; from its profile
+    export (each request's send time and its responses' times, as genai-perf reads it): the
+    tokens arriving within the windows, TTFT and ITL of the requests sent in them."""
+    new, data, export = plan["new"], WORK / f"pa-input-{n}.json", WORK / f"pa-{n}.json"
+    data.write_text(json.dumps({"data": [{"input_ids": {"content": p, "shape": [PROMPT_LEN]}, "max_tokens": [new],
+                                          "ignore_eos": [True]} for p in prompts(n)]}))
+    export.unlink(missing_ok=True)
+    cmd = [str(bench.PERF), "-m", MODEL, "-u", s.grpc_addr, "-i", "grpc", "--streaming", "--concurrency-range", str(n),
+           "--input-data", str(data), "--measurement-interval", str(int(plan["window_s"] * 1000 / 3)),
+           "--stability-percentage", "1000", "--max-trials", "3", "--profile-export-file", str(export)]
+    before = counters(s)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=bench.perf_env(), timeout=600)
+    after = counters(s)
+    if r.returncode != 0 or not export.exists():
+        raise RuntimeError(f"perf_analyzer failed (c={n}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    e = json.loads(export.read_text())["experiments"][0]
+    t0, t1 = e["window_boundaries"][0], e["window_boundaries"][-1]
+    done = [(q["timestamp"] / 1e9, [t / 1e9 for t in q["response_timestamps"]]) for q in e["requests"]]
+    assert all(len(stamps) == new for _, stamps in done), "a request made another number of tokens"
+    d = {k: v - before.get(k, 0) for k, v in after.items()}
+    point = {
+        "streams": n,
+        "tokens_per_s": sum(t0 / 1e9 <= at < t1 / 1e9 for _, stamps in done for at in stamps) / ((t1 - t0) / 1e9),
+        "requests": sum(t0 / 1e9 <= sent < t1 / 1e9 for sent, _ in done),
+        **latency([q for q in done if t0 / 1e9 <= q[0] < t1 / 1e9]),
+        "server_cores": d["server_cpu"] / d["wall"],
+    }
+    print(f"perf_analyzer {n:>2} streams: {point['tokens_per_s']:8.1f} tokens/s, TTFT p50 {point['ttft_p50_ms']:.2f} ms, "
+          f"ITL p50 {point['itl_p50_ms']:.2f} ms", flush=True)
+    return point
+
+
 def plain_point(s: TritonServer, plan: dict) -> dict:
     """One client; one request per token that carries the KV cache in and brings it back."""
     _, cfg = dm.load_config(WORK / "repo" / MODEL)
@@ -278,10 +314,14 @@ def run(plan: dict) -> dict:
         short = {**plan, "warmup_s": 0.5, "window_s": plan["window_s"] / ROUNDS}
         r["rounds"] = [(onnxrs_point(s, 1, short)["tokens_per_s"], og_measure(1, short["window_s"])["tokens_per_s"])
                        for _ in range(ROUNDS)]
+        r["pa_rounds"] = [(pa_point(s, 1, short)["tokens_per_s"], og_measure(1, short["window_s"])["tokens_per_s"])
+                          for _ in range(ROUNDS)]
         r["loadavg"].append(loadavg())
         for n in STREAMS:
             r["onnxrs"].append(onnxrs_point(s, n, plan))
             r["loadavg"].append(loadavg())
+        r["pa"] = [pa_point(s, n, plan) for n in STREAMS]
+        r["loadavg"].append(loadavg())
         r["plain"] = plain_point(s, plan)
         r["ort_genai"] = [og_measure(b) for b in OG_BATCHES]
         r["prefill"] = prefill_choice(repo, r["threads"], 20 if plan is PLANS["quick"] else 100)
@@ -358,9 +398,13 @@ def f(x, spec=".2f") -> str:
 def report(r: dict) -> str:
     e, og, new, one, many = r["environment"], r["ort_genai"], r["plan"]["new"], r["onnxrs"][0], r["onnxrs"][-1]
     near = float(np.median([o / g for o, g in r["rounds"]]))
+    near_pa = float(np.median([o / g for o, g in r["pa_rounds"]]))
     scale = many["tokens_per_s"] / one["tokens_per_s"]
+    scale_pa = r["pa"][-1]["tokens_per_s"] / r["pa"][0]["tokens_per_s"]
+    og_scale = og[-1]["tokens_per_s"] / og[0]["tokens_per_s"]
     rows = [("ORT GenAI in-process, one generator", p["batch"], p) for p in og]
-    rows += [("onnxrs, gRPC streams", p["streams"], p) for p in r["onnxrs"]]
+    rows += [("onnxrs, gRPC streams (Python clients)", p["streams"], p) for p in r["onnxrs"]]
+    rows += [("onnxrs, gRPC streams (perf_analyzer)", p["streams"], p) for p in r["pa"]]
     rows.append(("plain onnxrs model, KV cache in every request", 1, r["plain"]))
     return "\n".join([
         "## Generation",
@@ -372,10 +416,16 @@ def report(r: dict) -> str:
         "",
         "| goal | measured | |",
         "|---|---|---|",
-        f"| 1 stream within 10% of ORT GenAI in-process | {near:.2f}× ORT GenAI's tokens/s (median of {len(r['rounds'])} "
-        f"alternating rounds; {one['tokens_per_s'] / og[0]['tokens_per_s']:.2f}× in the table) | {'PASS' if near >= 0.9 else 'MISS'} |",
-        f"| {many['streams']} streams ≥ 4× the aggregate tokens/s of 1 stream | {scale:.2f}× (ORT GenAI, batch "
-        f"{og[-1]['batch']} against 1: {og[-1]['tokens_per_s'] / og[0]['tokens_per_s']:.2f}×) | {'PASS' if scale >= 4 else 'MISS'} |",
+        f"| 1 stream within 10% of ORT GenAI in-process, Python client | {near:.2f}× ORT GenAI's tokens/s (median of "
+        f"{len(r['rounds'])} alternating rounds; {one['tokens_per_s'] / og[0]['tokens_per_s']:.2f}× in the table) | "
+        f"{'PASS' if near >= 0.9 else 'MISS'} |",
+        f"| 1 stream within 10% of ORT GenAI in-process, perf_analyzer | {near_pa:.2f}× (median of {len(r['pa_rounds'])} "
+        f"alternating rounds; {r['pa'][0]['tokens_per_s'] / og[0]['tokens_per_s']:.2f}× in the table) | "
+        f"{'PASS' if near_pa >= 0.9 else 'MISS'} |",
+        f"| {many['streams']} streams ≥ 4× the aggregate tokens/s of 1 stream, Python clients | {scale:.2f}× (ORT GenAI, "
+        f"batch {og[-1]['batch']} against 1: {og_scale:.2f}×) | {'PASS' if scale >= 4 else 'MISS'} |",
+        f"| {many['streams']} streams ≥ 4× the aggregate tokens/s of 1 stream, perf_analyzer | {scale_pa:.2f}× | "
+        f"{'PASS' if scale_pa >= 4 else 'MISS'} |",
         "",
         "| scenario | streams / batch | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | requests |",
         "|---|---|---|---|---|---|---|---|",
@@ -395,6 +445,12 @@ def report(r: dict) -> str:
         f"- Threads: onnxrs's shared pool has {r['threads']} intra-op threads; ORT GenAI's session gets as many. "
         "The first goal: 1 stream and ORT GenAI's 1 sequence alternating, a quarter window each, tokens/s "
         + ", ".join(f"{o:.0f} / {g:.0f}" for o, g in r["rounds"]) + ".",
+        "- perf_analyzer (2.51, C++; `--streaming`, the load genai-perf drives): the same requests at the same "
+        "concurrency over gRPC streams, 3 windows making the same time in all, alternating with ORT GenAI's 1 sequence "
+        "for the first goal (tokens/s " + ", ".join(f"{o:.0f} / {g:.0f}" for o, g in r["pa_rounds"]) + "); tokens "
+        "arriving within its windows, TTFT and ITL from its profile export (each request's send time and its "
+        "responses' times). Server cores busy: " + ", ".join(f"{p['server_cores']:.2f}" for p in r["pa"]) + " at "
+        + ", ".join(str(p["streams"]) for p in r["pa"]) + " streams.",
         "- onnxrs: client threads (Python, on the server's cores), a gRPC stream each, requests back to back; the "
         f"tokens arriving in a {r['plan']['window_s']:.0f} s window after a {r['plan']['warmup_s']:.0f} s warm-up count. "
         "ORT GenAI: generators one after another, each over one prompt or a batch. TTFT: sent (generator created) "
@@ -426,12 +482,14 @@ def plot(r: dict) -> None:
 
     og, ns = r["ort_genai"], [p["streams"] for p in r["onnxrs"]]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    a.plot(ns, [p["tokens_per_s"] for p in r["onnxrs"]], "o-", color="C0", label="onnxrs, gRPC streams")
+    a.plot(ns, [p["tokens_per_s"] for p in r["onnxrs"]], "o-", color="C0", label="onnxrs, gRPC streams (Python clients)")
+    a.plot(ns, [p["tokens_per_s"] for p in r["pa"]], "o:", color="C3", label="onnxrs, gRPC streams (perf_analyzer)")
     a.plot([p["batch"] for p in og], [p["tokens_per_s"] for p in og], "o--", color="C1", label="ORT GenAI in-process (batch)")
     a.plot([1], [r["plain"]["tokens_per_s"]], "^", color="C2", label="plain model, KV cache in every request")
     a.set(xscale="log", xlabel="concurrent streams / batch", ylabel="aggregate tokens/s", ylim=(0, None))
     for key, marker, what in (("ttft_p50_ms", "o", "TTFT p50"), ("itl_p50_ms", "s", "ITL p50")):
         b.plot(ns, [p[key] for p in r["onnxrs"]], marker + "-", color="C0", label=f"onnxrs {what}")
+        b.plot(ns, [p[key] for p in r["pa"]], marker + ":", color="C3", label=f"onnxrs (perf_analyzer) {what}")
         b.plot([p["batch"] for p in og], [p[key] for p in og], marker + "--", color="C1", label=f"ORT GenAI {what}")
     b.set(xscale="log", yscale="log", xlabel="concurrent streams / batch", ylabel="ms")
     for ax in (a, b):

@@ -63,12 +63,6 @@ if [ "$memory" = 1 ]; then
   exit 0
 fi
 
-if [ "$generate" = 1 ]; then
-  step "generation: onnxrs streams against ONNX Runtime GenAI in-process (bench/generate.py)"
-  "$ONNXRS_PYTHON" bench/generate.py $([ "$update_docs" = 1 ] && echo --update-docs)
-  exit 0
-fi
-
 step "benchmark models (random weights)"
 "$ONNXRS_PYTHON" tests/models/make_bench_models.py build/bench-models
 
@@ -85,6 +79,12 @@ if [ ! -x "$pa/perf_analyzer" ]; then
   ln -sf "$(ls "$libs"/libcudart-*.so.12*)" "$pa/lib/libcudart.so.12"
 fi
 LD_LIBRARY_PATH="$pa/lib" "$pa/perf_analyzer" --version 2>/dev/null | head -1 || true
+
+if [ "$generate" = 1 ]; then
+  step "generation: onnxrs streams against ONNX Runtime GenAI in-process (bench/generate.py)"
+  "$ONNXRS_PYTHON" bench/generate.py $([ "$update_docs" = 1 ] && echo --update-docs)
+  exit 0
+fi
 
 if [ "$timings" = 1 ]; then
   step "the cost of per-request timings in responses (bench/timings.py)"
