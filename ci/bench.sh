@@ -22,8 +22,8 @@
 #                                    <!-- memory:begin --> and <!-- memory:end --> (or is appended).
 #   bash ci/bench.sh --generate      only generation (bench/generate.py: a 5 M-parameter decoder served
 #                                    by onnxrs to 1, 4 and 16 gRPC streams against ONNX Runtime GenAI
-#                                    in-process and a plain model carrying the KV cache; about 3
-#                                    minutes): build/bench/generate.{json,md,png}; with --update-docs,
+#                                    in-process, perf_analyzer's streams, and a plain model carrying
+#                                    the KV cache; about 6 minutes): build/bench/generate.{json,md,png}; with --update-docs,
 #                                    generate.md replaces BENCHMARKS.md's section between
 #                                    <!-- generate:begin --> and <!-- generate:end --> (or is appended)
 #                                    and the plot goes to docs/bench-generate.png.
@@ -32,6 +32,11 @@
 #                                    perf_analyzer off/on rounds at concurrency 1 and 16, and perf record
 #                                    on the server; about 3 minutes): build/bench/timings.{json,md}; with
 #                                    --update-docs, BENCHMARKS.md's <!-- timings:begin/end --> section.
+#   bash ci/bench.sh --genai-perf    only genai-perf (PyPI genai-perf==0.0.16, installed once into
+#                                    .deps/genai-perf) against onnxrs's HTTP generate_stream at
+#                                    concurrency 1, 4 and 16 (bench/genai_perf.py; a few minutes):
+#                                    build/bench/genai-perf.{json,md}; with --update-docs,
+#                                    BENCHMARKS.md's <!-- genai-perf:begin/end --> section.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ONNXRS_ROOT"
@@ -41,6 +46,7 @@ ahead=0
 memory=0
 generate=0
 timings=0
+genai_perf=0
 for arg in "$@"; do
   case "$arg" in
     --full) mode=full ;;
@@ -49,6 +55,7 @@ for arg in "$@"; do
     --memory) memory=1 ;;
     --generate) generate=1 ;;
     --timings) timings=1 ;;
+    --genai-perf) genai_perf=1 ;;
     *) echo "unknown argument $arg (see the head of $0)"; exit 2 ;;
   esac
 done
@@ -79,6 +86,18 @@ if [ ! -x "$pa/perf_analyzer" ]; then
   ln -sf "$(ls "$libs"/libcudart-*.so.12*)" "$pa/lib/libcudart.so.12"
 fi
 LD_LIBRARY_PATH="$pa/lib" "$pa/perf_analyzer" --version 2>/dev/null | head -1 || true
+
+if [ "$genai_perf" = 1 ]; then
+  step "genai-perf 0.0.16 (PyPI) in its own virtual environment"
+  gp="$ONNXRS_DEPS/genai-perf"
+  if [ ! -x "$gp/bin/genai-perf" ]; then
+    "$ONNXRS_PYTHON" -m venv "$gp"
+    "$gp/bin/pip" install -q --disable-pip-version-check genai-perf==0.0.16
+  fi
+  step "genai-perf against onnxrs's generate_stream (bench/genai_perf.py)"
+  "$ONNXRS_PYTHON" bench/genai_perf.py --genai-perf "$gp/bin/genai-perf" $([ "$update_docs" = 1 ] && echo --update-docs)
+  exit 0
+fi
 
 if [ "$generate" = 1 ]; then
   step "generation: onnxrs streams against ONNX Runtime GenAI in-process (bench/generate.py)"
