@@ -10,6 +10,8 @@
 //! leaves, the batch is laid out anew, each row's positions packed at its start. Pure byte moves,
 //! tested without a model.
 
+use crate::error::{Error, Result};
+
 /// The shape of every sequence's cache in one model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvShape {
@@ -149,8 +151,12 @@ impl KvBatch {
         self.past.iter().chain(&self.spare).map(Vec::capacity).sum()
     }
 
-    /// A batch of `sources`, in that order, each row's positions packed at its start.
-    pub fn lay_out(&self, sources: &[Source<'_>]) -> KvBatch {
+    /// A batch of `sources`, in that order, each row's positions packed at its start. Fails on a
+    /// row this batch does not have.
+    pub fn lay_out(&self, sources: &[Source<'_>]) -> Result<KvBatch> {
+        if let Some(Source::Row(r)) = sources.iter().find(|s| matches!(s, Source::Row(r) if *r >= self.rows())) {
+            return Err(Error::internal(format!("a KV cache layout names row {r} of a batch of {}", self.rows())));
+        }
         let shape = self.shape;
         let own: Vec<usize> = sources
             .iter()
@@ -187,7 +193,7 @@ impl KvBatch {
             }
             past.push(out);
         }
-        KvBatch { shape, width, shared_from: width, own, past, spare: vec![Vec::new(); shape.slots()] }
+        Ok(KvBatch { shape, width, shared_from: width, own, past, spare: vec![Vec::new(); shape.slots()] })
     }
 
     /// The `attention_mask` of a step of `new` positions: per row its own positions, zeros for
@@ -264,7 +270,7 @@ mod tests {
     #[test]
     fn steps_reuse_the_batch_and_a_new_layout_packs_each_row() {
         let (a, b) = (own(3, 0), own(1, 10));
-        let mut batch = KvBatch::empty(SHAPE).lay_out(&[Source::Own(&a), Source::Own(&b)]);
+        let mut batch = KvBatch::empty(SHAPE).lay_out(&[Source::Own(&a), Source::Own(&b)]).unwrap();
         assert_eq!((batch.rows(), batch.width(), batch.len(0), batch.len(1)), (2, 3, 3, 1));
         #[rustfmt::skip]
         assert_eq!(batch.io(1).0[0], &[
@@ -282,7 +288,8 @@ mod tests {
         assert_eq!(&batch.io(1).0[1][20..30], &[10, 0, 0, 0, 0, 0, 9, 103, 9, 104]);
         // b stays, a leaves, c joins: b's rows are packed.
         let c = own(2, 20);
-        let next = batch.lay_out(&[Source::Row(1), Source::Own(&c)]);
+        assert!(batch.lay_out(&[Source::Row(2)]).is_err(), "no such row");
+        let next = batch.lay_out(&[Source::Row(1), Source::Own(&c)]).unwrap();
         assert_eq!((next.rows(), next.width(), next.len(0), next.len(1)), (2, 3, 3, 2));
         assert_eq!(next.attention_mask(1), vec![1, 1, 1, 1, 1, 1, 0, 1]);
         #[rustfmt::skip]

@@ -263,10 +263,18 @@ impl<'a> Scheduler<'a> {
                     Place::Row(r) => Source::Row(*r),
                 })
                 .collect();
-            let batch = self.batch.lay_out(&sources);
-            self.batch = batch;
-            for (i, s) in self.running.iter_mut().enumerate() {
-                s.place = Place::Row(i);
+            let laid_out = self.batch.lay_out(&sources);
+            match laid_out {
+                Ok(batch) => {
+                    self.batch = batch;
+                    for (i, s) in self.running.iter_mut().enumerate() {
+                        s.place = Place::Row(i);
+                    }
+                }
+                Err(e) => {
+                    self.end_running(&e);
+                    return;
+                }
             }
         }
         let tokens: Vec<i64> = self.running.iter().map(|s| *s.generated.last().unwrap_or(&0)).collect();
@@ -284,15 +292,22 @@ impl<'a> Scheduler<'a> {
                 }
             }
             Err(e) => {
-                log::error!("onnxrs: a decode step of {} sequences failed: {e}", running.len());
-                for seq in running {
-                    self.finish(seq, Finish::Failed(e.clone()));
-                }
+                self.running = running;
+                self.end_running(&e);
             }
         }
         if self.running.is_empty() {
             self.batch = KvBatch::empty(self.decoder.shape);
         }
+    }
+
+    /// A decode step that failed: every running sequence ends with `e`, and the batch is given back.
+    fn end_running(&mut self, e: &Error) {
+        log::error!("onnxrs: a decode step of {} sequences failed: {e}", self.running.len());
+        for seq in std::mem::take(&mut self.running) {
+            self.finish(seq, Finish::Failed(e.clone()));
+        }
+        self.batch = KvBatch::empty(self.decoder.shape);
     }
 
     /// Takes a sequence's next token from `logits`, answers with it, and keeps the sequence
