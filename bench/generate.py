@@ -222,14 +222,17 @@ def onnxrs_point(s: TritonServer, n: int, plan: dict) -> dict:
     return point
 
 
-def pa_point(s: TritonServer, n: int, plan: dict) -> dict:
+def pa_point(s: TritonServer, n: int, plan: dict, stream: bool = True) -> dict:
     """n concurrent gRPC streams from perf_analyzer (a C++ client: the load genai-perf drives),
     requests back to back over the first n prompts, 3 measurement windows; from its profile
     export (each request's send time and its responses' times, as genai-perf reads it): the
-    tokens arriving within the windows, TTFT and ITL of the requests sent in them."""
-    new, data, export = plan["new"], WORK / f"pa-input-{n}.json", WORK / f"pa-{n}.json"
+    tokens arriving within the windows, TTFT and ITL of the requests sent in them. With `stream`
+    false each request asks for one response holding all its tokens (TTFT is then the request's
+    time, and there is no ITL)."""
+    new, tag = plan["new"], f"{n}{'' if stream else '-once'}"
+    data, export = WORK / f"pa-input-{tag}.json", WORK / f"pa-{tag}.json"
     data.write_text(json.dumps({"data": [{"input_ids": {"content": p, "shape": [PROMPT_LEN]}, "max_tokens": [new],
-                                          "ignore_eos": [True]} for p in prompts(n)]}))
+                                          "ignore_eos": [True], "stream": [stream]} for p in prompts(n)]}))
     export.unlink(missing_ok=True)
     cmd = [str(bench.PERF), "-m", MODEL, "-u", s.grpc_addr, "-i", "grpc", "--streaming", "--concurrency-range", str(n),
            "--input-data", str(data), "--measurement-interval", str(int(plan["window_s"] * 1000 / 3)),
@@ -240,19 +243,21 @@ def pa_point(s: TritonServer, n: int, plan: dict) -> dict:
     if r.returncode != 0 or not export.exists():
         raise RuntimeError(f"perf_analyzer failed (c={n}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     e = json.loads(export.read_text())["experiments"][0]
-    t0, t1 = e["window_boundaries"][0], e["window_boundaries"][-1]
+    t0, t1 = e["window_boundaries"][0] / 1e9, e["window_boundaries"][-1] / 1e9
     done = [(q["timestamp"] / 1e9, [t / 1e9 for t in q["response_timestamps"]]) for q in e["requests"]]
-    assert all(len(stamps) == new for _, stamps in done), "a request made another number of tokens"
+    per_response = 1 if stream else new
+    assert all(len(stamps) * per_response == new for _, stamps in done), "a request made another number of tokens"
     d = {k: v - before.get(k, 0) for k, v in after.items()}
     point = {
         "streams": n,
-        "tokens_per_s": sum(t0 / 1e9 <= at < t1 / 1e9 for _, stamps in done for at in stamps) / ((t1 - t0) / 1e9),
-        "requests": sum(t0 / 1e9 <= sent < t1 / 1e9 for sent, _ in done),
-        **latency([q for q in done if t0 / 1e9 <= q[0] < t1 / 1e9]),
+        "stream": stream,
+        "tokens_per_s": per_response * sum(t0 <= at < t1 for _, stamps in done for at in stamps) / (t1 - t0),
+        "requests": sum(t0 <= sent < t1 for sent, _ in done),
+        **latency([q for q in done if t0 <= q[0] < t1]),
         "server_cores": d["server_cpu"] / d["wall"],
     }
-    print(f"perf_analyzer {n:>2} streams: {point['tokens_per_s']:8.1f} tokens/s, TTFT p50 {point['ttft_p50_ms']:.2f} ms, "
-          f"ITL p50 {point['itl_p50_ms']:.2f} ms", flush=True)
+    print(f"perf_analyzer {n:>2} streams{'' if stream else ', stream false'}: {point['tokens_per_s']:8.1f} tokens/s, "
+          f"TTFT p50 {point['ttft_p50_ms']:.2f} ms", flush=True)
     return point
 
 
@@ -321,6 +326,7 @@ def run(plan: dict) -> dict:
             r["onnxrs"].append(onnxrs_point(s, n, plan))
             r["loadavg"].append(loadavg())
         r["pa"] = [pa_point(s, n, plan) for n in STREAMS]
+        r["pa_once"] = [pa_point(s, n, plan, stream=False) for n in (STREAMS[0], STREAMS[-1])]
         r["loadavg"].append(loadavg())
         r["plain"] = plain_point(s, plan)
         r["ort_genai"] = [og_measure(b) for b in OG_BATCHES]
@@ -405,6 +411,7 @@ def report(r: dict) -> str:
     rows = [("ORT GenAI in-process, one generator", p["batch"], p) for p in og]
     rows += [("onnxrs, gRPC streams (Python clients)", p["streams"], p) for p in r["onnxrs"]]
     rows += [("onnxrs, gRPC streams (perf_analyzer)", p["streams"], p) for p in r["pa"]]
+    rows += [("onnxrs, perf_analyzer, `stream` false: one response per request", p["streams"], p) for p in r["pa_once"]]
     rows.append(("plain onnxrs model, KV cache in every request", 1, r["plain"]))
     return "\n".join([
         "## Generation",
@@ -451,6 +458,15 @@ def report(r: dict) -> str:
         "arriving within its windows, TTFT and ITL from its profile export (each request's send time and its "
         "responses' times). Server cores busy: " + ", ".join(f"{p['server_cores']:.2f}" for p in r["pa"]) + " at "
         + ", ".join(str(p["streams"]) for p in r["pa"]) + " streams.",
+        "- `stream` false: the same perf_analyzer load, each request answered once with its "
+        f"{new} tokens (TTFT is then the whole request; no ITL): "
+        + ", ".join(f"{p['tokens_per_s']:.0f} tokens/s at {p['streams']}" for p in r["pa_once"])
+        + f" ({r['pa_once'][0]['tokens_per_s'] / og[0]['tokens_per_s']:.2f}× and "
+        f"{r['pa_once'][-1]['tokens_per_s'] / og[-1]['tokens_per_s']:.2f}× ORT GenAI's batch of the same size; "
+        f"{r['pa_once'][-1]['tokens_per_s'] / r['pa_once'][0]['tokens_per_s']:.2f}× from 1 to {r['pa_once'][-1]['streams']}). "
+        "What separates this from the streams is the cost of a response per token: Triton's gRPC frontend "
+        "serializes and writes each one (on the thread that sends it), and the client reads each one, on the "
+        "same 2 cores as the decoder.",
         "- onnxrs: client threads (Python, on the server's cores), a gRPC stream each, requests back to back; the "
         f"tokens arriving in a {r['plan']['window_s']:.0f} s window after a {r['plan']['warmup_s']:.0f} s warm-up count. "
         "ORT GenAI: generators one after another, each over one prompt or a batch. TTFT: sent (generator created) "
