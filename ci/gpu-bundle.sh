@@ -27,7 +27,7 @@ ln -s "libonnxruntime.so.$ONNXRS_ORT_VERSION" "$stage/backends/onnxrs/libonnxrun
 cp -a "$ONNXRS_DEPS/triton/pytriton" "$ONNXRS_DEPS/triton/nvidia_pytriton.libs" "$stage/triton/"
 models="$ONNXRS_ROOT/build/test-models"
 "$ONNXRS_PYTHON" tests/models/make_models.py "$models" >/dev/null
-for m in mlp_gpu mlp_gpu_shared two_io_dyn_gpu mlp_fp32; do cp -r "$models/$m" "$stage/models/"; done
+for m in mlp_gpu mlp_gpu_shared two_io_dyn_gpu mlp_fp32 decoder_gpu decoder_tiny; do cp -r "$models/$m" "$stage/models/"; done
 du -sh "$stage"/*
 
 step "compress (xz -${ONNXRS_GPU_XZ_LEVEL:-9}) and split"

@@ -53,6 +53,6 @@ curl -sf "127.0.0.1:$http/v2/health/live" >/dev/null || { echo "tritonserver not
 step "GPU check"
 status=0
 python3 tests/gpu/gpu_check.py --url="http://127.0.0.1:$http" --pid=$pid --report="$report" \
-  --shared-model=mlp_gpu_shared || status=$?
+  --shared-model=mlp_gpu_shared --generator-model=decoder_gpu --generator-cpu-model=decoder_tiny || status=$?
 if [ $status -ne 0 ]; then echo "== tritonserver log (tail)"; tail -80 "$log"; fi
 exit $status

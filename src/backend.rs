@@ -95,9 +95,7 @@ impl BackendConfig {
         let get = |k: &str| cmdline.and_then(|c| c.get(k)).and_then(serde_json::Value::as_str);
         let default_max_batch_size = match get("default-max-batch-size") {
             None => DEFAULT_MAX_BATCH_SIZE,
-            Some(v) => v.trim().parse().map_err(|_| {
-                Error::invalid_arg(format!("backend config default-max-batch-size must be a count, got '{v}'"))
-            })?,
+            Some(v) => config_number("default-max-batch-size", v, "a count")?,
         };
         let metrics_on = get("metrics").map_or(Ok(true), |v| parse_flag("backend config metrics", v))?;
         let thread_pools = thread_pools(&get)?;
@@ -144,14 +142,8 @@ fn thread_pools<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<ThreadPool
         (a, b) => a.or(b).unwrap_or(true),
     };
     let count = |key: &str| -> Result<Option<usize>> {
-        get(key)
-            .map(|v| {
-                v.trim()
-                    .parse::<usize>()
-                    .map_err(|_| Error::invalid_arg(format!("backend config {key} must be a thread count, got '{v}'")))
-            })
-            .transpose()
-            .map(|n| n.filter(|&n| n > 0))
+        let n = get(key).map(|v| config_number::<usize>(key, v, "a thread count")).transpose()?;
+        Ok(n.filter(|&n| n > 0))
     };
     let (intra, inter) = (count("intra_op_thread_count")?, count("inter_op_thread_count")?);
     Ok(if shared {
@@ -164,16 +156,21 @@ fn thread_pools<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<ThreadPool
     })
 }
 
+/// The number a backend-config `key` gives as `value` (trimmed), or an error naming the key and
+/// `what` it must be.
+fn config_number<T: std::str::FromStr>(key: &str, value: &str, what: &str) -> Result<T> {
+    value.trim().parse().map_err(|_| Error::invalid_arg(format!("backend config {key} must be {what}, got '{value}'")))
+}
+
 /// `shared-arena` and `shared-arena-max-bytes`: a cap alone turns the shared arena on; a cap with
 /// `shared-arena=0` is a contradiction, refused rather than guessed.
 fn shared_arena(flag: Option<&str>, max_bytes: Option<&str>) -> Result<Option<SharedArenaConfig>> {
     let on = flag.map(|v| parse_flag("backend config shared-arena", v)).transpose()?;
+    let what = "a positive byte count";
     let max_bytes = max_bytes
-        .map(|v| match v.trim().parse::<u64>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(Error::invalid_arg(format!(
-                "backend config shared-arena-max-bytes must be a positive byte count, got '{v}'"
-            ))),
+        .map(|v| match config_number::<u64>("shared-arena-max-bytes", v, what)? {
+            0 => Err(Error::invalid_arg(format!("backend config shared-arena-max-bytes must be {what}, got '{v}'"))),
+            n => Ok(n),
         })
         .transpose()?;
     match (on, max_bytes) {

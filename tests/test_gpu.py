@@ -26,21 +26,25 @@ def run_check(server, report: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_gpu_check_script_on_cpu(server_for, tmp_path):
-    s = server_for(["mlp_fp32", "autocomplete_mlp", "mlp_shared"], "--model-control-mode=explicit")
+    models = ["mlp_fp32", "autocomplete_mlp", "mlp_shared", "decoder_text", "decoder_tiny"]
+    s = server_for(models, "--model-control-mode=explicit")
     report = tmp_path / "report.md"
+    # decoder_text has decoder_tiny's weights: on a CPU instance it stands in for decoder_gpu.
     r = run_check(s, report, "--cpu", "--model=mlp_fp32", "--cpu-model=autocomplete_mlp", "--requests=8",
-                  "--shared-model=mlp_shared")
+                  "--shared-model=mlp_shared", "--generator-model=decoder_text", "--generator-cpu-model=decoder_tiny")
     assert r.returncode == 0, r.stdout + r.stderr
     text = report.read_text()
     assert "| success.count == sent | OK |" in text and "## Result\nPASS" in text, text
     assert "| success.count == 100, fail.count == 0 | OK |" in text, text
+    assert "| greedy tokens with 4 at once == the CPU instance's | OK |" in text, text
+    assert "| success.count == 8, fail.count == 0 | OK |" in text, text
 
 
 @pytest.mark.skipif(not has_gpu(), reason="no GPU on this machine: run `bash ci/gpu-run.sh` on a GPU host")
 def test_gpu_models(server_for, tmp_path):
-    s = server_for(["mlp_gpu", "mlp_fp32"], "--model-control-mode=explicit")
+    s = server_for(["mlp_gpu", "mlp_fp32", "decoder_gpu", "decoder_tiny"], "--model-control-mode=explicit")
     report = tmp_path / "gpu-report.md"
-    r = run_check(s, report)
+    r = run_check(s, report, "--generator-model=decoder_gpu", "--generator-cpu-model=decoder_tiny")
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -8,7 +8,10 @@ control), loads a GPU model, and writes a markdown report of what it measured:
   process's GPU memory before the load and after the load and the runs, the delta compared with
   what the backend reports (Triton's QA accepts +-10 %);
 - latency at batch 1 and at the model's max batch (client side, plain HTTP; indicative only);
-- the GPU memory given back at unload.
+- the GPU memory given back at unload;
+- a generator (a decoder in ONNX Runtime GenAI's layout) on a GPU instance: its greedy tokens,
+  alone and while 4 requests run at once, against the same decoder on a CPU instance, over
+  Triton's HTTP generate extension, with exact request counts.
 
 Needs only the Python standard library and numpy (the GPU host has no package registry).
 `--cpu` runs the same flow against a CPU model on a machine without a GPU (memory comparison
@@ -57,6 +60,42 @@ def process_gpu_mib(pid: int) -> int | None:
     return total
 
 
+def generate(server: Rest, model: str, prompt: list[int], n: int) -> list[int]:
+    """n greedy tokens (`ignore_eos`) from Triton's HTTP generate extension (one JSON answer: `stream` false)."""
+    body = {"input_ids": prompt, "max_tokens": n, "ignore_eos": True, "stream": False}
+    out = server.call("POST", f"/v2/models/{model}/generate", body)["output_ids"]
+    return out if isinstance(out, list) else [out]
+
+
+def generation_checks(s: Rest, model: str, cpu_model: str) -> tuple[list[str], list[str]]:
+    """The generator on a GPU instance against the same decoder on a CPU instance: report lines
+    and failures."""
+    s.load(model)
+    s.load(cpu_model)
+    prompts = [[1, 5, 9], [1, 7, 3, 8, 2, 11, 4], list(range(3, 40)), [1]]
+    want = [generate(s, cpu_model, p, 24) for p in prompts]
+    alone = [generate(s, model, p, 24) for p in prompts]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(lambda p: generate(s, model, p, 24), prompts))
+    inf = s.stats(model)["inference_stats"]
+    sent = 2 * len(prompts)
+    checks = {
+        "greedy tokens alone == the CPU instance's": alone == want,
+        "greedy tokens with 4 at once == the CPU instance's": together == want,
+        "every request made 24 tokens": all(len(t) == 24 for t in want + alone + together),
+        f"success.count == {sent}, fail.count == 0": inf["success"]["count"] == sent and inf["fail"]["count"] == 0,
+    }
+    lines = [f"## `{model}`: a generator on a GPU instance",
+             f"{len(prompts)} prompts, 24 greedy tokens each, alone and all at once, against `{cpu_model}` (CPU).",
+             "", "| check | result |", "| --- | --- |"]
+    lines += [f"| {k} | {'OK' if v else 'FAIL'} |" for k, v in checks.items()]
+    mem = s.stats(model)["memory_usage"]
+    lines += ["", "memory_usage: " + ", ".join(f"{m['type']} {m['id']}: {m['byte_size']} bytes" for m in mem)
+              + " (the KV cache lives in system memory: ONNX Runtime copies it to the device and back each step).", ""]
+    s.unload(model)
+    return lines, [f"{model}: {k}" for k, v in checks.items() if not v]
+
+
 def device_name() -> str:
     if not shutil.which("nvidia-smi"):
         return "no GPU (CPU run)"
@@ -86,6 +125,8 @@ def main() -> int:
     ap.add_argument("--cpu", action="store_true", help="no GPU here: check the flow, skip GPU memory")
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--shared-model", default="", help="a model whose GPU instances share one session (also checked)")
+    ap.add_argument("--generator-model", default="", help="a generator on a GPU instance (also checked)")
+    ap.add_argument("--generator-cpu-model", default="decoder_tiny", help="the same decoder on a CPU instance")
     args = ap.parse_args()
     s = Rest(args.url)
     failures: list[str] = []
@@ -233,6 +274,10 @@ def main() -> int:
                   "", "| check | result |", "| --- | --- |"]
         lines += [f"| {k} | {'OK' if v else 'FAIL'} |" for k, v in shared_checks.items()]
         lines += ["", f"Max relative error {worst_shared:.2e}; GPU memory_usage {gpu_bytes} bytes.", ""]
+    if args.generator_model:
+        more, failed = generation_checks(s, args.generator_model, args.generator_cpu_model)
+        lines += more
+        failures += failed
     lines += ["## Result", "PASS" if not failures else "FAIL: " + "; ".join(failures), ""]
     Path(args.report).write_text("\n".join(lines))
     print("\n".join(lines))

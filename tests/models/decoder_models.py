@@ -111,6 +111,10 @@ SERVED_ONLY = (
     DecoderSpec("decoder_long", seed=409, context=65536),
     # decoder_tiny's weights with a tokenizer.json (`write_tokenizer`): text in and out.
     DecoderSpec("decoder_text", seed=107),
+    # decoder_tiny's weights on a GPU instance (KIND_GPU, ONNX Runtime's CUDA provider): the GPU
+    # check (tests/gpu/gpu_check.py, run by ci/gpu-run.sh on a GPU host) compares its greedy
+    # tokens with decoder_tiny's; without a GPU its load fails.
+    DecoderSpec("decoder_gpu", seed=107),
 )
 # The models whose folder has a tokenizer.
 WITH_TOKENIZER = ("decoder_text",)
@@ -354,10 +358,13 @@ SETTINGS = (("max_tokens", "INT32"), ("temperature", "FP32"), ("top_k", "INT32")
 
 
 def triton_config(spec: DecoderSpec) -> str:
-    """decoder_gqa's and decoder_bench's configs name no inputs or outputs (onnxrs completes them
-    from genai_config.json); the others name every one."""
+    """decoder_gqa's, decoder_text's, decoder_gpu's and decoder_bench's configs name no inputs or
+    outputs (onnxrs completes them from genai_config.json); the others name every one."""
     if spec.name in ("decoder_gqa", "decoder_text", BENCH_SPEC.name):
         return f'name: "{spec.name}"\nbackend: "onnxrs"\nmodel_transaction_policy {{ decoupled: true }}\n'
+    if spec.name == "decoder_gpu":
+        return (f'name: "{spec.name}"\nbackend: "onnxrs"\nmodel_transaction_policy {{ decoupled: true }}\n'
+                "instance_group [ { kind: KIND_GPU count: 1 gpus: [ 0 ] } ]\n")
     from make_models import config, io
 
     return config(
