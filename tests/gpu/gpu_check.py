@@ -77,8 +77,13 @@ def generation_checks(s: Rest, model: str, cpu_model: str) -> tuple[list[str], l
     alone = [generate(s, model, p, 24) for p in prompts]
     with ThreadPoolExecutor(len(prompts)) as pool:
         together = list(pool.map(lambda p: generate(s, model, p, 24), prompts))
-    inf = s.stats(model)["inference_stats"]
     sent = 2 * len(prompts)
+    # The loop counts a request just after sending its last response: wait for the counts.
+    deadline = time.monotonic() + 10
+    inf = s.stats(model)["inference_stats"]
+    while inf["success"]["count"] + inf["fail"]["count"] < sent and time.monotonic() < deadline:
+        time.sleep(0.02)
+        inf = s.stats(model)["inference_stats"]
     checks = {
         "greedy tokens alone == the CPU instance's": alone == want,
         "greedy tokens with 4 at once == the CPU instance's": together == want,
