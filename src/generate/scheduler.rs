@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use crate::clock;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::generate::kv::{KvBatch, OwnCache, Source};
 use crate::generate::metrics::Load;
 use crate::generate::respond::{Chunk, Finish, Reporter, StepTimes};
@@ -118,6 +118,10 @@ impl<'a> Scheduler<'a> {
             }
             self.admit();
             self.decode();
+            if self.running.is_empty() {
+                // Nothing runs: the batch's buffers are given back.
+                self.batch = KvBatch::empty(self.decoder.shape);
+            }
             let load = Load {
                 running: self.running.len(),
                 waiting: self.waiting.len(),
@@ -136,7 +140,6 @@ impl<'a> Scheduler<'a> {
         for entry in std::mem::take(&mut self.waiting) {
             self.reporter.reject(entry, e.clone());
         }
-        self.batch = KvBatch::empty(self.decoder.shape);
     }
 
     /// Bytes the caches hold: the batch's buffers, and the prefills that join it at the next step.
@@ -244,38 +247,15 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// One decode step over every running sequence; the batch is laid out anew first when a
-    /// sequence joined or left since its last step, and given back when none runs.
+    /// One decode step over every running sequence.
     fn decode(&mut self) {
         if self.running.is_empty() {
-            self.batch = KvBatch::empty(self.decoder.shape);
             return;
         }
         let start = clock::now_ns();
-        let in_order = self.running.len() == self.batch.rows()
-            && self.running.iter().enumerate().all(|(i, s)| matches!(s.place, Place::Row(r) if r == i));
-        if !in_order {
-            let sources: Vec<Source<'_>> = self
-                .running
-                .iter()
-                .map(|s| match &s.place {
-                    Place::Own(c) => Source::Own(c),
-                    Place::Row(r) => Source::Row(*r),
-                })
-                .collect();
-            let laid_out = self.batch.lay_out(&sources);
-            match laid_out {
-                Ok(batch) => {
-                    self.batch = batch;
-                    for (i, s) in self.running.iter_mut().enumerate() {
-                        s.place = Place::Row(i);
-                    }
-                }
-                Err(e) => {
-                    self.end_running(&e);
-                    return;
-                }
-            }
+        if let Err(e) = self.lay_out_if_changed() {
+            self.end_running(&e);
+            return;
         }
         let tokens: Vec<i64> = self.running.iter().map(|s| *s.generated.last().unwrap_or(&0)).collect();
         let result = self.decoder.decode(&mut self.batch, &tokens);
@@ -296,18 +276,37 @@ impl<'a> Scheduler<'a> {
                 self.end_running(&e);
             }
         }
-        if self.running.is_empty() {
-            self.batch = KvBatch::empty(self.decoder.shape);
-        }
     }
 
-    /// A decode step that failed: every running sequence ends with `e`, and the batch is given back.
+    /// Lays the batch out anew when a sequence joined or left since its last step (the running
+    /// sequences are then not its rows in order).
+    fn lay_out_if_changed(&mut self) -> Result<()> {
+        let in_order = self.running.len() == self.batch.rows()
+            && self.running.iter().enumerate().all(|(i, s)| matches!(s.place, Place::Row(r) if r == i));
+        if in_order {
+            return Ok(());
+        }
+        let sources: Vec<Source<'_>> = self
+            .running
+            .iter()
+            .map(|s| match &s.place {
+                Place::Own(c) => Source::Own(c),
+                Place::Row(r) => Source::Row(*r),
+            })
+            .collect();
+        self.batch = self.batch.lay_out(&sources)?;
+        for (i, s) in self.running.iter_mut().enumerate() {
+            s.place = Place::Row(i);
+        }
+        Ok(())
+    }
+
+    /// A decode step that failed: every running sequence ends with `e`.
     fn end_running(&mut self, e: &Error) {
         log::error!("onnxrs: a decode step of {} sequences failed: {e}", self.running.len());
         for seq in std::mem::take(&mut self.running) {
             self.finish(seq, Finish::Failed(e.clone()));
         }
-        self.batch = KvBatch::empty(self.decoder.shape);
     }
 
     /// Takes a sequence's next token from `logits`, answers with it, and keeps the sequence
