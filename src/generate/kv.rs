@@ -66,14 +66,6 @@ impl OwnCache {
         OwnCache { slots: vec![vec![0; shape.tensor_bytes(1, len)]; shape.slots()], len }
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.slots.iter().map(Vec::capacity).sum()
@@ -140,10 +132,6 @@ impl KvBatch {
     /// Positions row `r` holds (each sequence's length).
     pub fn len(&self, r: usize) -> usize {
         self.own.get(r).map_or(0, |own| own + self.width - self.shared_from)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.own.is_empty()
     }
 
     /// Bytes held (both sets of buffers, as allocated).
